@@ -1,0 +1,205 @@
+"""Domain values: statuses, their transitions, and frozen records read from the store.
+
+Pure: no database, no Redis. The store turns rows into these values with ``from_row`` and the
+engine only ever sees these.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class CampaignStatus(enum.StrEnum):
+    """Status of a campaign (``campaign_batch_state.status``)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    SCHEDULED = "scheduled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset(
+    {CampaignStatus.COMPLETED, CampaignStatus.FAILED, CampaignStatus.CANCELLED}
+)
+
+# Which status may follow which. Recovery, pause, resume and cancel all go through this table so
+# an operator's `cancel` and a worker's `completed` can race without reviving a finished campaign.
+TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = {
+    CampaignStatus.SCHEDULED: frozenset(
+        {CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.CANCELLED}
+    ),
+    CampaignStatus.RUNNING: frozenset(
+        {
+            CampaignStatus.COMPLETED,
+            CampaignStatus.FAILED,
+            CampaignStatus.INTERRUPTED,
+            CampaignStatus.PAUSED,
+            CampaignStatus.CANCELLED,
+        }
+    ),
+    CampaignStatus.INTERRUPTED: frozenset(
+        {
+            CampaignStatus.RUNNING,
+            CampaignStatus.PAUSED,
+            CampaignStatus.CANCELLED,
+            CampaignStatus.FAILED,
+        }
+    ),
+    CampaignStatus.PAUSED: frozenset(
+        {CampaignStatus.RUNNING, CampaignStatus.CANCELLED, CampaignStatus.FAILED}
+    ),
+    CampaignStatus.COMPLETED: frozenset(),
+    CampaignStatus.FAILED: frozenset(),
+    CampaignStatus.CANCELLED: frozenset(),
+}
+
+
+def sources_of(target: CampaignStatus) -> frozenset[CampaignStatus]:
+    """The statuses from which ``target`` may be reached."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
+
+
+class RecipientStatus(enum.StrEnum):
+    """Status of one ledger row (``campaign_recipients.status``)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+
+
+# Statuses a recipient cannot leave (unknown can, only under the opt-in resend policy).
+SETTLED_RECIPIENT_STATUSES = frozenset(
+    {
+        RecipientStatus.SENT,
+        RecipientStatus.FAILED,
+        RecipientStatus.DUPLICATE,
+        RecipientStatus.INVALID,
+        RecipientStatus.UNKNOWN,
+        RecipientStatus.SKIPPED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """A campaign as stored in ``campaign_batch_state``."""
+
+    id: int
+    session_name: str
+    status: CampaignStatus
+    message: str
+    total_numbers: int
+    total_batches: int
+    current_batch: int
+    processed_numbers: int
+    success_count: int
+    failed_count: int
+    duplicate_count: int
+    invalid_count: int
+    unknown_count: int
+    skipped_count: int
+    batch_size: int
+    min_interval: float
+    max_interval: float
+    batch_delay_min: float
+    batch_delay_max: float
+    run_token: str | None
+    heartbeat_at: datetime | None
+    next_batch_at: datetime | None
+    interrupt_reason: str | None
+    template: Mapping[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Campaign:
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values["status"] = CampaignStatus(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRecipient:
+    """A recipient this worker holds the claim of (status ``sending``, attempt ``attempt``)."""
+
+    campaign_id: int
+    position: int
+    batch_number: int
+    phone: str
+    variables: Mapping[str, str] | None
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSession:
+    """A WhatsApp sender account reached through a gateway. Holds the *name* of the
+    environment variable with its token, never the token."""
+
+    name: str
+    gateway: str
+    base_url: str
+    token_env: str | None
+    options: Mapping[str, str]
+    connection_status: str
+    last_checked_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SenderSession:
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values["options"] = dict(values["options"] or {})
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What ``finish_batch`` wrote for one batch."""
+
+    campaign_id: int
+    batch_number: int
+    counts: Mapping[RecipientStatus, int]
+    next_batch: int | None
+    """The next batch with work, derived from the ledger; None when the campaign is done."""
+    completed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """A campaign and the live counts of its ledger, for display and ETA."""
+
+    campaign: Campaign
+    counts: Mapping[RecipientStatus, int]
+    batches_done: int
+    last_error: str | None
+    remaining_batches: int = field(default=0)
+
+    @property
+    def remaining(self) -> int:
+        return self.counts.get(RecipientStatus.PENDING, 0) + self.counts.get(
+            RecipientStatus.SENDING, 0
+        )
+
+    def eta_seconds(self) -> float:
+        """Expected seconds to finish at the mean pacing: messages × mean interval + the
+        mean delay between the remaining batches."""
+        c = self.campaign
+        mean_gap = (c.min_interval + c.max_interval) / 2
+        mean_delay = (c.batch_delay_min + c.batch_delay_max) / 2
+        return self.remaining * mean_gap + max(self.remaining_batches - 1, 0) * mean_delay

@@ -1,0 +1,174 @@
+"""SQLAlchemy models: the schema of record. Alembic migrations are checked against these
+(``tests/integration/test_migrations.py``), and the Python status enums against PostgreSQL's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from campaigns.domain import CampaignStatus, RecipientStatus
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+campaign_status = Enum(
+    CampaignStatus,
+    name="campaign_status",
+    values_callable=lambda e: [m.value for m in e],
+)
+recipient_status = Enum(
+    RecipientStatus,
+    name="recipient_status",
+    values_callable=lambda e: [m.value for m in e],
+)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SessionRow(Base):
+    """A WhatsApp sender session. ``token_env`` names the environment variable holding the
+    gateway token: the token itself is never stored."""
+
+    __tablename__ = "campaign_sessions"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(20))
+    base_url: Mapped[str] = mapped_column(Text)
+    token_env: Mapped[str | None] = mapped_column(String(200))
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    connection_status: Mapped[str] = mapped_column(String(40), server_default="unknown")
+    last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CampaignBatchState(Base):
+    """One row per campaign: the original design's columns, plus pacing, fencing and
+    recovery columns. Counters advance when a batch finishes, with its details row."""
+
+    __tablename__ = "campaign_batch_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_name: Mapped[str] = mapped_column(String(100))
+    total_numbers: Mapped[int] = mapped_column(Integer, server_default="0")
+    total_batches: Mapped[int] = mapped_column(Integer, server_default="0")
+    current_batch: Mapped[int] = mapped_column(Integer, server_default="0")
+    processed_numbers: Mapped[int] = mapped_column(Integer, server_default="0")
+    success_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    duplicate_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    status: Mapped[CampaignStatus] = mapped_column(campaign_status)
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # --- added for correctness ---
+    invalid_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    unknown_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    skipped_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    batch_size: Mapped[int] = mapped_column(Integer)
+    min_interval: Mapped[float] = mapped_column(Float)
+    max_interval: Mapped[float] = mapped_column(Float)
+    batch_delay_min: Mapped[float] = mapped_column(Float)
+    batch_delay_max: Mapped[float] = mapped_column(Float)
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    run_token: Mapped[str | None] = mapped_column(String(36))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_batch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    interrupt_reason: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # the sweep: running campaigns by heartbeat
+        Index("ix_campaign_batch_state_status_heartbeat", "status", "heartbeat_at"),
+        # find_interrupted_campaigns(session), list by session
+        Index("ix_campaign_batch_state_session_status", "session_name", "status"),
+    )
+
+
+class CampaignBatchDetails(Base):
+    """One row per finished batch, written in the same transaction that advances the state."""
+
+    __tablename__ = "campaign_batch_details"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign_batch_state.id", ondelete="CASCADE")
+    )
+    batch_number: Mapped[int] = mapped_column(Integer)
+    sent_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    duplicate_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    success: Mapped[bool] = mapped_column(Boolean)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    # --- added for correctness ---
+    invalid_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    unknown_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    skipped_count: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    __table_args__ = (
+        # finish_batch is idempotent: a redelivered task cannot count a batch twice
+        UniqueConstraint("campaign_id", "batch_number", name="uq_campaign_batch_details_batch"),
+    )
+
+
+class CampaignRecipient(Base):
+    """The recipient ledger: one row per input entry, in input order."""
+
+    __tablename__ = "campaign_recipients"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign_batch_state.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_number: Mapped[int] = mapped_column(Integer)
+    phone: Mapped[str | None] = mapped_column(String(20))
+    raw: Mapped[str] = mapped_column(Text)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    status: Mapped[RecipientStatus] = mapped_column(recipient_status)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    gateway_message_id: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # the claim: the first pending recipient of a batch, in input order
+        Index(
+            "ix_campaign_recipients_open",
+            "campaign_id",
+            "batch_number",
+            "position",
+            postgresql_where=text("status IN ('pending', 'sending')"),
+        ),
+    )
