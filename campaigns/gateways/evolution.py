@@ -1,0 +1,202 @@
+"""Evolution API v2 adapter (EvolutionAPI/evolution-api; docs/gateways.md §3).
+
+Evolution has no "not connected" guard: a closed connection surfaces as a Baileys error whose
+status and shape vary by version (§3.4). So the adapter looks at the *text* first:
+
+* "Connection Closed" anywhere in ``response.message`` (string, list, nested), whatever the
+  status → SESSION_DOWN.
+* "Cannot read properties of undefined" (the instance is not loaded in memory) → SESSION_DOWN.
+* A 400 whose message lists ``{"exists": false, ...}`` → RECIPIENT_FAILED (not on WhatsApp).
+
+Decisions where the contract leaves a choice:
+
+* A 400 from schema validation ("requires property", "is required": for example a v1 server
+  receiving the v2 body) is SESSION_DOWN: every recipient would fail the same way, so the
+  campaign stops with the reason instead of burning the list.
+* Any other 400 is TRANSIENT: inside the send's try block Evolution turns *every* Baileys
+  error into a 400 (``BadRequestException(error.toString())``), and most of those (timeouts,
+  stream errors) are not about the recipient.
+* Other 5xx are TRANSIENT; a 504 from a proxy in front is AMBIGUOUS (see ``http.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from campaigns.gateways.base import (
+    GatewayConfig,
+    OutcomeKind,
+    OutgoingMessage,
+    SendOutcome,
+    SessionHealth,
+)
+from campaigns.gateways.http import HttpAnswer, HttpClient, digits, redact, status_fallback
+from campaigns.masking import mask_phone
+
+logger = logging.getLogger(__name__)
+
+_CLOSED = "connection closed"
+_NOT_LOADED = "cannot read properties of undefined"
+_SCHEMA_ERROR = re.compile(r"requires property|is required|is not allowed|must be", re.I)
+
+
+class EvolutionGateway:
+    """Sends through ``POST {base_url}/message/sendText/{instance}`` with the ``apikey``
+    header."""
+
+    kind = "evolution"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.instance = config.options.get("instance") or config.session_name
+        self._path = quote(self.instance, safe="")
+        headers = {"apikey": config.token} if config.token else {}
+        self._http = HttpClient(config, headers)
+
+    def send(self, message: OutgoingMessage) -> SendOutcome:
+        """Send one text message and classify Evolution's answer."""
+        if message.text is None:
+            # Every recipient would fail alike: stop the campaign, do not fail the list.
+            outcome = SendOutcome(
+                OutcomeKind.SESSION_DOWN,
+                error_code="unsupported_message",
+                error_message="Evolution sends text only; this campaign has a template message",
+            )
+        else:
+            body = {"number": digits(message.to), "text": message.text}
+            answer = self._http.request(
+                "POST", f"/message/sendText/{self._path}", json_body=body, sends=True
+            )
+            outcome = answer if isinstance(answer, SendOutcome) else classify_send(answer)
+        logger.debug(
+            "evolution %s: %s -> %s %s",
+            self.instance,
+            mask_phone(message.to),
+            outcome.kind,
+            outcome.error_code or "",
+        )
+        return outcome
+
+    def health(self) -> SessionHealth:
+        """``GET /instance/connectionState/{instance}``: connected only when ``open``."""
+        answer = self._http.request("GET", f"/instance/connectionState/{self._path}", sends=False)
+        if isinstance(answer, SendOutcome):
+            return SessionHealth(False, "unreachable", answer.error_message or "")
+        if answer.status in (401, 403):
+            return SessionHealth(False, "unauthorized", "Evolution refused the API key", True)
+        if answer.status == 404:
+            return SessionHealth(False, "not_found", f"no Evolution instance {self.instance!r}")
+        if not answer.ok:
+            return SessionHealth(False, f"HTTP {answer.status}", _describe(answer))
+        body = answer.body if isinstance(answer.body, Mapping) else {}
+        instance = body.get("instance")
+        state = instance.get("state") if isinstance(instance, Mapping) else None
+        if not isinstance(state, str) or not state:
+            # Read through optional chaining: the instance exists but is not loaded.
+            return SessionHealth(False, "missing", "the instance is not loaded in Evolution")
+        return SessionHealth(state == "open", state)
+
+    def close(self) -> None:
+        """Release HTTP connections."""
+        self._http.close()
+
+
+def _messages(answer: HttpAnswer) -> Any:
+    body = answer.body
+    if isinstance(body, Mapping):
+        response = body.get("response")
+        if isinstance(response, Mapping) and "message" in response:
+            return response["message"]
+        if "message" in body:
+            return body["message"]
+    return answer.text
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every string inside a message that may be a string, a list or nested objects."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+def _not_on_whatsapp(value: Any) -> bool:
+    return isinstance(value, list) and any(
+        isinstance(item, Mapping) and item.get("exists") is False for item in value
+    )
+
+
+def _describe(answer: HttpAnswer) -> str:
+    texts = list(_texts(_messages(answer)))
+    return redact("; ".join(texts)) if texts else f"HTTP {answer.status}"
+
+
+def classify_send(answer: HttpAnswer) -> SendOutcome:
+    """Turn an Evolution sendText answer into an outcome (see the module docstring)."""
+    if answer.ok:
+        return SendOutcome(
+            OutcomeKind.SENT, message_id=_key_id(answer.body), http_status=answer.status
+        )
+    message = _messages(answer)
+    lowered = [text.lower() for text in _texts(message)]
+    detail = _describe(answer)
+    reason: str | None = None
+    if any(_CLOSED in text for text in lowered):
+        reason = f"the WhatsApp connection of the instance is closed: {detail}"
+    elif any(_NOT_LOADED in text for text in lowered):
+        reason = f"the instance is not loaded in Evolution (restart or reconnect it): {detail}"
+    elif answer.status == 404:
+        reason = f"the Evolution instance does not exist: {detail}"
+    elif answer.status == 400 and _not_on_whatsapp(message):
+        return SendOutcome(
+            OutcomeKind.RECIPIENT_FAILED,
+            error_code="not_on_whatsapp",
+            error_message="the number is not on WhatsApp",
+            http_status=400,
+        )
+    elif answer.status == 400 and any(_SCHEMA_ERROR.search(text) for text in lowered):
+        reason = f"Evolution rejected the request body (v1 server?): {detail}"
+    if reason is not None:
+        return SendOutcome(
+            OutcomeKind.SESSION_DOWN,
+            error_code=str(answer.status),
+            error_message=reason,
+            http_status=answer.status,
+        )
+    if answer.status in (401, 403):
+        return SendOutcome(
+            OutcomeKind.SESSION_DOWN,
+            error_code=str(answer.status),
+            error_message="Evolution refused the API key; fix the session's token",
+            auth_failure=True,
+            http_status=answer.status,
+        )
+    if answer.status == 400:
+        return SendOutcome(
+            OutcomeKind.TRANSIENT, error_code="400", error_message=detail, http_status=400
+        )
+    fallback = status_fallback(answer, sends=True)
+    if fallback.kind is OutcomeKind.TRANSIENT:
+        return SendOutcome(
+            OutcomeKind.TRANSIENT,
+            error_code=fallback.error_code,
+            error_message=detail,
+            retry_after=fallback.retry_after,
+            http_status=answer.status,
+        )
+    return fallback
+
+
+def _key_id(body: Any) -> str | None:
+    if isinstance(body, Mapping):
+        key = body.get("key")
+        if isinstance(key, Mapping) and isinstance(key.get("id"), str) and key["id"]:
+            return str(key["id"])
+    return None

@@ -1,0 +1,230 @@
+"""WAHA adapter (devlikeapro/waha; docs/gateways.md §2).
+
+Decisions where the contract is UNCONFIRMED or leaves a choice:
+
+* The 201 body is the engine's raw message and may be empty: any 2xx is SENT, and the id is
+  taken from whichever shape is there (NOWEB ``key.id``, WEBJS ``id._serialized``/``id.id``,
+  the documented ``WAMessage`` ``id`` string), else ``None``.
+* Any 422 is SESSION_DOWN: WAHA answers 422 when the session is not WORKING after its 5 s
+  wait (the reason carries the status) and, in the 2024 core, for a session name other than
+  ``default``. Both need an operator.
+* A 500 whose exception mentions error 463 is SESSION_DOWN: that is WhatsApp refusing the
+  number (ban or reputation block, §2.4); sending on would make it worse. Any other 500 is
+  TRANSIENT (an engine error before the send).
+* A 400 is SESSION_DOWN: it comes from WAHA's request validation, so the body shape does not
+  match the WAHA version, and every recipient would fail the same way.
+* sendText does not reject numbers that are not on WhatsApp (§2.6). With option
+  ``check_exists=true`` the adapter asks ``/api/contacts/check-exists`` first, fails the
+  recipient when ``numberExists`` is false, and sends to the ``chatId`` WAHA returns (it fixes
+  Brazil's extra 9).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from campaigns.errors import ConfigurationError
+from campaigns.gateways.base import (
+    GatewayConfig,
+    OutcomeKind,
+    OutgoingMessage,
+    SendOutcome,
+    SessionHealth,
+)
+from campaigns.gateways.http import HttpAnswer, HttpClient, digits, redact, status_fallback
+from campaigns.masking import mask_phone
+
+logger = logging.getLogger(__name__)
+
+_BAN = re.compile(r"\b463\b")
+
+
+def parse_bool_option(value: str, name: str) -> bool:
+    """``"true"``/``"false"`` (any case) → bool; anything else is a configuration error."""
+    lowered = value.strip().lower()
+    if lowered not in {"true", "false"}:
+        raise ConfigurationError(f"option {name} must be true or false", value=value)
+    return lowered == "true"
+
+
+class WahaGateway:
+    """Sends through ``POST {base_url}/api/sendText`` with the ``X-Api-Key`` header."""
+
+    kind = "waha"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.session = config.options.get("session") or config.session_name
+        self.check_exists = parse_bool_option(
+            config.options.get("check_exists", "false"), "check_exists"
+        )
+        headers = {"X-Api-Key": config.token} if config.token else {}
+        self._http = HttpClient(config, headers)
+
+    def send(self, message: OutgoingMessage) -> SendOutcome:
+        """Send one text message (optionally after check-exists) and classify the answer."""
+        if message.text is None:
+            return _unsupported()
+        chat_id: str | SendOutcome = f"{digits(message.to)}@c.us"
+        if self.check_exists:
+            chat_id = self._check_exists(message.to)
+        if isinstance(chat_id, SendOutcome):
+            outcome = chat_id
+        else:
+            body = {"session": self.session, "chatId": chat_id, "text": message.text}
+            answer = self._http.request("POST", "/api/sendText", json_body=body, sends=True)
+            outcome = answer if isinstance(answer, SendOutcome) else classify_send(answer)
+        logger.debug(
+            "waha %s: %s -> %s %s",
+            self.session,
+            mask_phone(message.to),
+            outcome.kind,
+            outcome.error_code or "",
+        )
+        return outcome
+
+    def _check_exists(self, number: str) -> str | SendOutcome:
+        """The chatId to send to, or the outcome that ends this send."""
+        answer = self._http.request(
+            "GET",
+            "/api/contacts/check-exists",
+            params={"phone": digits(number), "session": self.session},
+            sends=False,
+        )
+        if isinstance(answer, SendOutcome):
+            return answer
+        if not answer.ok:
+            return classify_send(answer, sends=False)
+        body = answer.body if isinstance(answer.body, Mapping) else {}
+        if body.get("numberExists") is False:
+            return SendOutcome(
+                OutcomeKind.RECIPIENT_FAILED,
+                error_code="not_on_whatsapp",
+                error_message="the number is not on WhatsApp (check-exists)",
+                http_status=answer.status,
+            )
+        chat_id = body.get("chatId")
+        return chat_id if isinstance(chat_id, str) and chat_id else f"{digits(number)}@c.us"
+
+    def health(self) -> SessionHealth:
+        """``GET /api/sessions/{session}``: connected only when the status is WORKING."""
+        answer = self._http.request(
+            "GET", f"/api/sessions/{quote(self.session, safe='')}", sends=False
+        )
+        if isinstance(answer, SendOutcome):
+            return SessionHealth(False, "UNREACHABLE", answer.error_message or "")
+        if answer.status in (401, 403):
+            return SessionHealth(False, "UNAUTHORIZED", "WAHA refused the API key", True)
+        if answer.status == 404:
+            return SessionHealth(False, "NOT_FOUND", f"WAHA has no session {self.session!r}")
+        body = answer.body if isinstance(answer.body, Mapping) else {}
+        status = body.get("status")
+        if answer.ok and isinstance(status, str):
+            return SessionHealth(status == "WORKING", status)
+        return SessionHealth(False, f"HTTP {answer.status}", _message(answer))
+
+    def close(self) -> None:
+        """Release HTTP connections."""
+        self._http.close()
+
+
+def _unsupported() -> SendOutcome:
+    # A template cannot go through WAHA; every recipient would fail alike, so stop the
+    # campaign rather than fail the list.
+    return SendOutcome(
+        OutcomeKind.SESSION_DOWN,
+        error_code="unsupported_message",
+        error_message="WAHA sends text only; this campaign has a template message",
+    )
+
+
+def message_id(body: Any) -> str | None:
+    """The message id in any of the documented 201 shapes, or ``None``."""
+    if not isinstance(body, Mapping):
+        return None
+    key = body.get("key")
+    if isinstance(key, Mapping) and isinstance(key.get("id"), str):
+        return str(key["id"])
+    ident = body.get("id")
+    if isinstance(ident, Mapping):
+        for field in ("_serialized", "id"):
+            if isinstance(ident.get(field), str) and ident[field]:
+                return str(ident[field])
+    if isinstance(ident, str) and ident:
+        return ident
+    return None
+
+
+def _message(answer: HttpAnswer) -> str:
+    """WAHA's own words: ``error`` (422), ``exception.message`` (500) or NestJS ``message``."""
+    body = answer.body
+    if not isinstance(body, Mapping):
+        return f"HTTP {answer.status}"
+    exception = body.get("exception")
+    if isinstance(exception, Mapping) and exception.get("message"):
+        return redact(exception["message"])
+    for field in ("error", "message"):
+        value = body.get(field)
+        if isinstance(value, str) and value:
+            return redact(value)
+        if isinstance(value, list) and value:
+            return redact("; ".join(str(v) for v in value))
+    return f"HTTP {answer.status}"
+
+
+def classify_send(answer: HttpAnswer, *, sends: bool = True) -> SendOutcome:
+    """Turn a WAHA answer (to sendText or check-exists) into an outcome."""
+    if answer.ok:
+        return SendOutcome(
+            OutcomeKind.SENT, message_id=message_id(answer.body), http_status=answer.status
+        )
+    text = _message(answer)
+    reason = _session_down_reason(answer, text)
+    if reason is not None:
+        return SendOutcome(
+            OutcomeKind.SESSION_DOWN,
+            error_code=str(answer.status),
+            error_message=reason,
+            http_status=answer.status,
+        )
+    if answer.status in (401, 403):
+        return SendOutcome(
+            OutcomeKind.SESSION_DOWN,
+            error_code=str(answer.status),
+            error_message="WAHA refused the API key; fix the session's token",
+            auth_failure=True,
+            http_status=answer.status,
+        )
+    fallback = status_fallback(answer, sends=sends)
+    if fallback.kind is OutcomeKind.TRANSIENT:
+        return SendOutcome(
+            OutcomeKind.TRANSIENT,
+            error_code=fallback.error_code,
+            error_message=text,
+            retry_after=fallback.retry_after,
+            http_status=answer.status,
+        )
+    return fallback
+
+
+def _session_down_reason(answer: HttpAnswer, text: str) -> str | None:
+    body = answer.body if isinstance(answer.body, Mapping) else {}
+    if answer.status == 422:
+        status = body.get("status")
+        session = body.get("session")
+        if isinstance(status, str):
+            return redact(f"WAHA session {session!r} is {status}, not WORKING: {text}")
+        return f"WAHA cannot use the session: {text}"
+    if answer.status == 404:
+        return f"WAHA session not found: {text}"
+    if answer.status == 400:
+        return f"WAHA rejected the request body (version mismatch?): {text}"
+    if answer.status >= 500 and _BAN.search(text):
+        return (
+            f"WhatsApp refused to send (error 463: ban or reputation block): {text}; "
+            "check the number before resuming"
+        )
+    return None
