@@ -128,7 +128,7 @@ class Campaign:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Campaign:
+    def from_row(cls, row: Mapping[Any, Any]) -> Campaign:
         values = {name: row[name] for name in cls.__dataclass_fields__}
         values["status"] = CampaignStatus(values["status"])
         return cls(**values)
@@ -162,7 +162,7 @@ class SenderSession:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> SenderSession:
+    def from_row(cls, row: Mapping[Any, Any]) -> SenderSession:
         values = {name: row[name] for name in cls.__dataclass_fields__}
         values["options"] = dict(values["options"] or {})
         return cls(**values)

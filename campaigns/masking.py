@@ -18,7 +18,7 @@ def mask_phone(number: str | None) -> str:
     if _full_numbers():
         return number
     plus = "+" if number.startswith("+") else ""
-    digits = number[len(plus):]
+    digits = number[len(plus) :]
     if len(digits) <= 5:
         return plus + "*" * len(digits)
     return plus + digits[:3] + "*" * (len(digits) - 5) + digits[-2:]

@@ -1,0 +1,81 @@
+"""The connector: engines, migrations, and translation of driver errors.
+
+Nothing outside the store imports SQLAlchemy; driver errors are turned into
+:class:`campaigns.errors.StoreUnavailable` here and never leak past the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from campaigns.errors import StoreUnavailable
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+def create_db_engine(url: str, pool_size: int = 10) -> Engine:
+    """An engine whose pool is bounded (sending threads share it: a thousand paced sessions
+    must not mean a thousand PostgreSQL connections) and checked before use (a PostgreSQL
+    restart must not poison the pool)."""
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=60,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 10, "application_name": "campaign-continuity"},
+    )
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn a lost or refused database connection into :class:`StoreUnavailable`."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreUnavailable(str(exc.orig).strip().splitlines()[0]) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("the database connection was lost") from exc
+        raise
+
+
+def _alembic_config(url: str) -> object:
+    from alembic.config import Config
+
+    config = Config(str(ALEMBIC_INI))
+    config.attributes["url"] = url
+    config.attributes["configure_logging"] = False
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)  # type: ignore[arg-type]
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    """Revert migrations down to ``revision``."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(url), revision)  # type: ignore[arg-type]
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    from alembic.migration import MigrationContext
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

@@ -1,0 +1,201 @@
+"""Named SQL of the store, each with a one-line description.
+
+The locking rules live here, next to the data: the claim locks the campaign row (the fence) and
+skips recipients another worker holds; ``finish_batch`` locks the campaign row; takeover is one
+conditional UPDATE. Python code never builds SQL from strings.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+# Claim the first pending recipient of a batch, in input order, if the caller still holds the
+# campaign's fence (status running, same run_token); stamps the heartbeat in the same statement.
+# The fence CTE locks the campaign row, so a takeover that swaps the token waits for an
+# in-flight claim and every claim after it sees the new token.
+CLAIM_NEXT = text("""
+WITH fence AS (
+    UPDATE campaign_batch_state SET heartbeat_at = now()
+    WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+    RETURNING id
+), next AS (
+    SELECT r.position FROM campaign_recipients r JOIN fence ON r.campaign_id = fence.id
+    WHERE r.batch_number = :batch_number AND r.status = 'pending'
+    ORDER BY r.position LIMIT 1
+    FOR UPDATE OF r SKIP LOCKED
+)
+UPDATE campaign_recipients r
+SET status = 'sending', attempts = r.attempts + 1, claimed_at = now(), updated_at = now()
+FROM next
+WHERE r.campaign_id = :campaign_id AND r.position = next.position
+RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts
+""")
+
+# Record the outcome of the gateway call of one claim (sent, failed or unknown); only the holder
+# of that claim (same attempt, still sending) can record it.
+RECORD_OUTCOME = text("""
+UPDATE campaign_recipients
+SET status = CAST(:status AS recipient_status), gateway_message_id = :message_id,
+    error_code = :error_code, error_message = :error_message,
+    finished_at = now(), updated_at = now()
+WHERE campaign_id = :campaign_id AND position = :position
+  AND status = 'sending' AND attempts = :attempt
+""")
+
+# Give a claim back (nothing was sent: throttled, session down, transient error answer).
+RELEASE_CLAIM = text("""
+UPDATE campaign_recipients
+SET status = 'pending', error_code = :error_code, error_message = :error_message,
+    updated_at = now()
+WHERE campaign_id = :campaign_id AND position = :position
+  AND status = 'sending' AND attempts = :attempt
+""")
+
+# Stamp the heartbeat if the caller still holds the fence; no row means it lost it.
+HEARTBEAT = text("""
+UPDATE campaign_batch_state SET heartbeat_at = now()
+WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+RETURNING id
+""")
+
+# Lock the campaign row for finish_batch, if the caller holds the fence.
+LOCK_FENCED = text("""
+SELECT id, total_batches, current_batch FROM campaign_batch_state
+WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+FOR UPDATE
+""")
+
+# Ledger counts of one batch by status.
+BATCH_COUNTS = text("""
+SELECT status, count(*) AS n FROM campaign_recipients
+WHERE campaign_id = :campaign_id AND batch_number = :batch_number
+GROUP BY status
+""")
+
+# Write a batch's details row once; a second finish of the same batch inserts nothing.
+INSERT_BATCH_DETAILS = text("""
+INSERT INTO campaign_batch_details
+    (campaign_id, batch_number, sent_count, failed_count, duplicate_count, invalid_count,
+     unknown_count, skipped_count, success, error_message)
+VALUES (:campaign_id, :batch_number, :sent, :failed, :duplicate, :invalid, :unknown, :skipped,
+        :success, :error_message)
+ON CONFLICT (campaign_id, batch_number) DO NOTHING
+RETURNING id
+""")
+
+# The first batch without a details row: the next step, derived from the ledger's record.
+NEXT_UNFINISHED_BATCH = text("""
+SELECT min(b) FROM generate_series(1, :total_batches) AS b
+WHERE NOT EXISTS (
+    SELECT 1 FROM campaign_batch_details d
+    WHERE d.campaign_id = :campaign_id AND d.batch_number = b
+)
+""")
+
+# Advance the state counters by one finished batch, and set what comes next.
+ADVANCE_STATE = text("""
+UPDATE campaign_batch_state SET
+    processed_numbers = processed_numbers + :processed,
+    success_count = success_count + :sent,
+    failed_count = failed_count + :failed,
+    duplicate_count = duplicate_count + :duplicate,
+    invalid_count = invalid_count + :invalid,
+    unknown_count = unknown_count + :unknown,
+    skipped_count = skipped_count + :skipped,
+    current_batch = :current_batch,
+    next_batch_at = CASE WHEN :completed THEN NULL
+                         ELSE now() + make_interval(secs => :delay) END,
+    status = CASE WHEN :completed THEN 'completed'::campaign_status ELSE status END,
+    run_token = CASE WHEN :completed THEN NULL ELSE run_token END,
+    finished_at = CASE WHEN :completed THEN now() ELSE finished_at END,
+    heartbeat_at = now(), updated_at = now()
+WHERE id = :campaign_id
+""")
+
+# Move a campaign between statuses, guarded by its allowed source statuses (and, when given,
+# the caller's run token). Leaving `running` clears the token, which stops every task of the
+# old chain before its next message.
+TRANSITION = text("""
+UPDATE campaign_batch_state SET
+    status = CAST(:target AS campaign_status),
+    interrupt_reason = CASE WHEN :set_reason THEN :reason ELSE interrupt_reason END,
+    run_token = :new_token,
+    heartbeat_at = CASE WHEN :new_token IS NULL THEN heartbeat_at ELSE now() END,
+    finished_at = CASE WHEN :finished THEN now() ELSE finished_at END,
+    updated_at = now()
+WHERE id = :campaign_id
+  AND status = ANY(CAST(:sources AS campaign_status[]))
+  AND (NOT :check_token OR run_token = :run_token)
+RETURNING id
+""")
+
+# Take over a running campaign whose chain looks dead, if nobody else did since it was seen.
+TAKEOVER_STALLED = text("""
+UPDATE campaign_batch_state SET run_token = :new_token, heartbeat_at = now(), updated_at = now()
+WHERE id = :campaign_id AND status = 'running'
+  AND run_token IS NOT DISTINCT FROM :seen_token
+  AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => :stall))
+  AND (next_batch_at IS NULL OR next_batch_at < now() - make_interval(secs => :stall))
+RETURNING id
+""")
+
+# Running campaigns whose heartbeat and next-batch time are both older than the stall timeout.
+FIND_STALLED = text("""
+SELECT * FROM campaign_batch_state
+WHERE status = 'running'
+  AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => :stall))
+  AND (next_batch_at IS NULL OR next_batch_at < now() - make_interval(secs => :stall))
+ORDER BY id
+""")
+
+# Claims cut off between the gateway call and its record: they become unknown (never resent by
+# default). Only run after the campaign was taken over, so no live task holds these claims.
+MARK_CUT_OFF_CLAIMS_UNKNOWN = text("""
+UPDATE campaign_recipients
+SET status = 'unknown', error_code = 'cut_off',
+    error_message = 'the send was cut off between the gateway call and its record',
+    finished_at = now(), updated_at = now()
+WHERE campaign_id = :campaign_id AND status = 'sending'
+RETURNING position
+""")
+
+# The first batch that still has recipients to send (pending or claimed).
+FIRST_OPEN_BATCH = text("""
+SELECT min(batch_number) FROM campaign_recipients
+WHERE campaign_id = :campaign_id AND status IN ('pending', 'sending')
+""")
+
+# Live ledger counts of a campaign by status.
+CAMPAIGN_COUNTS = text("""
+SELECT status, count(*) AS n FROM campaign_recipients
+WHERE campaign_id = :campaign_id GROUP BY status
+""")
+
+# Ledger counts restricted to finished batches, and the sums of the batch details: invariant 4.
+FINISHED_LEDGER_COUNTS = text("""
+SELECT r.status, count(*) AS n FROM campaign_recipients r
+WHERE r.campaign_id = :campaign_id AND EXISTS (
+    SELECT 1 FROM campaign_batch_details d
+    WHERE d.campaign_id = r.campaign_id AND d.batch_number = r.batch_number)
+GROUP BY r.status
+""")
+
+DETAILS_SUMS = text("""
+SELECT count(*) AS batches, coalesce(sum(sent_count), 0) AS sent,
+       coalesce(sum(failed_count), 0) AS failed, coalesce(sum(duplicate_count), 0) AS duplicate,
+       coalesce(sum(invalid_count), 0) AS invalid, coalesce(sum(unknown_count), 0) AS unknown,
+       coalesce(sum(skipped_count), 0) AS skipped
+FROM campaign_batch_details WHERE campaign_id = :campaign_id
+""")
+
+# Mark the later repeats of a number in a campaign as duplicates (the first stays pending).
+MARK_DUPLICATES = text("""
+UPDATE campaign_recipients r SET status = 'duplicate'
+FROM (
+    SELECT position FROM (
+        SELECT position, row_number() OVER (PARTITION BY phone ORDER BY position) AS n
+        FROM campaign_recipients WHERE campaign_id = :campaign_id AND phone IS NOT NULL
+    ) ranked WHERE n > 1
+) later
+WHERE r.campaign_id = :campaign_id AND r.position = later.position
+""")
