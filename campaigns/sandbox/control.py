@@ -1,0 +1,133 @@
+"""Python client of the sandbox control API (``/_sandbox/...``): one method per verb, each
+returning the parsed JSON answer and raising ``requests.HTTPError`` on a refused request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import requests
+
+
+class SandboxControl:
+    """Steers a running sandbox gateway.
+
+    Fault methods take ``session`` (None = every session) and a lifetime: ``seconds`` and/or
+    ``count`` (the next K matching requests); with neither the fault lasts until :meth:`reset`.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = requests.Session()
+
+    def close(self) -> None:
+        """Release the HTTP connection."""
+        self._http.close()
+
+    def __enter__(self) -> SandboxControl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, verb: str, body: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None) -> Any:
+        clean = None if body is None else {k: v for k, v in body.items() if v is not None}
+        answer = self._http.request(
+            method, f"{self.base_url}/_sandbox/{verb}", json=clean,
+            params=None if params is None else {k: v for k, v in params.items() if v is not None},
+            timeout=(2.0, self.timeout))
+        answer.raise_for_status()
+        return answer.json()
+
+    def health(self) -> Any:
+        """``GET /_sandbox/health`` → ``{"ok": true, "url": ...}``."""
+        return self._call("GET", "health")
+
+    def drop(self, session: str, *, seconds: float | None = None, waha_status: str = "STOPPED",
+             evolution_state: str = "close") -> Any:
+        """Disconnect ``session`` (auto-restored after ``seconds`` when given)."""
+        return self._call("POST", "drop", {"session": session, "seconds": seconds,
+                                           "waha_status": waha_status,
+                                           "evolution_state": evolution_state})
+
+    def restore(self, session: str | None = None) -> Any:
+        """Reconnect ``session`` (None = all)."""
+        return self._call("POST", "restore", {"session": session})
+
+    def throttle(self, *, session: str | None = None, seconds: float | None = None,
+                 count: int | None = None, code: int = 130429, cloud_status: int = 400,
+                 http_status: int = 429, retry_after: int | None = None) -> Any:
+        """Answer sends with throttling errors (Cloud ``code``; WAHA/Evolution ``http_status``)."""
+        return self._call("POST", "throttle", {
+            "session": session, "seconds": seconds, "count": count, "code": code,
+            "cloud_status": cloud_status, "http_status": http_status,
+            "retry_after": retry_after})
+
+    def fail(self, share: float = 1.0, *, session: str | None = None,
+             seconds: float | None = None, count: int | None = None, http_status: int = 500,
+             cloud_code: int = 131000) -> Any:
+        """Fail a share (0..1, seeded) of sends with dialect-correct 5xx answers."""
+        return self._call("POST", "fail", {
+            "share": share, "session": session, "seconds": seconds, "count": count,
+            "http_status": http_status, "cloud_code": cloud_code})
+
+    def slow(self, delay: float, *, session: str | None = None, seconds: float | None = None,
+             count: int | None = None) -> Any:
+        """Hold every dialect answer ``delay`` seconds (client read timeouts)."""
+        return self._call("POST", "slow", {"delay": delay, "session": session,
+                                           "seconds": seconds, "count": count})
+
+    def reject(self, numbers: Iterable[str], *, session: str | None = None) -> Any:
+        """Declare ``numbers`` not on WhatsApp."""
+        return self._call("POST", "reject", {"numbers": list(numbers), "session": session})
+
+    def hang(self, hold: float, *, count: int = 1, session: str | None = None) -> Any:
+        """For the next ``count`` sends: record the message as accepted, then hold the answer
+        ``hold`` seconds."""
+        return self._call("POST", "hang", {"hold": hold, "count": count, "session": session})
+
+    def sessions(self, names: Iterable[str] | None) -> Any:
+        """Restrict the existing session names (None = every name exists)."""
+        return self._call("POST", "sessions",
+                          {"names": None if names is None else list(names)})
+
+    def config(self, **changes: Any) -> Any:
+        """Read (no argument) or change settings: waha_wait, waha_shape,
+        evolution_closed_form, cloud_auth_status, api_keys."""
+        if not changes:
+            return self._call("GET", "config")
+        return self._call("POST", "config", changes)
+
+    def add_webhook(self, url: str, dialect: str, *, hmac_key: str | None = None,
+                    session: str | None = None) -> Any:
+        """Register a WAHA or Evolution webhook receiver; returns the target (with ``id``)."""
+        return self._call("POST", "webhooks", {"url": url, "dialect": dialect,
+                                               "hmac_key": hmac_key, "session": session})
+
+    def webhooks(self) -> Any:
+        """``{"targets": [...], "deliveries": [...]}``."""
+        return self._call("GET", "webhooks")
+
+    def remove_webhook(self, target_id: int) -> Any:
+        """Unregister one webhook target."""
+        return self._call("DELETE", f"webhooks/{target_id}")
+
+    def reset(self, *, record: bool = False) -> Any:
+        """Clear faults, webhooks and counters; with ``record`` also delete recorded messages."""
+        return self._call("POST", "reset", {"record": record})
+
+    def messages(self, *, session: str | None = None, dialect: str | None = None,
+                 limit: int | None = None) -> Any:
+        """``{"count": n, "messages": [...]}`` of accepted messages."""
+        return self._call("GET", "messages", params={"session": session, "dialect": dialect,
+                                                     "limit": limit})
+
+    def stats(self) -> Any:
+        """Message counts, per-endpoint request counters, webhook deliveries."""
+        return self._call("GET", "stats")
+
+    def state(self) -> Any:
+        """Dropped sessions, active fault rules and settings."""
+        return self._call("GET", "state")

@@ -1,0 +1,208 @@
+"""The control API under ``/_sandbox/``: operators and tests steer faults while the sandbox runs.
+
+Every verb takes and returns JSON. Fault verbs accept ``session`` (omit it for a global fault)
+and a lifetime: ``seconds`` (a deadline), ``count`` (the next K matching requests), or neither
+(until reset). The control API needs no key: it is a rehearsal tool on a trusted host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from campaigns.sandbox.core import Request, Response, Sandbox, digits_of, json_response
+from campaigns.sandbox.record import SandboxRecord
+from campaigns.sandbox.webhooks import Webhooks
+
+PREFIX = "/_sandbox/"
+
+
+class ControlError(ValueError):
+    """A bad control request (answered 400)."""
+
+
+def _get(body: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    try:
+        if kind is int:
+            # Query strings carry "3"; JSON may carry 3.0. Reject 2.5 and booleans.
+            number = float(value)
+            if isinstance(value, bool) or number != int(number):
+                raise ValueError
+            return int(number)
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ControlError(f"{name} must be {kind.__name__}") from exc
+
+
+def _lifetime(body: dict[str, Any]) -> dict[str, Any]:
+    seconds = _get(body, "seconds", float)
+    count = _get(body, "count", int)
+    if (seconds is not None and seconds <= 0) or (count is not None and count <= 0):
+        raise ControlError("seconds and count must be positive")
+    return {"session": _get(body, "session", str), "seconds": seconds, "count": count}
+
+
+class ControlApi:
+    """Dispatches ``/_sandbox/...`` requests."""
+
+    def __init__(self, sandbox: Sandbox, webhooks: Webhooks) -> None:
+        self.sandbox = sandbox
+        self.webhooks = webhooks
+        self._routes: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
+            ("GET", "health"): lambda _: {"ok": True, "url": sandbox.base_url},
+            ("POST", "drop"): self.drop,
+            ("POST", "restore"): self.restore,
+            ("POST", "throttle"): self.throttle,
+            ("POST", "fail"): self.fail,
+            ("POST", "slow"): self.slow,
+            ("POST", "reject"): self.reject,
+            ("POST", "hang"): self.hang,
+            ("POST", "sessions"): self.sessions,
+            ("GET", "config"): lambda _: sandbox.settings.to_json(),
+            ("POST", "config"): self.config,
+            ("GET", "webhooks"): self.list_webhooks,
+            ("POST", "webhooks"): self.add_webhook,
+            ("POST", "reset"): self.reset,
+            ("GET", "messages"): self.messages,
+            ("GET", "stats"): self.stats,
+            ("GET", "state"): self.state,
+        }
+
+    def handle(self, request: Request) -> Response | None:
+        """Answer a control request, or None when the path is not under ``/_sandbox/``."""
+        if not request.path.startswith(PREFIX):
+            return None
+        verb = request.path[len(PREFIX):].strip("/")
+        if request.method == "DELETE" and verb.startswith("webhooks/"):
+            removed = self.webhooks.remove(int(verb.split("/", 1)[1] or 0))
+            return json_response(200 if removed else 404, {"removed": removed})
+        route = self._routes.get((request.method, verb))
+        if route is None:
+            return json_response(404, {"error": f"no control verb {request.method} {verb}"})
+        try:
+            body = dict(request.query) if request.method == "GET" else request.json() or {}
+            if not isinstance(body, dict):
+                raise ControlError("the body must be a JSON object")
+            return json_response(200, route(body))
+        except ValueError as exc:  # ControlError, bad JSON, FaultState's own checks
+            return json_response(400, {"error": str(exc)})
+
+    # -- sessions -------------------------------------------------------------------------
+    def drop(self, body: dict[str, Any]) -> Any:
+        session = _get(body, "session", str)
+        if not session:
+            raise ControlError("session is required")
+        self.sandbox.faults.drop(
+            session, seconds=_get(body, "seconds", float),
+            waha_status=_get(body, "waha_status", str, "STOPPED"),
+            evolution_state=_get(body, "evolution_state", str, "close"))
+        return self.state({})
+
+    def restore(self, body: dict[str, Any]) -> Any:
+        return {"restored": self.sandbox.faults.restore(_get(body, "session", str))}
+
+    def sessions(self, body: dict[str, Any]) -> Any:
+        names = body.get("names")
+        if names is not None and not (isinstance(names, list)
+                                      and all(isinstance(n, str) for n in names)):
+            raise ControlError("names must be a list of strings or null")
+        self.sandbox.faults.set_known(names)
+        return self.state({})
+
+    # -- faults ---------------------------------------------------------------------------
+    def _rule(self, kind: str, body: dict[str, Any], params: dict[str, Any]) -> Any:
+        life = _lifetime(body)
+        rule = self.sandbox.faults.add_rule(kind, life["session"], params,
+                                            seconds=life["seconds"], count=life["count"])
+        return {"rule": rule.describe(time.monotonic())}
+
+    def throttle(self, body: dict[str, Any]) -> Any:
+        return self._rule("throttle", body, {
+            "code": _get(body, "code", int, 130429),
+            "cloud_status": _get(body, "cloud_status", int, 400),
+            "http_status": _get(body, "http_status", int, 429),
+            "retry_after": _get(body, "retry_after", int),
+        })
+
+    def fail(self, body: dict[str, Any]) -> Any:
+        share = _get(body, "share", float, 1.0)
+        if not 0.0 <= share <= 1.0:
+            raise ControlError("share must be between 0 and 1")
+        status = _get(body, "http_status", int, 500)
+        if not 500 <= status <= 599:
+            raise ControlError("http_status must be 5xx")
+        return self._rule("fail", body, {"share": share, "http_status": status,
+                                         "cloud_code": _get(body, "cloud_code", int, 131000)})
+
+    def slow(self, body: dict[str, Any]) -> Any:
+        delay = _get(body, "delay", float)
+        if delay is None or delay < 0:
+            raise ControlError("delay (seconds) is required")
+        return self._rule("slow", body, {"delay": delay})
+
+    def reject(self, body: dict[str, Any]) -> Any:
+        numbers = body.get("numbers")
+        if not isinstance(numbers, list) or not all(isinstance(n, str) for n in numbers):
+            raise ControlError("numbers must be a list of strings")
+        return self._rule("reject", body, {"numbers": frozenset(map(digits_of, numbers))})
+
+    def hang(self, body: dict[str, Any]) -> Any:
+        hold = _get(body, "hold", float)
+        if hold is None or hold < 0:
+            raise ControlError("hold (seconds) is required")
+        return self._rule("hang", body | {"count": body.get("count", 1)}, {"hold": hold})
+
+    # -- settings, webhooks, reset --------------------------------------------------------
+    def config(self, body: dict[str, Any]) -> Any:
+        self.sandbox.settings.update(body)
+        return self.sandbox.settings.to_json()
+
+    def list_webhooks(self, _: dict[str, Any]) -> Any:
+        return {"targets": [t.to_json() for t in self.webhooks.targets()],
+                "deliveries": self.webhooks.deliveries()}
+
+    def add_webhook(self, body: dict[str, Any]) -> Any:
+        target = self.webhooks.add(
+            url=str(body.get("url", "")), dialect=str(body.get("dialect", "")),
+            hmac_key=_get(body, "hmac_key", str), session=_get(body, "session", str))
+        return target.to_json()
+
+    def reset(self, body: dict[str, Any]) -> Any:
+        """Clear faults, webhooks and counters (and the record with ``record: true``)."""
+        self.webhooks.clear()
+        restored = self.sandbox.faults.reset()
+        self.sandbox.reset_counters()
+        if body.get("record") is True:
+            self.sandbox.record.clear()
+        return {"reset": True, "restored": restored}
+
+    # -- reading --------------------------------------------------------------------------
+    def messages(self, query: dict[str, Any]) -> Any:
+        record = SandboxRecord(self.sandbox.record.path)
+        rows = record.messages(session=query.get("session"), dialect=query.get("dialect"))
+        limit = _get(query, "limit", int)
+        if limit is not None:
+            rows = rows[-limit:]
+        return {"count": len(rows), "messages": [dataclasses.asdict(m) for m in rows]}
+
+    def stats(self, _: dict[str, Any]) -> Any:
+        rows = SandboxRecord(self.sandbox.record.path).messages()
+        per_session = Counter(m.session for m in rows)
+        return {
+            "messages": len(rows),
+            "undeliverable": sum(1 for m in rows if not m.deliverable),
+            "by_session": dict(sorted(per_session.items())),
+            "by_dialect": dict(sorted(Counter(m.dialect for m in rows).items())),
+            "duplicates": len(SandboxRecord(self.sandbox.record.path).duplicates()),
+            "requests": self.sandbox.counters(),
+            "webhook_deliveries": len(self.webhooks.deliveries()),
+        }
+
+    def state(self, _: dict[str, Any]) -> Any:
+        return self.sandbox.faults.snapshot() | {"settings": self.sandbox.settings.to_json()}

@@ -1,0 +1,171 @@
+"""The Evolution API v2 dialect (gateways.md §3).
+
+- ``POST /message/sendText/{instance}`` → 201 with the documented body (id at ``key.id``)
+- ``GET /instance/connectionState/{instance}`` → ``{"instance": {"instanceName", "state"}}``
+- ``POST /chat/whatsappNumbers/{instance}`` → ``[{"exists", "jid", "number"}]``
+
+Every error uses Evolution's envelope ``{"status", "error", "response": {"message"}}``. Throttling
+has no Evolution contract; the sandbox answers 429 (or the fault's status) with the message
+``rate-overlimit``, the error WhatsApp's servers give Baileys when it sends too fast.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from http import HTTPStatus
+from typing import Any
+
+from campaigns.sandbox.core import (
+    Request,
+    Response,
+    Sandbox,
+    digits_of,
+    json_response,
+    retry_after,
+)
+
+_ROUTES = {
+    ("POST", "message/sendText"): "send",
+    ("GET", "instance/connectionState"): "state",
+    ("POST", "chat/whatsappNumbers"): "numbers",
+}
+_PATH = re.compile(r"^/(message/sendText|instance/connectionState|chat/whatsappNumbers)/([^/]+)/?$")
+
+
+def evolution_error(status: int, message: Any) -> Response:
+    """An error in Evolution's generic envelope (src/main.ts)."""
+    return json_response(
+        status,
+        {"status": status, "error": HTTPStatus(status).phrase, "response": {"message": message}},
+    )
+
+
+def handle(sandbox: Sandbox, request: Request) -> Response | None:
+    """Answer an Evolution request, or None when the path is not Evolution's."""
+    match = _PATH.match(request.path)
+    route = match and _ROUTES.get((request.method, match.group(1)))
+    if not match or not route:
+        return None
+    response = _gate(sandbox, request, match.group(2))
+    if response is None:
+        instance = match.group(2)
+        if route == "send":
+            response = _send(sandbox, request, instance)
+        elif route == "state":
+            response = _state(sandbox, instance)
+        else:
+            response = _numbers(sandbox, request, instance)
+    sandbox.count(f"evolution.{route}.{response.status}")
+    return response
+
+
+def _gate(sandbox: Sandbox, request: Request, instance: str) -> Response | None:
+    """The auth guard, then the instance guard, then the *slow* fault."""
+    if not sandbox.authorized(request.headers.get("apikey")):
+        return evolution_error(401, "Unauthorized")
+    if not sandbox.faults.exists(instance):
+        return evolution_error(404, [f'The "{instance}" instance does not exist'])
+    sandbox.hold(instance)
+    return None
+
+
+def _closed(sandbox: Sandbox) -> Response:
+    """The "Connection Closed" answer of §3.4, in the configured form."""
+    form = sandbox.settings.evolution_closed_form
+    if form == "400-list":
+        return evolution_error(400, ["Error: Connection Closed"])
+    if form == "500-list":
+        return evolution_error(500, ["Error: Connection Closed"])
+    return evolution_error(500, "Connection Closed")
+
+
+def _state(sandbox: Sandbox, instance: str) -> Response:
+    drop = sandbox.faults.dropped(instance)
+    state = "open" if drop is None else drop.evolution_state
+    return json_response(200, {"instance": {"instanceName": instance, "state": state}})
+
+
+def _jid(number: str, digits: str) -> str:
+    return number if number.endswith(("@g.us", "@lid")) else f"{digits}@s.whatsapp.net"
+
+
+def _validate(body: Any) -> Response | None:
+    if not isinstance(body, dict):
+        return evolution_error(400, [["instance is not of a type(s) object"]])
+    missing = [
+        f'instance requires property "{name}"' for name in ("number", "text") if name not in body
+    ]
+    if missing:
+        return evolution_error(400, [missing])
+    if not isinstance(body["number"], str) or not digits_of(body["number"]):
+        return evolution_error(400, [["instance.number is not of a type(s) string"]])
+    if not isinstance(body["text"], str) or not body["text"]:
+        return evolution_error(400, ["Text is required"])
+    return None
+
+
+def _send(sandbox: Sandbox, request: Request, instance: str) -> Response:
+    try:
+        body = request.json()
+    except ValueError:
+        return evolution_error(400, ["Unexpected token in JSON"])
+    refused = _validate(body)
+    if refused is not None:
+        return refused
+    if sandbox.faults.dropped(instance) is not None:
+        return _closed(sandbox)
+    number = str(body["number"])
+    digits = digits_of(number)
+    decision = sandbox.faults.decide(instance, digits)
+    if decision.throttle is not None:
+        response = evolution_error(int(decision.throttle["http_status"]), "rate-overlimit")
+        response.headers.extend(retry_after(decision.throttle))
+        return response
+    if decision.fail is not None:
+        return evolution_error(int(decision.fail["http_status"]), "sandbox: injected failure")
+    jid = _jid(number, digits)
+    if decision.rejected:
+        return evolution_error(400, [{"jid": jid, "exists": False, "number": digits}])
+    text = str(body["text"])
+    message_id = "BAE5" + sandbox.next_id(12)
+    held = sandbox.accept(
+        dialect="evolution",
+        session=instance,
+        recipient=number,
+        digits=digits,
+        text=text,
+        template=None,
+        gateway_message_id=message_id,
+        received_at=request.received_at,
+        hang=decision.hang,
+    )
+    response = json_response(
+        201,
+        {
+            "key": {"remoteJid": jid, "fromMe": True, "id": message_id},
+            "message": {"extendedTextMessage": {"text": text}},
+            "messageTimestamp": str(int(time.time())),
+            "status": "PENDING",
+        },
+    )
+    response.held_row = held
+    return response
+
+
+def _numbers(sandbox: Sandbox, request: Request, instance: str) -> Response:
+    try:
+        body = request.json()
+    except ValueError:
+        return evolution_error(400, ["Unexpected token in JSON"])
+    numbers = body.get("numbers") if isinstance(body, dict) else None
+    if not isinstance(numbers, list) or not all(isinstance(n, str) for n in numbers):
+        return evolution_error(400, [["instance.numbers is not of a type(s) array"]])
+    if sandbox.faults.dropped(instance) is not None:
+        return _closed(sandbox)  # onWhatsApp needs the socket too
+    answer = []
+    for number in numbers:
+        digits = digits_of(number)
+        exists = not sandbox.faults.is_rejected(instance, digits)
+        answer.append({"exists": exists, "jid": _jid(number, digits), "number": digits})
+    return json_response(200, answer)

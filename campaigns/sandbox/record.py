@@ -1,0 +1,248 @@
+"""The sandbox's record of accepted messages: one SQLite row per message (WAL mode).
+
+The server writes through one :class:`RecordWriter` (one connection, one lock): opening a
+connection per request would cost more than the request itself, and a row must be committed
+before the 2xx answer leaves, because tests and operators read the record right after. With WAL
+and ``synchronous=NORMAL`` a commit is a write to the log without fsync, cheap enough for
+thousands of messages per second.
+
+:class:`SandboxRecord` reads the same file from any process: WAL lets readers run while the
+writer commits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dialect TEXT NOT NULL,
+    session TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    e164 TEXT NOT NULL,
+    text TEXT,
+    template TEXT,
+    gateway_message_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    answered_at REAL,
+    deliverable INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_session ON messages (session, received_at);
+"""
+
+_COLUMNS = (
+    "id, dialect, session, recipient, e164, text, template, gateway_message_id, "
+    "received_at, answered_at, deliverable"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedMessage:
+    """One message the sandbox accepted."""
+
+    id: int
+    dialect: str
+    """``cloud``, ``waha`` or ``evolution``."""
+    session: str
+    recipient: str
+    """The recipient exactly as the client sent it (``+5511...``, ``5511...@c.us``...)."""
+    e164: str
+    """The recipient normalized to E.164 (``+5511...``)."""
+    text: str | None
+    template_json: str | None
+    """The Cloud API ``template`` object as JSON, for template messages."""
+    gateway_message_id: str
+    received_at: float
+    """``time.time()`` when the request arrived."""
+    answered_at: float | None
+    """``time.time()`` when the answer was sent (None while an accept-then-hang holds it)."""
+    deliverable: bool
+    """False for accepted-but-undeliverable messages (WAHA to a number not on WhatsApp)."""
+
+    @property
+    def template(self) -> dict[str, Any] | None:
+        """The template object, parsed."""
+        return None if self.template_json is None else dict(json.loads(self.template_json))
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A recipient accepted more than once on one session."""
+
+    session: str
+    e164: str
+    count: int
+    ids: tuple[int, ...]
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        return sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False)
+    return sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
+
+
+class RecordWriter:
+    """The server's single writer. Thread-safe; each call commits before returning."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = _connect(self.path, readonly=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    def add(
+        self,
+        *,
+        dialect: str,
+        session: str,
+        recipient: str,
+        e164: str,
+        text: str | None,
+        template: Mapping[str, Any] | None,
+        gateway_message_id: str,
+        received_at: float,
+        answered_at: float | None,
+        deliverable: bool,
+    ) -> int:
+        """Insert one accepted message; returns its row id."""
+        template_json = None if template is None else json.dumps(template, sort_keys=True)
+        with self._lock:
+            conn = self._require()
+            cursor = conn.execute(
+                "INSERT INTO messages (dialect, session, recipient, e164, text, template,"
+                " gateway_message_id, received_at, answered_at, deliverable)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    dialect,
+                    session,
+                    recipient,
+                    e164,
+                    text,
+                    template_json,
+                    gateway_message_id,
+                    received_at,
+                    answered_at,
+                    int(deliverable),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def answered(self, row_id: int, answered_at: float) -> None:
+        """Stamp ``answered_at`` on a row recorded before its answer was held back."""
+        with self._lock:
+            self._require().execute(
+                "UPDATE messages SET answered_at = ? WHERE id = ?", (answered_at, row_id)
+            )
+
+    def clear(self) -> None:
+        """Delete every row (control API ``reset`` with ``record: true``)."""
+        with self._lock:
+            self._require().execute("DELETE FROM messages")
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the sandbox record is closed")
+        return self._conn
+
+    def close(self) -> None:
+        """Checkpoint and close; later writes raise."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._conn.close()
+                self._conn = None
+
+
+class SandboxRecord:
+    """Reads a sandbox record file, from any process, while the server writes it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []  # the server has not created it yet: nothing was accepted
+        conn = _connect(self.path, readonly=True)
+        try:
+            return list(conn.execute(sql, params).fetchall())
+        finally:
+            conn.close()
+
+    def messages(
+        self, session: str | None = None, dialect: str | None = None
+    ) -> list[RecordedMessage]:
+        """Accepted messages in arrival order, optionally of one session and/or dialect."""
+        clauses, params = _where(session, dialect)
+        rows = self._query(f"SELECT {_COLUMNS} FROM messages{clauses} ORDER BY id", params)
+        return [_message(row) for row in rows]
+
+    def count(self, session: str | None = None, dialect: str | None = None) -> int:
+        """How many messages were accepted."""
+        clauses, params = _where(session, dialect)
+        rows = self._query(f"SELECT COUNT(*) FROM messages{clauses}", params)
+        return int(rows[0][0]) if rows else 0
+
+    def duplicates(self, session: str | None = None) -> list[Duplicate]:
+        """Recipients accepted more than once on the same session (the thing a campaign
+        engine must never do)."""
+        clauses, params = _where(session, None)
+        rows = self._query(
+            f"SELECT session, e164, COUNT(*), GROUP_CONCAT(id) FROM messages{clauses}"
+            " GROUP BY session, e164 HAVING COUNT(*) > 1 ORDER BY session, e164",
+            params,
+        )
+        return [
+            Duplicate(
+                row[0], row[1], int(row[2]), tuple(sorted(int(i) for i in str(row[3]).split(",")))
+            )
+            for row in rows
+        ]
+
+    def gaps(self, session: str) -> list[float]:
+        """Seconds between consecutive arrivals on ``session`` (pacing checks)."""
+        rows = self._query(
+            "SELECT received_at FROM messages WHERE session = ? ORDER BY received_at", (session,)
+        )
+        times = [float(row[0]) for row in rows]
+        return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def _where(session: str | None, dialect: str | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if session is not None:
+        clauses.append("session = ?")
+        params.append(session)
+    if dialect is not None:
+        clauses.append("dialect = ?")
+        params.append(dialect)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _message(row: tuple[Any, ...]) -> RecordedMessage:
+    return RecordedMessage(
+        id=int(row[0]),
+        dialect=row[1],
+        session=row[2],
+        recipient=row[3],
+        e164=row[4],
+        text=row[5],
+        template_json=row[6],
+        gateway_message_id=row[7],
+        received_at=float(row[8]),
+        answered_at=None if row[9] is None else float(row[9]),
+        deliverable=bool(row[10]),
+    )

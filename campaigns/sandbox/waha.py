@@ -1,0 +1,254 @@
+"""The WAHA dialect (gateways.md §2).
+
+- ``POST /api/sendText`` → 201 with the engine's raw message (NOWEB, WEBJS or an empty body)
+- ``GET /api/sessions/{session}`` → 200 ``{name, status, config, me, engine}``
+- ``GET /api/contacts/check-exists?phone=&session=`` → ``{numberExists, chatId}``
+
+As in real WAHA, send endpoints wait for a non-WORKING session (``settings.waha_wait``) and then
+answer 422, and sendText accepts numbers that are not on WhatsApp (they are recorded with
+``deliverable = False``).
+
+Throttling has no WAHA contract; the sandbox answers what WAHA's NestJS stack would produce with
+its throttler in front: 429 ``{"statusCode":429,"message":"ThrottlerException: Too Many
+Requests"}``. Injected failures use the AllExceptionsFilter 500 body of §2.4.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from campaigns.sandbox.core import (
+    Request,
+    Response,
+    Sandbox,
+    digits_of,
+    json_response,
+    own_number,
+    retry_after,
+)
+
+_SESSIONS = "/api/sessions/"
+NOT_WORKING = "Session status is not as expected. Try again later or restart the session"
+
+
+def handle(sandbox: Sandbox, request: Request) -> Response | None:
+    """Answer a WAHA request, or None when the path is not WAHA's."""
+    path = request.path.rstrip("/")
+    if request.method == "POST" and path == "/api/sendText":
+        route, response = "send", _send(sandbox, request)
+    elif request.method == "GET" and path.startswith(_SESSIONS) and path.count("/") == 3:
+        route, response = "session", _session(sandbox, request, path[len(_SESSIONS) :])
+    elif request.method == "GET" and path == "/api/contacts/check-exists":
+        route, response = "check", _check(sandbox, request)
+    else:
+        return None
+    sandbox.count(f"waha.{route}.{response.status}")
+    return response
+
+
+def _nest(status: int, message: Any, error: str | None = None) -> Response:
+    body: dict[str, Any] = {"message": message}
+    if error is not None:
+        body["error"] = error
+    body["statusCode"] = status
+    return json_response(status, body)
+
+
+def _authorized(sandbox: Sandbox, request: Request) -> bool:
+    return sandbox.authorized(request.headers.get("X-Api-Key") or request.query.get("x-api-key"))
+
+
+def _unknown(session: str) -> Response:
+    return _nest(
+        404,
+        f"We didn't find a session with name '{session}'. Please start it first"
+        f" by using POST /api/sessions/{session}/start request",
+        "Not Found",
+    )
+
+
+def _working(sandbox: Sandbox, session: str) -> Response | None:
+    """WAHA's getWorkingSession: wait for WORKING, else the exact 422 of §2.4."""
+    drop = sandbox.faults.wait_connected(session, sandbox.settings.waha_wait)
+    if drop is None:
+        return None
+    return json_response(
+        422,
+        {
+            "error": NOT_WORKING,
+            "session": session,
+            "status": drop.waha_status,
+            "expected": ["WORKING"],
+        },
+    )
+
+
+def _session(sandbox: Sandbox, request: Request, session: str) -> Response:
+    if not _authorized(sandbox, request):
+        return _nest(401, "Unauthorized")
+    if not sandbox.faults.exists(session):
+        return _nest(404, "Session not found", "Not Found")
+    sandbox.hold(session)
+    drop = sandbox.faults.dropped(session)
+    status = "WORKING" if drop is None else drop.waha_status
+    me = None if drop is not None else {"id": f"{own_number(session)}@c.us", "pushName": "Sandbox"}
+    engine = "WEBJS" if sandbox.settings.waha_shape == "webjs" else "NOWEB"
+    return json_response(
+        200,
+        {
+            "name": session,
+            "status": status,
+            "config": {"metadata": None, "proxy": None, "webhooks": []},
+            "me": me,
+            "engine": {"engine": engine},
+        },
+    )
+
+
+def _check(sandbox: Sandbox, request: Request) -> Response:
+    if not _authorized(sandbox, request):
+        return _nest(401, "Unauthorized")
+    session = request.query.get("session", "default")
+    phone = request.query.get("phone", "")
+    if not digits_of(phone):
+        return _nest(400, ["phone should not be empty"], "Bad Request")
+    if not sandbox.faults.exists(session):
+        return _unknown(session)
+    sandbox.hold(session)
+    refused = _working(sandbox, session)
+    if refused is not None:
+        return refused
+    digits = digits_of(phone)
+    if sandbox.faults.is_rejected(session, digits):
+        return json_response(200, {"numberExists": False})
+    return json_response(200, {"numberExists": True, "chatId": f"{digits}@c.us"})
+
+
+def _validate(body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        return ["chatId should not be empty", "text must be a string"]
+    problems = []
+    if not isinstance(body.get("chatId"), str) or not body["chatId"]:
+        problems.append("chatId should not be empty")
+    if not isinstance(body.get("text"), str):
+        problems.append("text must be a string")
+    if not isinstance(body.get("session", "default"), str):
+        problems.append("session must be a string")
+    return problems
+
+
+def _send(sandbox: Sandbox, request: Request) -> Response:
+    if not _authorized(sandbox, request):
+        return _nest(401, "Unauthorized")
+    try:
+        body = request.json()
+    except ValueError:
+        return _nest(400, "Unexpected token in JSON", "Bad Request")
+    problems = _validate(body)
+    if problems:
+        return _nest(400, problems, "Bad Request")
+    session = str(body.get("session", "default"))
+    if not sandbox.faults.exists(session):
+        return _unknown(session)
+    sandbox.hold(session)
+    refused = _working(sandbox, session)
+    if refused is not None:
+        return refused
+    chat_id = str(body["chatId"])
+    if "@" not in chat_id:
+        chat_id += "@c.us"  # WAHA's ensureSuffix
+    digits = digits_of(chat_id)
+    decision = sandbox.faults.decide(session, digits)
+    if decision.throttle is not None:
+        status = int(decision.throttle["http_status"])
+        response = _nest(status, "ThrottlerException: Too Many Requests")
+        response.headers.extend(retry_after(decision.throttle))
+        return response
+    if decision.fail is not None:
+        return _failure(request, body, int(decision.fail["http_status"]))
+    text = str(body["text"])
+    payload, gateway_id = _message(sandbox, session, chat_id, digits, text)
+    held = sandbox.accept(
+        dialect="waha",
+        session=session,
+        recipient=str(body["chatId"]),
+        digits=digits,
+        text=text,
+        template=None,
+        gateway_message_id=gateway_id,
+        received_at=request.received_at,
+        hang=decision.hang,
+        deliverable=not decision.rejected,
+    )
+    response = Response(201) if payload is None else json_response(201, payload)
+    response.held_row = held
+    return response
+
+
+def _message(
+    sandbox: Sandbox, session: str, chat_id: str, digits: str, text: str
+) -> tuple[dict[str, Any] | None, str]:
+    """The engine-specific 201 body (None for the empty-body versions) and the message id."""
+    message_id = "3EB0" + sandbox.next_id(18)
+    now = int(time.time())
+    shape = sandbox.settings.waha_shape
+    if shape == "webjs":
+        me = f"{own_number(session)}@c.us"
+        serialized = f"true_{chat_id}_{message_id}"
+        ident = {"fromMe": True, "remote": chat_id, "id": message_id, "_serialized": serialized}
+        data = {
+            "id": ident,
+            "body": text,
+            "type": "chat",
+            "t": now,
+            "from": me,
+            "to": chat_id,
+            "ack": 0,
+        }
+        return (
+            {
+                "_data": data,
+                "id": ident,
+                "ack": 0,
+                "hasMedia": False,
+                "body": text,
+                "type": "chat",
+                "timestamp": now,
+                "from": me,
+                "to": chat_id,
+                "deviceType": "web",
+                "isForwarded": False,
+                "fromMe": True,
+            },
+            serialized,
+        )
+    payload = {
+        "key": {"remoteJid": f"{digits}@s.whatsapp.net", "fromMe": True, "id": message_id},
+        "message": {"extendedTextMessage": {"text": text}},
+        "messageTimestamp": str(now),
+        "status": "PENDING",
+    }
+    return (None if shape == "empty" else payload), message_id
+
+
+def _failure(request: Request, body: Any, status: int) -> Response:
+    """An injected engine failure, in AllExceptionsFilter's shape (§2.4)."""
+    return json_response(
+        status,
+        {
+            "statusCode": status,
+            "timestamp": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "exception": {"message": "sandbox: injected engine failure", "name": "Error"},
+            "request": {
+                "path": request.path,
+                "method": request.method,
+                "body": body,
+                "query": dict(request.query),
+            },
+            "version": {"version": "2024.10.1", "engine": "NOWEB", "tier": "CORE", "browser": None},
+        },
+    )
