@@ -79,16 +79,16 @@ class Settings:
     data_dir: Path = Path(".data")
     default_region: str = "BR"
     pacing: Pacing = field(default_factory=Pacing)
-    stall_timeout: float = 30.0
+    stall_timeout: float = 40.0
     """A running campaign whose heartbeat and next-batch time are older than this is stalled."""
-    sweep_interval: float = 30.0
+    sweep_interval: float = 15.0
     task_time_budget: float = 240.0
     """Seconds one task run may send before it hands the rest of its batch to a continuation."""
     max_attempts: int = 3
     resend_unknown: bool = False
     db_pool_size: int = 10
     gateway_connect_timeout: float = 5.0
-    gateway_read_timeout: float = 30.0
+    gateway_read_timeout: float = 20.0
 
     @property
     def pacing_redis_url(self) -> str | None:
@@ -122,15 +122,23 @@ class Settings:
             data_dir=Path(env.get("CAMPAIGNS_DATA_DIR", ".data")),
             default_region=region,
             pacing=pacing,
-            stall_timeout=_positive(env, "STALL_TIMEOUT", 30.0),
-            sweep_interval=_positive(env, "SWEEP_INTERVAL", 30.0),
+            stall_timeout=_positive(env, "STALL_TIMEOUT", 40.0),
+            sweep_interval=_positive(env, "SWEEP_INTERVAL", 15.0),
             task_time_budget=_positive(env, "TASK_TIME_BUDGET", 240.0),
             max_attempts=int(_positive(env, "MAX_ATTEMPTS", 3)),
             resend_unknown=_flag(env, "RESEND_UNKNOWN"),
             db_pool_size=int(_positive(env, "DB_POOL_SIZE", 10)),
             gateway_connect_timeout=_positive(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),
-            gateway_read_timeout=_positive(env, "GATEWAY_READ_TIMEOUT", 30.0),
+            gateway_read_timeout=_positive(env, "GATEWAY_READ_TIMEOUT", 20.0),
         )
+        call = settings.gateway_connect_timeout + settings.gateway_read_timeout
+        if settings.stall_timeout <= call:
+            # a live task blocked in one gateway call must never look stalled, or the sweep
+            # would take its campaign over and turn its in-flight send into an unknown
+            raise ConfigurationError(
+                f"STALL_TIMEOUT ({settings.stall_timeout}) must exceed GATEWAY_CONNECT_TIMEOUT "
+                f"+ GATEWAY_READ_TIMEOUT ({call})"
+            )
         if settings.database_url and not settings.database_url.startswith("postgresql"):
             raise ConfigurationError(
                 "DATABASE_URL must be a PostgreSQL SQLAlchemy URL "

@@ -89,8 +89,9 @@ def empty_database_url(pg_server_url: str) -> Iterator[str]:
 @pytest.fixture
 def settings() -> Settings:
     return Settings(
-        pacing=Pacing(batch_size=10, min_interval=0, max_interval=0, batch_delay_min=0,
-                      batch_delay_max=0),
+        pacing=Pacing(
+            batch_size=10, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0
+        ),
         default_region="BR",
     )
 

@@ -1,0 +1,91 @@
+"""Migrations agree with the models; downgrade to base works; Python enums match PostgreSQL's."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from campaigns import db
+from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.models import Base
+
+
+def test_migrations__models_and_migrated_schema_have_no_difference(empty_database_url: str) -> None:
+    db.upgrade(empty_database_url)
+    engine = create_engine(empty_database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_migrations__downgrade_to_base_leaves_nothing_and_upgrade_again_works(
+    empty_database_url: str,
+) -> None:
+    db.upgrade(empty_database_url)
+    assert db.current_revision(empty_database_url) is not None
+    db.downgrade(empty_database_url, "base")
+    engine = create_engine(empty_database_url)
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
+        types = conn.execute(text("SELECT typname FROM pg_type WHERE typtype = 'e'")).all()
+    engine.dispose()
+    assert tables == set()
+    assert types == []
+    db.upgrade(empty_database_url)
+    assert db.current_revision(empty_database_url) is not None
+
+
+def _enum_labels(url: str, name: str) -> list[str]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid"
+                " WHERE t.typname = :name ORDER BY e.enumsortorder"
+            ),
+            {"name": name},
+        ).all()
+    engine.dispose()
+    return [r[0] for r in rows]
+
+
+def test_status_enums__python_and_postgresql_agree(database_url: str) -> None:
+    assert _enum_labels(database_url, "campaign_status") == [s.value for s in CampaignStatus]
+    assert _enum_labels(database_url, "recipient_status") == [s.value for s in RecipientStatus]
+
+
+def test_original_design_columns__are_kept_with_their_names(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        state = {c["name"] for c in inspector.get_columns("campaign_batch_state")}
+        details = {c["name"] for c in inspector.get_columns("campaign_batch_details")}
+    engine.dispose()
+    assert {
+        "id",
+        "session_name",
+        "total_numbers",
+        "total_batches",
+        "current_batch",
+        "processed_numbers",
+        "success_count",
+        "failed_count",
+        "duplicate_count",
+        "status",
+        "message",
+        "created_at",
+        "updated_at",
+    } <= state
+    assert {
+        "id",
+        "campaign_id",
+        "batch_number",
+        "sent_count",
+        "failed_count",
+        "duplicate_count",
+        "success",
+        "error_message",
+        "processed_at",
+    } <= details
