@@ -13,6 +13,9 @@ Two steps per message:
 2. :meth:`SessionPacer.acquire`, right before the HTTP call, grants the send only if the last
    grant is at least ``min_interval + guard`` ago. Slots alone do not hold the bound: a worker
    late after its slot (database stall, GC pause) would otherwise send right before the next.
+   The bound is between grants, so the request must leave within ``guard`` of its grant: work
+   done in between (the recipient claim) is followed by :meth:`SessionPacer.refresh`, which
+   acquires again when that work was slow.
 
 **Lost Redis state** (FLUSHALL, restart without persistence, key evicted or expired): nobody
 can tell whether the session sent a millisecond ago, so the first ``acquire`` after the loss
@@ -69,6 +72,8 @@ class Reservation:
     """Seconds to sleep, from the reservation, until ``slot_at``."""
     granted_at: float | None = None
     """When :meth:`SessionPacer.wait_for_turn` got the grant (Redis clock); None before."""
+    granted_monotonic: float | None = None
+    """This process's ``time.monotonic()`` when the grant arrived (for ``refresh``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +160,43 @@ class SessionPacer:
         """
         reservation = self.reserve(session, min_interval, max_interval)
         _sleep(reservation.wait, sleep, stop)
+        return self._acquire_loop(session, min_interval, reservation, sleep, stop)
+
+    def refresh(
+        self,
+        session: str,
+        min_interval: float,
+        turn: Reservation,
+        sleep: Callable[[float], object] = time.sleep,
+        stop: Callable[[], bool] | None = None,
+    ) -> Reservation:
+        """Return ``turn`` if its grant is still fresh, else acquire again (cancellable).
+
+        The bound holds between *grants*; ``guard`` covers the time from a grant to the HTTP
+        request. Work done in between (claiming the recipient in PostgreSQL) must fit in it:
+        if more than ``guard / 2`` passed here since the grant (a database stall), another
+        worker may be granted ``min_interval + guard`` after our grant and send before us, so
+        we queue behind the grants made meanwhile instead. Call it right before the request.
+        """
+        fresh_until = (turn.granted_monotonic or float("-inf")) + self.guard / 2
+        if time.monotonic() <= fresh_until:
+            return turn
+        return self._acquire_loop(session, min_interval, turn, sleep, stop)
+
+    def _acquire_loop(
+        self,
+        session: str,
+        min_interval: float,
+        turn: Reservation,
+        sleep: Callable[[float], object],
+        stop: Callable[[], bool] | None,
+    ) -> Reservation:
         while True:
             grant = self.try_acquire(session, min_interval)
             if grant.granted:
-                return dataclasses.replace(reservation, granted_at=grant.at)
+                return dataclasses.replace(
+                    turn, granted_at=grant.at, granted_monotonic=time.monotonic()
+                )
             _sleep(grant.wait, sleep, stop)
 
     def _run(self, session: str, op: str, arg: float) -> list[Any]:

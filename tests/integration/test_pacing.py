@@ -187,6 +187,38 @@ def test_cancelled_wait_raises_and_takes_no_turn(
     assert connect(server).hget(pacer.key("slow"), "call") is None  # no grant taken
 
 
+def test_refresh_keeps_a_fresh_grant_and_requeues_a_stale_one(pacer: SessionPacer) -> None:
+    turn = pacer.wait_for_turn("claim", MIN, MAX)
+    assert pacer.refresh("claim", MIN, turn) is turn  # claimed quickly: send on this grant
+    other = pacer.wait_for_turn("claim", MIN, MAX)  # another worker, while our claim stalls
+    again = pacer.refresh("claim", MIN, turn)  # stalled past the guard: queue behind it
+    assert other.granted_at is not None and again.granted_at is not None
+    assert again.granted_at - other.granted_at >= MIN + GUARD
+
+
+def test_stalled_claims_never_put_two_requests_closer_than_min_interval(
+    server: EmbeddedRedis,
+) -> None:
+    """Requests leave after a claim that sometimes stalls; their send times stay spaced."""
+    sent: list[float] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        client = connect(server)
+        pacer = SessionPacer(client, guard=GUARD)
+        stalls = random.Random(index)
+        for _ in range(4):
+            turn = pacer.wait_for_turn("stall", MIN, MAX)
+            time.sleep(stalls.choice([0.0, 0.0, 0.08]))  # the recipient claim, sometimes slow
+            pacer.refresh("stall", MIN, turn)
+            with lock:
+                sent.append(time.monotonic())  # the request leaves (one machine, one clock)
+        client.close()
+
+    run_threads(4, worker)
+    assert_spaced(sent, MIN)
+
+
 # ----------------------------------------------------------------------------- concurrency
 
 
