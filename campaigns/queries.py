@@ -32,14 +32,18 @@ RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts
 """)
 
 # Record the outcome of the gateway call of one claim (sent, failed or unknown); only the holder
-# of that claim (same attempt, still sending) can record it.
+# of that claim (same attempt) can record it. A claim that recovery already marked unknown (cut
+# off while PostgreSQL was down) still takes its real outcome, as long as its batch is not yet
+# counted in campaign_batch_details.
 RECORD_OUTCOME = text("""
-UPDATE campaign_recipients
+UPDATE campaign_recipients r
 SET status = CAST(:status AS recipient_status), gateway_message_id = :message_id,
     error_code = :error_code, error_message = :error_message,
     finished_at = now(), updated_at = now()
-WHERE campaign_id = :campaign_id AND position = :position
-  AND status = 'sending' AND attempts = :attempt
+WHERE r.campaign_id = :campaign_id AND r.position = :position AND r.attempts = :attempt
+  AND (r.status = 'sending' OR (r.status = 'unknown' AND r.error_code = 'cut_off'
+       AND NOT EXISTS (SELECT 1 FROM campaign_batch_details d
+                       WHERE d.campaign_id = r.campaign_id AND d.batch_number = r.batch_number)))
 """)
 
 # Give a claim back (nothing was sent: throttled, session down, transient error answer).
@@ -149,13 +153,16 @@ ORDER BY id
 """)
 
 # Claims cut off between the gateway call and its record: they become unknown (never resent by
-# default). Only run after the campaign was taken over, so no live task holds these claims.
+# default). Only claims older than the stall timeout qualify: a live task finishes any gateway
+# call well within it, so such a claim has no live holder. Optionally one batch only.
 MARK_CUT_OFF_CLAIMS_UNKNOWN = text("""
 UPDATE campaign_recipients
 SET status = 'unknown', error_code = 'cut_off',
     error_message = 'the send was cut off between the gateway call and its record',
     finished_at = now(), updated_at = now()
 WHERE campaign_id = :campaign_id AND status = 'sending'
+  AND (CAST(:batch_number AS integer) IS NULL OR batch_number = :batch_number)
+  AND claimed_at < now() - make_interval(secs => :older_than)
 RETURNING position
 """)
 

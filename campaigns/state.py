@@ -607,6 +607,55 @@ class CampaignStateManager:
             )
         return token
 
+    def restart_run(self, campaign_id: int) -> str:
+        """Give a running campaign a new run token whatever its heartbeat (operator resume):
+        the old chain stops before its next message. Returns the token."""
+        token = str(uuid.uuid4())
+        with translate_errors(), self.engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "UPDATE campaign_batch_state SET run_token = :token, heartbeat_at = now(),"
+                    " updated_at = now() WHERE id = :id AND status = 'running' RETURNING id"
+                ),
+                {"id": campaign_id, "token": token},
+            ).first()
+        if row is None:
+            raise InvalidTransition(f"campaign {campaign_id} is not running")
+        return token
+
+    def first_pending_position(self, campaign_id: int) -> int | None:
+        """Input position of the first recipient still to send (for recovery logs)."""
+        with translate_errors(), self.engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "SELECT min(position) FROM campaign_recipients WHERE campaign_id = :id"
+                    " AND status IN ('pending', 'sending')"
+                ),
+                {"id": campaign_id},
+            ).scalar()
+
+    def find_due_scheduled(self) -> list[Campaign]:
+        """Scheduled campaigns whose start time has come."""
+        with translate_errors(), self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT * FROM campaign_batch_state WHERE status = 'scheduled'"
+                    " AND next_batch_at <= now() ORDER BY id"
+                )
+            ).all()
+        return [Campaign.from_row(r._mapping) for r in rows]
+
+    def sessions_with_interrupted_campaigns(self) -> list[str]:
+        """Names of sessions that have interrupted campaigns waiting for them."""
+        with translate_errors(), self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT DISTINCT session_name FROM campaign_batch_state"
+                    " WHERE status = 'interrupted' ORDER BY session_name"
+                )
+            ).all()
+        return [r[0] for r in rows]
+
     def take_over_stalled(
         self, campaign: Campaign, stall_timeout: float | None = None
     ) -> str | None:
@@ -626,11 +675,19 @@ class CampaignStateManager:
             ).first()
         return token if row is not None else None
 
-    def mark_cut_off_claims_unknown(self, campaign_id: int) -> list[int]:
-        """After a takeover: claims left ``sending`` by a dead chain become ``unknown``."""
+    def settle_cut_off_claims(
+        self, campaign_id: int, batch_number: int | None = None, *, older_than: float = 0.0
+    ) -> list[int]:
+        """Claims left ``sending`` longer than ``older_than`` seconds (no live task holds
+        them: every gateway call ends well within the stall timeout) become ``unknown``."""
         with translate_errors(), self.engine.begin() as conn:
             rows = conn.execute(
-                queries.MARK_CUT_OFF_CLAIMS_UNKNOWN, {"campaign_id": campaign_id}
+                queries.MARK_CUT_OFF_CLAIMS_UNKNOWN,
+                {
+                    "campaign_id": campaign_id,
+                    "batch_number": batch_number,
+                    "older_than": older_than,
+                },
             ).all()
         return [r.position for r in rows]
 

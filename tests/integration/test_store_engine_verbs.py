@@ -182,7 +182,7 @@ def test_cut_off_claims__become_unknown_and_count_in_the_batch(
     [stalled] = store.find_stalled_campaigns(stall_timeout=0)
     new_token = store.take_over_stalled(stalled, stall_timeout=0)
     assert new_token
-    assert store.mark_cut_off_claims_unknown(cid) == [1]
+    assert store.settle_cut_off_claims(cid) == [1]
     _drain(store, cid, 1, new_token)
     result = store.finish_batch(cid, 1, new_token)
     assert result and result.counts[RecipientStatus.UNKNOWN] == 1

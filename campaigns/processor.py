@@ -1,0 +1,130 @@
+"""CampaignBatchProcessor: the original design's entry point, now durable.
+
+``process_large_campaign_array`` creates the campaign and its ledger in one transaction and
+enqueues the first batch; it returns the campaign id at once. Everything after that is driven by
+the workers, and can always be re-derived from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from campaigns.domain import CampaignStatus
+from campaigns.errors import CampaignError, InvalidTransition
+from campaigns.numbers import Entry
+from campaigns.settings import Pacing
+from campaigns.state import CampaignStateManager
+
+log = logging.getLogger("campaigns.processor")
+
+Enqueue = Callable[[int, int, str, float], None]
+"""(campaign_id, batch_number, run_token, countdown seconds) → puts a send_batch task on the
+broker."""
+
+
+def celery_enqueue(campaign_id: int, batch_number: int, run_token: str, countdown: float) -> None:
+    """Enqueue ``send_batch`` on the Celery app configured by ``celeryconfig``."""
+    from workers.tasks import enqueue_batch
+
+    enqueue_batch(campaign_id, batch_number, run_token, countdown)
+
+
+class CampaignBatchProcessor:
+    """Creates campaigns and hands their batches to the workers.
+
+    Seconds, not milliseconds: ``min_interval``/``max_interval`` between two messages of the
+    session, ``batch_delay_min``/``batch_delay_max`` between two batches.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 300,
+        min_interval: float = 4,
+        max_interval: float = 10,
+        batch_delay_min: float = 15,
+        batch_delay_max: float = 30,
+        *,
+        enqueue: Enqueue | None = None,
+    ) -> None:
+        self.pacing = Pacing(
+            batch_size=batch_size,
+            min_interval=min_interval,
+            max_interval=max_interval,
+            batch_delay_min=batch_delay_min,
+            batch_delay_max=batch_delay_max,
+        ).validate()
+        self._enqueue = enqueue or celery_enqueue
+        self._state: CampaignStateManager | None = None
+
+    def set_state_manager(self, state_manager: CampaignStateManager) -> None:
+        """Use this store (the original design's wiring)."""
+        self._state = state_manager
+
+    @property
+    def state(self) -> CampaignStateManager:
+        if self._state is None:
+            raise CampaignError("call set_state_manager() before processing campaigns")
+        return self._state
+
+    def process_large_campaign_array(
+        self,
+        numbers: Iterable[str | Mapping[str, str] | Entry] | Path,
+        message: str,
+        session: str,
+        *,
+        template: Mapping[str, Any] | None = None,
+        start_at: datetime | None = None,
+        region: str | None = None,
+    ) -> int:
+        """Create the campaign (ledger and state in one transaction), enqueue its first batch,
+        and return its id at once. With ``start_at`` the campaign waits, ``scheduled``, and
+        the sweep starts it when due."""
+        campaign = self.state.create_campaign(
+            numbers,
+            message,
+            session,
+            pacing=self.pacing,
+            template=template,
+            start_at=start_at,
+            region=region,
+        )
+        if campaign.status is CampaignStatus.RUNNING and campaign.run_token:
+            self._start(campaign.id, 1, campaign.run_token)
+        return campaign.id
+
+    def resume_campaign(self, campaign_id: int) -> int:
+        """Resume a paused, interrupted or scheduled campaign — or restart the chain of a
+        running one — from the first batch that still has work. Any task of an earlier chain
+        is fenced off by the new run token. Returns the batch it resumes from."""
+        campaign = self.state.get_campaign(campaign_id)
+        if campaign.status is CampaignStatus.RUNNING:
+            token = self.state.restart_run(campaign_id)
+        else:
+            token = self.state.start_run(campaign_id)
+        batch = self.state.first_open_batch(campaign_id)
+        if batch is None:
+            raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
+        log.info(
+            "campaign %s on %s: resuming from batch %s/%s",
+            campaign_id,
+            campaign.session_name,
+            batch,
+            campaign.total_batches,
+        )
+        self._start(campaign_id, batch, token)
+        return batch
+
+    def _start(self, campaign_id: int, batch: int, token: str) -> None:
+        try:
+            self._enqueue(campaign_id, batch, token, 0.0)
+        except Exception:
+            # the campaign is committed; the sweep starts its chain once it looks stalled
+            log.exception(
+                "campaign %s: could not enqueue batch %s; the recovery sweep will start it",
+                campaign_id,
+                batch,
+            )

@@ -1,0 +1,159 @@
+"""CampaignRecoveryManager: resumes every interrupted or dead campaign, untouched by a human.
+
+Three triggers call it: the beat-scheduled sweep (chains that died: heartbeat and next-batch
+time stale), the session watcher and webhook receiver (a session is connected again), and the
+worker_ready signal (a restarted server). What remains is always computed from the ledger, and
+every takeover is one conditional UPDATE that swaps the run token, so two beats, many workers
+and redelivered tasks can race safely: one wins, the others' tasks see the mismatch and stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from campaigns.domain import Campaign
+from campaigns.errors import InvalidTransition
+from campaigns.processor import Enqueue, celery_enqueue
+from campaigns.state import CampaignStateManager
+
+log = logging.getLogger("campaigns.recovery")
+
+RECONNECT_SETTLE_S = 5.0
+"""Wait after a session reconnects before sending again (the original design's 5 s): a session
+that flaps right after reconnecting should not get the first message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """One campaign put back to work: from which batch and recipient, and why."""
+
+    campaign_id: int
+    session: str
+    batch_number: int
+    position: int | None
+    reason: str
+    unknown_positions: tuple[int, ...] = ()
+
+
+class CampaignRecoveryManager:
+    """Finds campaigns that need resuming and resumes them."""
+
+    def __init__(
+        self,
+        state_manager: CampaignStateManager,
+        *,
+        enqueue: Enqueue | None = None,
+        settle_delay: float = RECONNECT_SETTLE_S,
+    ) -> None:
+        self.state = state_manager
+        self._enqueue = enqueue or celery_enqueue
+        self.settle_delay = settle_delay
+
+    def check_for_interrupted_campaigns(self, session: str | None = None) -> list[Campaign]:
+        """Interrupted campaigns of a session (of all sessions when None)."""
+        return self.state.find_interrupted_campaigns(session)
+
+    def recover_campaign(
+        self,
+        campaign_id: int,
+        session: str | None = None,
+        *,
+        reason: str = "operator",
+        delay: float = 0.0,
+    ) -> Recovery | None:
+        """Resume one interrupted, paused or scheduled campaign (or restart a running one's
+        chain) from the first batch with work. None when there is nothing to resume."""
+        campaign = self.state.get_campaign(campaign_id)
+        if session is not None and campaign.session_name != session:
+            raise InvalidTransition(
+                f"campaign {campaign_id} belongs to session {campaign.session_name}, not {session}"
+            )
+        if campaign.status.value == "running":
+            token = self.state.restart_run(campaign_id)
+        else:
+            token = self.state.start_run(campaign_id)
+        return self._launch(campaign, token, reason, delay)
+
+    def sweep(self) -> list[Recovery]:
+        """Take over every stalled running campaign and start every due scheduled one."""
+        recovered = []
+        stall = self.state.settings.stall_timeout
+        for campaign in self.state.find_stalled_campaigns():
+            token = self.state.take_over_stalled(campaign)
+            if token is None:
+                continue  # another sweep, or the campaign's own chain, got there first
+            unknown = self.state.settle_cut_off_claims(campaign.id, older_than=stall)
+            result = self._launch(
+                campaign,
+                token,
+                "its chain stopped (no heartbeat and no next batch for "
+                f"{stall:.0f}s: worker crash, restart or lost broker message)",
+                0.0,
+                tuple(unknown),
+            )
+            if result:
+                recovered.append(result)
+        for campaign in self.state.find_due_scheduled():
+            try:
+                token = self.state.start_run(campaign.id)
+            except InvalidTransition:
+                continue
+            result = self._launch(campaign, token, "its scheduled start time came", 0.0)
+            if result:
+                recovered.append(result)
+        return recovered
+
+    def resume_session(self, session: str, reason: str) -> list[Recovery]:
+        """A session is connected again: resume its interrupted campaigns after the settle
+        delay."""
+        resumed = []
+        for campaign in self.state.find_interrupted_campaigns(session):
+            try:
+                result = self.recover_campaign(
+                    campaign.id, session, reason=reason, delay=self.settle_delay
+                )
+            except InvalidTransition:
+                continue  # resumed by another watcher meanwhile
+            if result:
+                resumed.append(result)
+        return resumed
+
+    def watch_sessions(self, is_connected: Callable[[str], tuple[bool, str]]) -> list[Recovery]:
+        """Ask each session with interrupted campaigns whether it is connected again;
+        resume the campaigns of those that are."""
+        resumed = []
+        for session in self.state.sessions_with_interrupted_campaigns():
+            connected, state = is_connected(session)
+            self.state.record_session_check(session, "connected" if connected else state)
+            if connected:
+                resumed += self.resume_session(session, f"session {session} reconnected")
+        return resumed
+
+    def _launch(
+        self,
+        campaign: Campaign,
+        token: str,
+        reason: str,
+        delay: float,
+        unknown: tuple[int, ...] = (),
+    ) -> Recovery | None:
+        batch = self.state.first_open_batch(campaign.id)
+        if batch is None:
+            log.warning("campaign %s has nothing left to send; nothing resumed", campaign.id)
+            return None
+        position = self.state.first_pending_position(campaign.id)
+        self._enqueue(campaign.id, batch, token, delay)
+        log.info(
+            "campaign %s on %s: resuming from batch %s/%s, recipient #%s, in %.0fs, because %s%s",
+            campaign.id,
+            campaign.session_name,
+            batch,
+            campaign.total_batches,
+            position,
+            delay,
+            reason,
+            f"; {len(unknown)} cut-off claims marked unknown" if unknown else "",
+        )
+        return Recovery(campaign.id, campaign.session_name, batch, position, reason, unknown)

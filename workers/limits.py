@@ -1,0 +1,106 @@
+"""Time limits of task runs and the broker limits they must stay under, checked at start.
+
+A batch of 300 recipients at up to 10 s each takes 50 minutes: past Redis' default visibility
+timeout (1 h is close) and past RabbitMQ's consumer_timeout (30 min), either of which would
+redeliver or kill a live batch. So a task run is bounded by TASK_TIME_BUDGET and hands the rest
+of its batch to a continuation; these limits are computed from that budget and checked against
+the broker's, so a misconfiguration refuses to start instead of duplicating at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from campaigns.engine import RECORD_RETRY_WINDOW_S
+from campaigns.errors import ConfigurationError
+from campaigns.settings import Settings
+
+MARGIN_S = 60.0
+"""Slack between a run's expected end and its soft time limit."""
+RABBITMQ_DEFAULT_CONSUMER_TIMEOUT_S = 1800.0
+"""RabbitMQ's default delivery-acknowledgement timeout (30 min)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    concurrency: int
+    longest_run: float
+    soft_time_limit: float
+    hard_time_limit: float
+    visibility_timeout: float
+    consumer_timeout: float
+    session_watch_interval: float
+
+
+def compute_limits(settings: Settings, env: Mapping[str, str]) -> Limits:
+    """The limits for these settings (environment overrides: VISIBILITY_TIMEOUT,
+    RABBITMQ_CONSUMER_TIMEOUT, WORKER_CONCURRENCY, SESSION_WATCH_INTERVAL)."""
+    # the budget, plus the gateway call that started just before it ran out, plus the window
+    # in which that call's record is retried while PostgreSQL restarts
+    longest = (
+        settings.task_time_budget
+        + settings.gateway_connect_timeout
+        + settings.gateway_read_timeout
+        + RECORD_RETRY_WINDOW_S
+    )
+    soft = longest + MARGIN_S
+    hard = soft + 30.0
+    limits = Limits(
+        concurrency=int(_number(env, "WORKER_CONCURRENCY", 32)),
+        longest_run=longest,
+        soft_time_limit=soft,
+        hard_time_limit=hard,
+        visibility_timeout=_number(env, "VISIBILITY_TIMEOUT", max(3600.0, hard + 300.0)),
+        consumer_timeout=_number(
+            env, "RABBITMQ_CONSUMER_TIMEOUT", RABBITMQ_DEFAULT_CONSUMER_TIMEOUT_S
+        ),
+        session_watch_interval=_number(env, "SESSION_WATCH_INTERVAL", 10.0),
+    )
+    return limits
+
+
+def check_limits(limits: Limits, settings: Settings, broker_url: str) -> None:
+    """Raise :class:`ConfigurationError` when a task run could outlive the broker's patience."""
+    redis = broker_url.startswith(("redis://", "rediss://"))
+    if (
+        redis
+        and limits.visibility_timeout <= limits.hard_time_limit + settings.pacing.batch_delay_max
+    ):
+        raise ConfigurationError(
+            f"VISIBILITY_TIMEOUT ({limits.visibility_timeout:.0f}s) must exceed the longest task "
+            f"run ({limits.hard_time_limit:.0f}s hard limit: TASK_TIME_BUDGET "
+            f"{settings.task_time_budget:.0f}s + one gateway call + record retries + margin) "
+            f"plus BATCH_DELAY_MAX ({settings.pacing.batch_delay_max:.0f}s); otherwise Redis "
+            "redelivers a batch that is still running. Raise VISIBILITY_TIMEOUT or lower "
+            "TASK_TIME_BUDGET."
+        )
+    if (
+        not redis
+        and limits.hard_time_limit + settings.pacing.batch_delay_max >= limits.consumer_timeout
+    ):
+        raise ConfigurationError(
+            f"RabbitMQ's consumer_timeout ({limits.consumer_timeout:.0f}s, "
+            "RABBITMQ_CONSUMER_TIMEOUT) must exceed the longest task run "
+            f"({limits.hard_time_limit:.0f}s) plus BATCH_DELAY_MAX; otherwise RabbitMQ closes the "
+            "channel with PRECONDITION_FAILED. Lower TASK_TIME_BUDGET or raise the server's "
+            "consumer_timeout and RABBITMQ_CONSUMER_TIMEOUT."
+        )
+    if settings.pacing.max_interval >= settings.task_time_budget:
+        raise ConfigurationError(
+            f"MAX_INTERVAL ({settings.pacing.max_interval}s) must be below TASK_TIME_BUDGET "
+            f"({settings.task_time_budget}s), or a task run could not send even one message"
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be above 0, got {value}")
+    return value

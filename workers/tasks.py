@@ -1,0 +1,120 @@
+"""Thin tasks: call the engine or recovery, map the outcome to what is enqueued next.
+
+Task names and arguments read well in Flower: ``campaigns.send_batch`` with ``campaign_id``,
+``batch_number`` and ``run_token`` (a fencing id, not a secret). No phone number, message text or
+token ever goes into a task.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from campaigns.engine import RunEnd
+from campaigns.errors import StoreUnavailable
+from campaigns.gateway_pool import gateway_for
+from campaigns.pacing import PacingUnavailable
+from workers.app import app
+from workers.runtime import get_runtime
+
+log = logging.getLogger("campaigns.worker")
+
+BATCH_ERROR_RETRIES = 3
+"""Unexpected errors a batch may hit before its remaining recipients are failed and the chain
+goes on with the next batch (a failing batch never ends the campaign)."""
+UNAVAILABLE_RETRY_S = 10.0
+
+
+def enqueue_batch(campaign_id: int, batch_number: int, run_token: str, countdown: float) -> None:
+    """Put one ``send_batch`` on the broker."""
+    send_batch.apply_async(
+        kwargs={"campaign_id": campaign_id, "batch_number": batch_number, "run_token": run_token},
+        countdown=max(countdown, 0.0),
+    )
+
+
+@app.task(name="campaigns.send_batch", bind=True, max_retries=None, acks_late=True)
+def send_batch(self: Task[Any, Any], campaign_id: int, batch_number: int, run_token: str) -> str:
+    """Send one batch of one campaign (or the next slice of it, within the time budget)."""
+    runtime = get_runtime()
+    try:
+        result = runtime.runner.run(campaign_id, batch_number, run_token)
+    except (StoreUnavailable, PacingUnavailable) as exc:
+        # nothing is claimed without pacing, and a claim never recorded becomes unknown via
+        # recovery; retrying the run later is safe
+        log.warning(
+            "campaign %s batch %s: %s; retrying in %.0fs",
+            campaign_id,
+            batch_number,
+            exc,
+            UNAVAILABLE_RETRY_S,
+        )
+        raise self.retry(countdown=UNAVAILABLE_RETRY_S) from exc
+    except Exception as exc:
+        return _failing_batch(self, campaign_id, batch_number, run_token, exc)
+    if result.end is RunEnd.NEXT_BATCH and result.next_batch is not None:
+        enqueue_batch(campaign_id, result.next_batch, run_token, result.delay)
+    elif result.end is RunEnd.CONTINUE:
+        enqueue_batch(campaign_id, batch_number, run_token, result.delay)
+    return f"{result.end.value}: sent {result.sent}"
+
+
+def _failing_batch(
+    task: Task[Any, Any], campaign_id: int, batch_number: int, run_token: str, exc: Exception
+) -> str:
+    retries = task.request.retries or 0
+    if retries < BATCH_ERROR_RETRIES:
+        log.exception(
+            "campaign %s batch %s failed (attempt %s); retrying",
+            campaign_id,
+            batch_number,
+            retries + 1,
+        )
+        raise task.retry(countdown=5 * 2**retries, exc=exc)
+    store = get_runtime().store
+    error = f"{type(exc).__name__}: {exc}"
+    failed = store.fail_open_recipients(campaign_id, batch_number, run_token, error)
+    settings = get_runtime().settings
+    result = store.finish_batch(
+        campaign_id,
+        batch_number,
+        run_token,
+        error_message=error,
+        delay=settings.pacing.batch_delay_min,
+    )
+    log.error(
+        "campaign %s batch %s failed for good (%s); %s recipients failed; the campaign goes on",
+        campaign_id,
+        batch_number,
+        error,
+        failed,
+    )
+    if result and result.next_batch is not None and not result.completed:
+        enqueue_batch(campaign_id, result.next_batch, run_token, settings.pacing.batch_delay_min)
+    return "failed batch"
+
+
+@app.task(name="campaigns.sweep")
+def sweep() -> int:
+    """Resume stalled campaigns and start due scheduled ones."""
+    return len(get_runtime().recovery.sweep())
+
+
+@app.task(name="campaigns.watch_sessions")
+def watch_sessions() -> int:
+    """Resume interrupted campaigns of sessions that are connected again."""
+    runtime = get_runtime()
+
+    def is_connected(session: str) -> tuple[bool, str]:
+        health = gateway_for(runtime.store.get_session(session), runtime.settings).health()
+        return health.connected, health.state
+
+    return len(runtime.recovery.watch_sessions(is_connected))
+
+
+@app.task(name="campaigns.resume_session")
+def resume_session(session: str, reason: str) -> int:
+    """A webhook said the session reconnected: resume its interrupted campaigns."""
+    return len(get_runtime().recovery.resume_session(session, reason))
