@@ -6,6 +6,7 @@ touched. A server that cannot start fails the test in CI and skips it locally, w
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -327,3 +328,34 @@ def test_ensure_local_services_without_urls_starts_then_adopts(tmp_path: Path) -
     finally:
         first.postgres.stop()
         first.redis.stop()
+
+
+def test_two_processes_ensuring_services_at_once_share_one_set(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import json
+        from pathlib import Path
+        from campaigns.embedded import ensure_local_services
+        s = ensure_local_services(Path({str(tmp_path)!r}), {{}})
+        print(json.dumps([s.database_url, s.redis_url, sorted(s.started)]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = [json.loads(proc.communicate(timeout=120)[0] or "null") for proc in procs]
+    postgres, redis_server = (
+        EmbeddedPostgres(tmp_path / "postgres"),
+        EmbeddedRedis(tmp_path / "redis"),
+    )
+    try:
+        if None in results and not CI:
+            pytest.skip("embedded servers cannot start here")
+        (db_a, redis_a, started_a), (db_b, redis_b, started_b) = results
+        assert (db_a, redis_a) == (db_b, redis_b)
+        assert sorted([started_a, started_b]) == [[], ["postgres", "redis"]]
+    finally:
+        postgres.stop()
+        redis_server.stop()
