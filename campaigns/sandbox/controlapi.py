@@ -1,5 +1,26 @@
 """The control API under ``/_sandbox/``: operators and tests steer faults while the sandbox runs.
 
+=========================  ==================================================================
+``GET  health``            ``{"ok": true, "url"}``
+``POST drop``              ``{session, seconds?, waha_status?=STOPPED, evolution_state?=close}``
+``POST restore``           ``{session?}`` (none: every session) → ``{"restored": [...]}``
+``POST throttle``          ``{session?, seconds?, count?, code?=130429, cloud_status?=400,
+                           http_status?=429, retry_after?}``
+``POST fail``              ``{share?=1.0, session?, seconds?, count?, http_status?=500,
+                           cloud_code?=131000}``
+``POST slow``              ``{delay, session?, seconds?, count?}``
+``POST reject``            ``{numbers: [...], session?}``
+``POST hang``              ``{hold, count?=1, session?}`` (accept, record, then hold the answer)
+``POST sessions``          ``{names: [...] | null}`` (restrict which names exist)
+``GET/POST config``        ``{waha_wait?, waha_shape?, evolution_closed_form?,
+                           cloud_auth_status?, api_keys?}``
+``GET/POST webhooks``      ``{url, dialect: waha|evolution, hmac_key?, session?}``;
+                           ``DELETE webhooks/{id}``
+``POST reset``             ``{record?: false}``
+``GET  messages``          ``?session=&dialect=&limit=`` → ``{"count", "messages"}``
+``GET  stats`` / ``state``  counters / dropped sessions, live rules, settings
+=========================  ==================================================================
+
 Every verb takes and returns JSON. Fault verbs accept ``session`` (omit it for a global fault)
 and a lifetime: ``seconds`` (a deadline), ``count`` (the next K matching requests), or neither
 (until reset). The control API needs no key: it is a rehearsal tool on a trusted host.
@@ -9,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -192,14 +212,14 @@ class ControlApi:
         return {"count": len(rows), "messages": [dataclasses.asdict(m) for m in rows]}
 
     def stats(self, _: dict[str, Any]) -> Any:
-        rows = SandboxRecord(self.sandbox.record.path).messages()
-        per_session = Counter(m.session for m in rows)
+        # SQL aggregates, not a row scan: benchmark records hold hundreds of thousands of rows.
+        record = SandboxRecord(self.sandbox.record.path)
         return {
-            "messages": len(rows),
-            "undeliverable": sum(1 for m in rows if not m.deliverable),
-            "by_session": dict(sorted(per_session.items())),
-            "by_dialect": dict(sorted(Counter(m.dialect for m in rows).items())),
-            "duplicates": len(SandboxRecord(self.sandbox.record.path).duplicates()),
+            "messages": record.count(),
+            "undeliverable": record.tally("deliverable").get("0", 0),
+            "by_session": record.tally("session"),
+            "by_dialect": record.tally("dialect"),
+            "duplicates": len(record.duplicates()),
             "requests": self.sandbox.counters(),
             "webhook_deliveries": len(self.webhooks.deliveries()),
         }

@@ -195,6 +195,14 @@ class SandboxRecord:
         rows = self._query(f"SELECT COUNT(*) FROM messages{clauses}", params)
         return int(rows[0][0]) if rows else 0
 
+    def tally(self, column: str) -> dict[str, int]:
+        """Message counts per ``session``, ``dialect`` or ``deliverable`` value."""
+        if column not in ("session", "dialect", "deliverable"):
+            raise ValueError(f"cannot tally by {column!r}")
+        rows = self._query(f"SELECT {column}, COUNT(*) FROM messages GROUP BY {column}"
+                           f" ORDER BY {column}")
+        return {str(row[0]): int(row[1]) for row in rows}
+
     def duplicates(self, session: str | None = None) -> list[Duplicate]:
         """Recipients accepted more than once on the same session (the thing a campaign
         engine must never do)."""

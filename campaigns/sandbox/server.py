@@ -111,7 +111,10 @@ class _Handler(BaseHTTPRequestHandler):
             response = json_response(500, {"message": "sandbox internal error"})
         self._write(response)
         if response.held_row is not None:
-            app.sandbox.record.answered(response.held_row, time.time())
+            try:
+                app.sandbox.record.answered(response.held_row, time.time())
+            except RuntimeError:
+                pass  # the sandbox stopped during the hold; the row keeps answered_at NULL
 
     def _write(self, response: Response) -> None:
         phrase = HTTPStatus(response.status).phrase

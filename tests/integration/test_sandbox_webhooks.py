@@ -133,6 +133,7 @@ def test_an_automatic_restore_is_announced_too(client: Client,
     client.control.add_webhook(receiver.url, "waha")
     client.control.drop("default", seconds=0.2)
     dropped, restored = events(receiver, 2)
+    assert json.loads(dropped.body)["payload"]["status"] == "STOPPED"
     assert json.loads(restored.body)["payload"]["status"] == "WORKING"
 
 
