@@ -126,7 +126,10 @@ class SessionPacer:
         """Ask to send now; granted only if the last grant is ``min_interval + guard`` ago."""
         _check_intervals(min_interval, min_interval)
         granted, wait, at = self._run(session, "acquire", min_interval + self.guard)
-        return Grant(granted=int(granted) == 1, wait=max(float(wait), 0.0), at=float(at))
+        if int(granted) == 1:
+            return Grant(granted=True, wait=0.0, at=float(at))
+        # A refusal never reads as "0 seconds": acquire() would take that for a grant.
+        return Grant(granted=False, wait=max(float(wait), 1e-6), at=float(at))
 
     def acquire(self, session: str, min_interval: float) -> float:
         """0.0: send now (the grant is recorded). Otherwise: seconds to sleep, then ask again."""
