@@ -222,9 +222,8 @@ class HttpClient:
         if session is None:
             session = requests.Session()
             session.headers.update(self._headers)
-            # Proxies and .netrc from the environment would silently change where the token
-            # goes; a gateway URL is meant literally.
-            session.trust_env = False
+            # trust_env stays on: deployments reach graph.facebook.com through HTTPS_PROXY and
+            # trust private CAs through REQUESTS_CA_BUNDLE.
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
