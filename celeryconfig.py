@@ -52,7 +52,8 @@ task_time_limit = _limits.hard_time_limit
 
 task_serializer = "json"
 accept_content = ["json"]
-task_default_queue = "campaigns"
+# One queue per deployment (CAMPAIGNS_QUEUE) so several deployments can share a broker.
+task_default_queue = os.environ.get("CAMPAIGNS_QUEUE", "campaigns")
 worker_send_task_events = True  # Flower shows tasks live
 task_send_sent_event = True
 worker_hijack_root_logger = False

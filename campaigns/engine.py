@@ -198,7 +198,7 @@ class _Run:
                 )
                 return self.result(RunEnd.CONTINUE)
             try:
-                self.r.pacer.wait_for_turn(
+                turn = self.r.pacer.wait_for_turn(
                     self.session,
                     c.min_interval,
                     c.max_interval,
@@ -212,6 +212,19 @@ class _Run:
             claim = self.r.store.claim_recipient(c.id, self.batch, self.token)
             if claim is None:
                 return self.batch_without_pending()
+            try:
+                # the claim took time after the grant: if more than the pacing guard allows,
+                # queue behind grants made meanwhile so the gap still holds at the HTTP call
+                self.r.pacer.refresh(
+                    self.session,
+                    c.min_interval,
+                    turn,
+                    sleep=self.r.sleep,
+                    stop=lambda: self.should_stop() and self.fence_lost,
+                )
+            except PacingCancelled:
+                self.r.store.release_claim(claim)
+                return self.stopped()
             end = self.send(gateway, claim)
             if end is not None:
                 return end

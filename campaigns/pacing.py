@@ -125,7 +125,10 @@ class SessionPacer:
     def try_acquire(self, session: str, min_interval: float) -> Grant:
         """Ask to send now; granted only if the last grant is ``min_interval + guard`` ago."""
         _check_intervals(min_interval, min_interval)
-        granted, wait, at = self._run(session, "acquire", min_interval + self.guard)
+        # no interval, nothing to guard: a zero-interval session (benchmarks, rehearsals with
+        # the console gateway) must not be capped at 1/guard messages per second
+        guard = self.guard if min_interval > 0 else 0.0
+        granted, wait, at = self._run(session, "acquire", min_interval + guard)
         if int(granted) == 1:
             return Grant(granted=True, wait=0.0, at=float(at))
         # A refusal never reads as "0 seconds": acquire() would take that for a grant.
@@ -182,7 +185,7 @@ class SessionPacer:
         we queue behind the grants made meanwhile instead. Call it right before the request.
         """
         fresh_until = (turn.granted_monotonic or float("-inf")) + self.guard / 2
-        if time.monotonic() <= fresh_until:
+        if min_interval <= 0 or time.monotonic() <= fresh_until:
             return turn
         return self._acquire_loop(session, min_interval, turn, sleep, stop)
 

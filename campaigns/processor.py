@@ -33,6 +33,30 @@ def celery_enqueue(campaign_id: int, batch_number: int, run_token: str, countdow
     enqueue_batch(campaign_id, batch_number, run_token, countdown)
 
 
+class BrokerEnqueuer:
+    """Enqueues ``campaigns.send_batch`` by name on a given broker and queue, without
+    importing the workers' configuration (for applications that only create campaigns)."""
+
+    def __init__(self, broker_url: str, queue: str = "campaigns") -> None:
+        from celery import Celery
+
+        self.queue = queue
+        self.app = Celery("campaigns-client", broker=broker_url)
+        self.app.conf.broker_connection_retry_on_startup = True
+
+    def __call__(self, campaign_id: int, batch_number: int, run_token: str, countdown: float) -> None:
+        self.app.send_task(
+            "campaigns.send_batch",
+            kwargs={"campaign_id": campaign_id, "batch_number": batch_number,
+                    "run_token": run_token},
+            countdown=max(countdown, 0.0),
+            queue=self.queue,
+        )
+
+    def close(self) -> None:
+        self.app.close()
+
+
 class CampaignBatchProcessor:
     """Creates campaigns and hands their batches to the workers.
 
