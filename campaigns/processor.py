@@ -44,11 +44,16 @@ class BrokerEnqueuer:
         self.app = Celery("campaigns-client", broker=broker_url)
         self.app.conf.broker_connection_retry_on_startup = True
 
-    def __call__(self, campaign_id: int, batch_number: int, run_token: str, countdown: float) -> None:
+    def __call__(
+        self, campaign_id: int, batch_number: int, run_token: str, countdown: float
+    ) -> None:
         self.app.send_task(
             "campaigns.send_batch",
-            kwargs={"campaign_id": campaign_id, "batch_number": batch_number,
-                    "run_token": run_token},
+            kwargs={
+                "campaign_id": campaign_id,
+                "batch_number": batch_number,
+                "run_token": run_token,
+            },
             countdown=max(countdown, 0.0),
             queue=self.queue,
         )
