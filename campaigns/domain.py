@@ -126,6 +126,7 @@ class Campaign:
     template: Mapping[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    failure_streak: int = 0
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Campaign:

@@ -165,6 +165,8 @@ class _Run:
         self.sent = 0
         self.transient_streak = 0
         self.throttle_streak = 0
+        # consecutive failed recipients, kept on the campaign row so it spans task runs
+        self.failure_streak = campaign.failure_streak
 
     def result(self, end: RunEnd, **extra: Any) -> RunResult:
         return RunResult(end, self.campaign.id, self.batch, sent=self.sent, **extra)
@@ -266,6 +268,9 @@ class _Run:
         who = mask_phone(claim.phone)
         if kind is OutcomeKind.SENT:
             self.record(claim, RecipientStatus.SENT, outcome)
+            if self.failure_streak:
+                self.r.store.reset_failure_streak(self.campaign.id)
+                self.failure_streak = 0
             self.sent += 1
             self.transient_streak = self.throttle_streak = 0
         elif kind is OutcomeKind.RECIPIENT_FAILED:
@@ -273,6 +278,7 @@ class _Run:
                 "campaign %s: %s failed permanently (%s)", self.campaign.id, who, outcome.error_code
             )
             self.record(claim, RecipientStatus.FAILED, outcome)
+            return self.after_failure(outcome)
         elif kind is OutcomeKind.AMBIGUOUS:
             log.warning(
                 "campaign %s: %s may or may not have been sent (%s); marked unknown",
@@ -317,7 +323,7 @@ class _Run:
                 outcome.error_message,
             )
             self.record(claim, RecipientStatus.FAILED, outcome)
-            return None
+            return self.after_failure(outcome)
         self.r.store.release_claim(
             claim, error_code=outcome.error_code, error_message=outcome.error_message
         )
@@ -331,6 +337,24 @@ class _Run:
         )
         self.r.pacer.hold(self.session, wait)
         return None
+
+    def after_failure(self, outcome: SendOutcome) -> RunResult | None:
+        """Count a failed recipient; pause the campaign when too many fail in a row (a broken
+        gateway or a banned number must not burn the whole contact list)."""
+        self.failure_streak = self.r.store.bump_failure_streak(self.campaign.id)
+        limit = self.r.settings.failure_streak_limit
+        if not limit or self.failure_streak < limit:
+            return None
+        reason = (
+            f"{self.failure_streak} recipients failed in a row (last: "
+            f"{outcome.error_code or '-'} {outcome.error_message or ''}".rstrip()
+            + "); paused to protect the list: check the session and the message, then resume"
+        )
+        self.r.store.transition(
+            self.campaign.id, CampaignStatus.PAUSED, reason=reason, run_token=self.token
+        )
+        log.warning("campaign %s on %s: %s", self.campaign.id, self.session, reason)
+        return self.result(RunEnd.STOPPED, reason=reason)
 
     def backoff(self, streak: int) -> float:
         return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (streak - 1)))

@@ -101,6 +101,7 @@ class CampaignBatchState(Base):
     next_batch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     interrupt_reason: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failure_streak: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         # the sweep: running campaigns by heartbeat

@@ -124,6 +124,7 @@ UPDATE campaign_batch_state SET
     status = CAST(:target AS campaign_status),
     interrupt_reason = CASE WHEN :set_reason THEN :reason ELSE interrupt_reason END,
     run_token = :new_token,
+    failure_streak = CASE WHEN :new_token IS NULL THEN failure_streak ELSE 0 END,
     heartbeat_at = CASE WHEN :new_token IS NULL THEN heartbeat_at ELSE now() END,
     finished_at = CASE WHEN :finished THEN now() ELSE finished_at END,
     updated_at = now()

@@ -85,6 +85,8 @@ class Settings:
     task_time_budget: float = 240.0
     """Seconds one task run may send before it hands the rest of its batch to a continuation."""
     max_attempts: int = 3
+    failure_streak_limit: int = 20
+    """Consecutive failed recipients after which a campaign pauses itself (0: never)."""
     resend_unknown: bool = False
     db_pool_size: int = 10
     gateway_connect_timeout: float = 5.0
@@ -126,6 +128,7 @@ class Settings:
             sweep_interval=_positive(env, "SWEEP_INTERVAL", 15.0),
             task_time_budget=_positive(env, "TASK_TIME_BUDGET", 240.0),
             max_attempts=int(_positive(env, "MAX_ATTEMPTS", 3)),
+            failure_streak_limit=_read(env, "FAILURE_STREAK_LIMIT", int, 20),
             resend_unknown=_flag(env, "RESEND_UNKNOWN"),
             db_pool_size=int(_positive(env, "DB_POOL_SIZE", 10)),
             gateway_connect_timeout=_positive(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),

@@ -507,6 +507,27 @@ class CampaignStateManager:
             completed=completed,
         )
 
+    def bump_failure_streak(self, campaign_id: int) -> int:
+        """One more recipient failed in a row; returns the streak."""
+        with translate_errors(), self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "UPDATE campaign_batch_state SET failure_streak = failure_streak + 1"
+                        " WHERE id = :id RETURNING failure_streak"
+                    ),
+                    {"id": campaign_id},
+                ).scalar_one()
+            )
+
+    def reset_failure_streak(self, campaign_id: int) -> None:
+        """A recipient was sent: the failure streak is over."""
+        with translate_errors(), self.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE campaign_batch_state SET failure_streak = 0 WHERE id = :id"),
+                {"id": campaign_id},
+            )
+
     def fail_open_recipients(
         self, campaign_id: int, batch_number: int, run_token: str, error: str
     ) -> int:

@@ -171,3 +171,25 @@ def test_each_gateway_dialect__sends_through_the_sandbox(
     assert [r["gateway_message_id"] for r in sent] == [m.gateway_message_id for m in messages]
 
 
+
+
+def test_error_threshold__a_campaign_failing_in_a_row_pauses_itself_with_the_reason(
+    stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
+    sandbox: SandboxControl, record: SandboxRecord, enqueuer: BrokerEnqueuer,
+) -> None:
+    session = add_session(e2e_store, sandbox_url, "evo", gateway="evolution")
+    listed = numbers(10)
+    sandbox.reject(listed)  # a list nobody on WhatsApp: every send fails permanently
+    stack.start_worker(concurrency=2, extra_env={"FAILURE_STREAK_LIMIT": "4"})
+    cid = processor(e2e_store, enqueuer, batch_size=3).process_large_campaign_array(
+        listed, "Hi", session
+    )
+
+    wait_until(lambda: e2e_store.get_campaign(cid).status is CampaignStatus.PAUSED, 60,
+               "the campaign to pause itself")
+    campaign = e2e_store.get_campaign(cid)
+    assert campaign.interrupt_reason and "4 recipients failed in a row" in campaign.interrupt_reason
+    counts = e2e_store.snapshot(cid).counts
+    assert counts[RecipientStatus.FAILED] == 4
+    assert counts[RecipientStatus.PENDING] == 6
+    assert record.count() == 0
