@@ -227,6 +227,15 @@ class _Run:
             except PacingCancelled:
                 self.r.store.release_claim(claim)
                 return self.stopped()
+            # instrumentation point (bench/sessions.py joins it with the sandbox's arrival
+            # times to measure schedule lag); DEBUG only, no phone number
+            log.debug(
+                "campaign %s batch %s: position %s reserved slot %.6f",
+                c.id,
+                self.batch,
+                claim.position,
+                turn.slot_at,
+            )
             end = self.send(gateway, claim)
             if end is not None:
                 return end
