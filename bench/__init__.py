@@ -1,0 +1,1 @@
+"""Benchmarks of the campaign engine against same-run baselines (python -m bench)."""

@@ -1,0 +1,185 @@
+"""List loading (issue 2): ``CampaignStateManager.create_campaign(Path)`` on a generated file of
+100,000 and 1,000,000 entries (with repeats and unparseable entries), in a child process whose
+peak RSS is read from ``ru_maxrss``; baseline: a bare ``COPY`` of a pre-built CSV of the same
+rows into a plain table, in a child process too, in the same run."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from sqlalchemy.engine import make_url
+
+from bench.harness import Bench, Row, fmt_s
+
+NAME = "loading"
+TARGET_SECONDS = 30.0
+TARGET_RSS_MB = 300.0
+DUPLICATE_SHARE = 0.01
+INVALID_SHARE = 0.005
+
+_BARE_TABLE = """
+CREATE TABLE IF NOT EXISTS bench_bare_copy (
+    campaign_id bigint, position integer, batch_number integer, phone text, raw text,
+    variables jsonb, status text
+)"""
+_BARE_COPY = (
+    "COPY bench_bare_copy (campaign_id, position, batch_number, phone, raw, variables, status)"
+    " FROM STDIN WITH (FORMAT csv, FORCE_NULL (phone, variables))"
+)
+
+
+def write_number_file(path: Path, count: int, seed: int = 7) -> None:
+    """``count`` entries, one per line, in mixed human formats; about 1% repeat an earlier
+    number and 0.5% are not phone numbers."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(count):
+            draw = rng.random()
+            if draw < INVALID_SHARE:
+                out.write(f"call me maybe {i}\n")
+                continue
+            n = rng.randrange(i) if draw < INVALID_SHARE + DUPLICATE_SHARE and i else i
+            digits = f"{900000000 + n:09d}"
+            if i % 3 == 0:
+                out.write(f"+55 11 {digits[:5]}-{digits[5:]}\n")
+            elif i % 3 == 1:
+                out.write(f"(11) {digits[:5]}-{digits[5:]}\n")
+            else:
+                out.write(f"5511{digits}\n")
+
+
+def write_bare_csv(source: Path, target: Path, batch_size: int = 300) -> None:
+    """The ledger rows of ``source`` as CSV, already normalized (the baseline does no work)."""
+    with source.open(encoding="utf-8") as numbers, target.open("w", encoding="utf-8") as out:
+        for position, line in enumerate(numbers, start=1):
+            raw = line.strip()
+            digits = "".join(ch for ch in raw if ch.isdigit())
+            valid = len(digits) >= 11
+            phone = f"+55{digits[-11:]}" if valid else ""
+            status = "pending" if valid else "invalid"
+            out.write(
+                f'1,{position},{(position - 1) // batch_size + 1},"{phone}","{raw}",,"{status}"\n'
+            )
+
+
+def _dsn(database_url: str) -> str:
+    url = make_url(database_url)
+    return f"host={url.host} port={url.port or 5432} user={url.username} dbname={url.database}" + (
+        f" password={url.password}" if url.password else ""
+    )
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _engine_child(database_url: str, path: str, session: str, out: Any) -> None:
+    """In a fresh process: create one campaign from the file; report seconds and peak RSS."""
+    from campaigns.domain import RecipientStatus
+    from campaigns.settings import Pacing, Settings
+    from campaigns.state import CampaignStateManager
+
+    store = CampaignStateManager(database_url, settings=Settings(db_pool_size=1))
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    campaign = store.create_campaign(Path(path), "Hello {name}", session, pacing=Pacing())
+    seconds = time.perf_counter() - started
+    counts = store.snapshot(campaign.id).counts
+    store.dispose()
+    out.put(
+        {
+            "seconds": seconds,
+            "total": campaign.total_numbers,
+            "duplicates": counts.get(RecipientStatus.DUPLICATE, 0),
+            "invalid": counts.get(RecipientStatus.INVALID, 0),
+            "rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before,
+        }
+    )
+
+
+def _bare_child(database_url: str, csv_path: str, out: Any) -> None:
+    """In a fresh process: COPY the pre-built CSV into a plain table in one transaction."""
+    conn = psycopg2.connect(_dsn(database_url))
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(_BARE_TABLE)
+            cursor.execute("TRUNCATE bench_bare_copy")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cursor, open(csv_path, "rb") as handle:
+            cursor.copy_expert(_BARE_COPY, handle, size=65536)
+        conn.commit()
+        seconds = time.perf_counter() - started
+    finally:
+        conn.close()
+    out.put({"seconds": seconds, "rss_mb": _peak_rss_mb()})
+
+
+def _in_child(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=target, args=(*args, queue))
+    process.start()
+    try:
+        result: dict[str, Any] = queue.get(timeout=900)
+    finally:
+        process.join(timeout=60)
+    if process.exitcode not in (0, None):
+        raise RuntimeError(f"loading child exited with {process.exitcode}")
+    return result
+
+
+def run(bench: Bench) -> list[Row]:
+    from campaigns.settings import Settings
+    from campaigns.state import CampaignStateManager
+
+    sizes = [2_000, 20_000] if bench.quick else [100_000, 1_000_000]
+    database_url = bench.database("loading")
+    store = CampaignStateManager(database_url, settings=Settings())
+    session = "bench-loading"
+    store.add_session(session, "console", "console://bench")
+    store.dispose()
+    rows: list[Row] = []
+    for size in sizes:
+        numbers = bench.work_dir / f"numbers-{size}.txt"
+        bare_csv = bench.work_dir / f"bare-{size}.csv"
+        write_number_file(numbers, size)
+        write_bare_csv(numbers, bare_csv)
+        bare = _in_child(_bare_child, database_url, str(bare_csv))
+        loaded = _in_child(_engine_child, database_url, str(numbers), session)
+        assert loaded["total"] == size, loaded
+        biggest = size == 1_000_000
+        label = f"{size:,} numbers"
+        rows.append(
+            Row(
+                "list loading",
+                f"{label}: create_campaign(Path), seconds",
+                f"{fmt_s(loaded['seconds'])} ({size / loaded['seconds']:,.0f}/s; "
+                f"{loaded['duplicates']:,} dup, {loaded['invalid']:,} invalid)",
+                f"bare COPY {fmt_s(bare['seconds'])} ({size / bare['seconds']:,.0f}/s)",
+                loaded["seconds"] / bare["seconds"],
+                f"< {TARGET_SECONDS:.0f} s" if biggest else "—",
+                loaded["seconds"] < TARGET_SECONDS if biggest else None,
+            )
+        )
+        rows.append(
+            Row(
+                "list loading",
+                f"{label}: peak RSS of the loading process",
+                f"{loaded['rss_mb']:.0f} MB (after imports: {loaded['rss_before_mb']:.0f} MB)",
+                f"bare COPY process {bare['rss_mb']:.0f} MB",
+                loaded["rss_mb"] / bare["rss_mb"],
+                f"< {TARGET_RSS_MB:.0f} MB" if biggest else "—",
+                loaded["rss_mb"] < TARGET_RSS_MB if biggest else None,
+            )
+        )
+        numbers.unlink()
+        bare_csv.unlink()
+    return rows
