@@ -289,13 +289,7 @@ class _Run:
             self.record(claim, RecipientStatus.FAILED, outcome)
             return self.after_failure(outcome)
         elif kind is OutcomeKind.AMBIGUOUS:
-            log.warning(
-                "campaign %s: %s may or may not have been sent (%s); marked unknown",
-                self.campaign.id,
-                who,
-                outcome.error_message,
-            )
-            self.record(claim, RecipientStatus.UNKNOWN, outcome)
+            self.ambiguous(claim, outcome)
         elif kind is OutcomeKind.THROTTLED:
             self.r.store.release_claim(
                 claim, error_code=outcome.error_code, error_message=outcome.error_message
@@ -321,6 +315,30 @@ class _Run:
                 reason = f"{reason} (the gateway refused the token: fix it, then resume)"
             return self.interrupt(reason)
         return None
+
+    def ambiguous(self, claim: ClaimedRecipient, outcome: SendOutcome) -> None:
+        """The gateway may or may not have sent: unknown, never resent by default; under the
+        opt-in RESEND_UNKNOWN policy released to be sent again, up to ``max_attempts``."""
+        who = mask_phone(claim.phone)
+        if self.r.settings.resend_unknown and claim.attempt < self.r.settings.max_attempts:
+            log.warning(
+                "campaign %s: %s may or may not have been sent (%s); sending again "
+                "(RESEND_UNKNOWN)",
+                self.campaign.id,
+                who,
+                outcome.error_message,
+            )
+            self.r.store.release_claim(
+                claim, error_code=outcome.error_code, error_message=outcome.error_message
+            )
+            return
+        log.warning(
+            "campaign %s: %s may or may not have been sent (%s); marked unknown",
+            self.campaign.id,
+            who,
+            outcome.error_message,
+        )
+        self.record(claim, RecipientStatus.UNKNOWN, outcome)
 
     def transient(self, claim: ClaimedRecipient, outcome: SendOutcome) -> RunResult | None:
         if claim.attempt >= self.r.settings.max_attempts:
@@ -410,10 +428,12 @@ class _Run:
             )
             if settled:
                 log.warning(
-                    "campaign %s batch %s: %s claims cut off by a crash are unknown",
+                    "campaign %s batch %s: %s claims cut off by a crash are unknown "
+                    "(positions %s; not resent)",
                     c.id,
                     self.batch,
                     len(settled),
+                    ", ".join(map(str, settled)),
                 )
             return self.result(RunEnd.CONTINUE, delay=min(5.0, self.r.settings.stall_timeout))
         if result is None:

@@ -41,9 +41,12 @@ SET status = CAST(:status AS recipient_status), gateway_message_id = :message_id
     error_code = :error_code, error_message = :error_message,
     finished_at = now(), updated_at = now()
 WHERE r.campaign_id = :campaign_id AND r.position = :position AND r.attempts = :attempt
-  AND (r.status = 'sending' OR (r.status = 'unknown' AND r.error_code = 'cut_off'
-       AND NOT EXISTS (SELECT 1 FROM campaign_batch_details d
-                       WHERE d.campaign_id = r.campaign_id AND d.batch_number = r.batch_number)))
+  AND (r.status = 'sending'
+       OR (r.status = 'pending' AND r.error_code = 'cut_off')
+       OR (r.status = 'unknown' AND r.error_code = 'cut_off'
+           AND NOT EXISTS (SELECT 1 FROM campaign_batch_details d
+                           WHERE d.campaign_id = r.campaign_id
+                             AND d.batch_number = r.batch_number)))
 """)
 
 # Give a claim back (nothing was sent: throttled, session down, transient error answer).
@@ -164,6 +167,23 @@ SET status = 'unknown', error_code = 'cut_off',
 WHERE campaign_id = :campaign_id AND status = 'sending'
   AND (CAST(:batch_number AS integer) IS NULL OR batch_number = :batch_number)
   AND claimed_at < now() - make_interval(secs => :older_than)
+RETURNING position
+""")
+
+# The same cut-off claims under the opt-in RESEND_UNKNOWN policy: back to pending, to be claimed
+# and sent again (at-least-once). The attempt count stays: a claim cut off MAX_ATTEMPTS times is
+# not released (it becomes unknown), so a message that crashes its worker every time cannot loop
+# forever.
+RELEASE_CUT_OFF_CLAIMS = text("""
+UPDATE campaign_recipients
+SET status = 'pending', error_code = 'cut_off',
+    error_message = 'the send was cut off between the gateway call and its record; resent '
+                    '(RESEND_UNKNOWN)',
+    updated_at = now()
+WHERE campaign_id = :campaign_id AND status = 'sending'
+  AND (CAST(:batch_number AS integer) IS NULL OR batch_number = :batch_number)
+  AND claimed_at < now() - make_interval(secs => :older_than)
+  AND attempts < :max_attempts
 RETURNING position
 """)
 

@@ -699,17 +699,30 @@ class CampaignStateManager:
     def settle_cut_off_claims(
         self, campaign_id: int, batch_number: int | None = None, *, older_than: float = 0.0
     ) -> list[int]:
-        """Claims left ``sending`` longer than ``older_than`` seconds (no live task holds
-        them: every gateway call ends well within the stall timeout) become ``unknown``."""
+        """Settle claims left ``sending`` longer than ``older_than`` seconds (no live task
+        holds them: every gateway call ends well within the stall timeout). By default they
+        become ``unknown`` and are never resent; under ``settings.resend_unknown`` they go back
+        to ``pending`` (at-least-once) unless they used up ``max_attempts``. Returns the
+        positions that became unknown."""
+        params = {
+            "campaign_id": campaign_id,
+            "batch_number": batch_number,
+            "older_than": older_than,
+            "max_attempts": self.settings.max_attempts,
+        }
         with translate_errors(), self.engine.begin() as conn:
-            rows = conn.execute(
-                queries.MARK_CUT_OFF_CLAIMS_UNKNOWN,
-                {
-                    "campaign_id": campaign_id,
-                    "batch_number": batch_number,
-                    "older_than": older_than,
-                },
-            ).all()
+            released: list[Any] = []
+            if self.settings.resend_unknown:
+                released = list(conn.execute(queries.RELEASE_CUT_OFF_CLAIMS, params).all())
+            rows = conn.execute(queries.MARK_CUT_OFF_CLAIMS_UNKNOWN, params).all()
+        if released:
+            log.warning(
+                "campaign %s: %s claims cut off by a crash go back to pending and will be resent "
+                "(RESEND_UNKNOWN): positions %s",
+                campaign_id,
+                len(released),
+                ", ".join(str(r.position) for r in released),
+            )
         return [r.position for r in rows]
 
     def first_open_batch(self, campaign_id: int) -> int | None:
