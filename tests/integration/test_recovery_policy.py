@@ -183,7 +183,10 @@ def test_watch_sessions__resumes_only_sessions_that_are_connected_again(
     enqueued: Enqueued = []
 
     resumed = _recovery(store, enqueued).watch_sessions(
-        lambda session: (session == console_session, "WORKING" if session == console_session else "STOPPED")
+        lambda session: (
+            session == console_session,
+            "WORKING" if session == console_session else "STOPPED",
+        )
     )
 
     assert [r.campaign_id for r in resumed] == [cid]
