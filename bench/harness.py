@@ -11,6 +11,8 @@ import contextlib
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,7 +30,7 @@ from campaigns.embedded import EmbeddedRedis
 from campaigns.local import resolve_settings
 from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
 from campaigns.settings import Settings
-from campaigns.stack import LocalStack, wait_until
+from campaigns.stack import Child, LocalStack, wait_until
 from campaigns.state import CampaignStateManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,6 +294,38 @@ class Client:
     def close(self) -> None:
         self.enqueuer.close()
         self.store.dispose()
+
+
+def start_celery(
+    local: LocalStack,
+    name: str,
+    app: str,
+    *,
+    concurrency: int,
+    extra_env: Mapping[str, str] | None = None,
+    loglevel: str = "INFO",
+) -> Child:
+    """Start ``celery -A app worker`` (threads pool) as a child of ``local``, like
+    :meth:`LocalStack.start_worker` does for the engine's own app; returns once it is ready."""
+    local.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = local.log_dir / f"{name}.log"
+    env = {**os.environ, **local.env, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+    argv = [
+        sys.executable, "-m", "celery", "-A", app, "worker", "-l", loglevel, "-n",
+        f"{name}@%h", "--pool", "threads", "--concurrency", str(concurrency),
+        "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+    with log_path.open("ab") as handle:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    child = Child(name, process, log_path)
+    local.children[name] = child
+    wait_until(lambda: " ready." in child.log() or not child.alive, 60, f"{name} to be ready")
+    if not child.alive:
+        raise RuntimeError(f"{name} exited:\n{child.log()[-3000:]}")
+    return child
 
 
 def tree(pid: int) -> list[psutil.Process]:

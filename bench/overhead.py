@@ -1,7 +1,149 @@
-from bench.harness import Bench, Row
+"""Engine overhead (issue 3): zero intervals, the sandbox gateway in its own process, 2 worker
+processes. Messages per second through the engine against, in the same run, (a) a bare loop in
+one process doing the same durable work per message and (b) a naive design with one Celery task
+per recipient on the same broker, sandbox and 2 worker processes (bench/baselines.py)."""
+
+from __future__ import annotations
+
+import time
+
+from celery import Celery
+
+from bench.baselines import bare_loop
+from bench.harness import (
+    SANDBOX_TOKEN,
+    Bench,
+    Client,
+    Row,
+    numbers,
+    rate,
+    start_celery,
+)
+from campaigns.sandbox import SandboxRecord
+from campaigns.settings import Pacing
+from campaigns.stack import LocalStack, wait_until
 
 NAME = "overhead"
+TARGET_VS_BARE = 0.8
+TARGET_VS_NAIVE = 3.0
+WORKERS = 2
+CONCURRENCY = 8
+ZERO = Pacing(batch_size=300, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 
 
 def run(bench: Bench) -> list[Row]:
-    return []
+    total = 60 if bench.quick else 3000
+    campaigns = 2 if bench.quick else 8
+    database_url = bench.database(NAME)
+    env = bench.env(database_url)
+    record_path = bench.work_dir / "overhead.sqlite"
+    with bench.stack(NAME, env) as local:
+        sandbox_url = local.start_sandbox(record_path, api_key=SANDBOX_TOKEN, waha_wait=0.5)
+        client = Client(env)
+        try:
+            bare = _bare(bench, client, database_url, sandbox_url, total)
+            engine = _engine(bench, client, local, sandbox_url, total, campaigns)
+            naive = _naive(bench, client, local, env, sandbox_url, total)
+        finally:
+            client.close()
+    record = SandboxRecord(record_path)
+    if record.duplicates() or record.count() != 3 * total:
+        raise RuntimeError(f"sandbox saw {record.count()} messages for {3 * total} sends")
+    bench.notes.append(
+        f"overhead: {total:,} messages per design; engine: {campaigns} campaigns on {campaigns} "
+        f"sessions (batch 300, zero intervals and batch delays), {WORKERS} workers × "
+        f"{CONCURRENCY} threads; naive: {WORKERS} workers × {CONCURRENCY} threads, acks_late, "
+        "prefetch 1; bare: one thread. Time from enqueue to the last record committed."
+    )
+    return [
+        Row(
+            "engine overhead",
+            "messages/s through the engine vs bare durable loop",
+            f"{engine:,.0f} msg/s",
+            f"bare loop {bare:,.0f} msg/s",
+            engine / bare,
+            f"≥ {TARGET_VS_BARE} × bare",
+            engine / bare >= TARGET_VS_BARE,
+        ),
+        Row(
+            "engine overhead",
+            "messages/s through the engine vs one Celery task per recipient",
+            f"{engine:,.0f} msg/s",
+            f"naive {naive:,.0f} msg/s",
+            engine / naive,
+            f"≥ {TARGET_VS_NAIVE:.0f} × naive",
+            engine / naive >= TARGET_VS_NAIVE,
+        ),
+    ]
+
+
+def _bare(bench: Bench, client: Client, database_url: str, sandbox_url: str, total: int) -> float:
+    session = client.add_session(f"bare-{bench.run_id}", sandbox_url)
+    campaign = client.store.create_campaign(numbers(total), "Hi", session, pacing=ZERO)
+    seconds = bare_loop(database_url, sandbox_url, SANDBOX_TOKEN, session, campaign.id, total)
+    if client.sent([campaign.id]) != total:
+        raise RuntimeError("the bare loop did not send every message")
+    return rate(total, seconds)
+
+
+def _engine(
+    bench: Bench, client: Client, local: LocalStack, sandbox_url: str, total: int, campaigns: int
+) -> float:
+    names = [local.start_worker(f"engine{i}", concurrency=CONCURRENCY).name for i in range(WORKERS)]
+    per = total // campaigns
+    created = []
+    for k in range(campaigns):
+        session = client.add_session(f"engine-{bench.run_id}-{k}", sandbox_url)
+        size = per if k < campaigns - 1 else total - per * (campaigns - 1)
+        created.append(
+            client.store.create_campaign(numbers(size, 10**6 * (k + 1)), "Hi", session, pacing=ZERO)
+        )
+    started = time.monotonic()
+    for campaign in created:
+        assert campaign.run_token is not None
+        client.enqueuer(campaign.id, 1, campaign.run_token, 0.0)
+    ids = [c.id for c in created]
+    finished = client.wait_finished(ids, 600)
+    if client.sent(ids) != total:
+        raise RuntimeError("the engine did not send every message")
+    for name in names:
+        local.stop(name)
+    return rate(total, finished - started)
+
+
+def _naive(
+    bench: Bench,
+    client: Client,
+    local: LocalStack,
+    env: dict[str, str],
+    sandbox_url: str,
+    total: int,
+) -> float:
+    extra = {"BENCH_SANDBOX_URL": sandbox_url}
+    names = [
+        start_celery(
+            local, f"naive{i}", "bench.baselines:naive_app", concurrency=CONCURRENCY,
+            extra_env=extra,
+        ).name
+        for i in range(WORKERS)
+    ]  # fmt: skip
+    session = client.add_session(f"naive-{bench.run_id}", sandbox_url)
+    campaign = client.store.create_campaign(numbers(total, 9 * 10**7), "Hi", session, pacing=ZERO)
+    app = Celery("bench-naive-client", broker=env["CELERY_BROKER_URL"])
+    try:
+        started = time.monotonic()
+        with app.producer_or_acquire() as producer:
+            for position in range(1, total + 1):
+                app.send_task(
+                    "bench.naive.send_one",
+                    args=(campaign.id, position, session),
+                    queue=env["CAMPAIGNS_QUEUE"],
+                    producer=producer,
+                )
+        wait_until(lambda: client.sent([campaign.id]) == total, 600, "the naive design", 0.05)
+        finished = time.monotonic()
+    finally:
+        app.close()
+    for name in names:
+        local.stop(name)
+    return rate(total, finished - started)
