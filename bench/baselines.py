@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -71,16 +72,25 @@ def send_one(conn: Any, gateway: Gateway, campaign_id: int, position: int, text:
 
 
 def bare_loop(
-    database_url: str, base_url: str, token: str, session: str, campaign_id: int, count: int
+    database_url: str,
+    base_url: str,
+    token: str,
+    session: str,
+    campaign_id: int,
+    count: int,
+    before_close: Callable[[], object] = lambda: None,
 ) -> float:
-    """Send positions 1..count of a campaign in one plain loop; returns the seconds taken."""
+    """Send positions 1..count of a campaign in one plain loop; returns the seconds taken.
+    ``before_close`` runs while the connection (and its server process) is still open."""
     conn = psycopg2.connect(dsn(database_url))
     gateway = waha_gateway(session, base_url, token)
     try:
         started = time.perf_counter()
         for position in range(1, count + 1):
             send_one(conn, gateway, campaign_id, position, "Hi")
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        before_close()
+        return seconds
     finally:
         gateway.close()
         conn.close()

@@ -346,14 +346,46 @@ def rss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by a process tree."""
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds used so far by a process (and its descendants)."""
     total = 0.0
-    for process in tree(pid):
+    processes = tree(pid) if children else tree(pid)[:1]
+    for process in processes:
         with contextlib.suppress(psutil.Error):
             times = process.cpu_times()
             total += times.user + times.system
     return total
+
+
+def listener_pid(url: str) -> int | None:
+    """The pid of the local server listening on ``url``'s port (PostgreSQL's postmaster,
+    redis-server), to account for its CPU; None if it is not local or not visible."""
+    from sqlalchemy.engine import make_url as parse
+
+    port = parse(url.replace("redis://", "redis+x://")).port
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return conn.pid
+    return None
+
+
+class CpuMeter:
+    """CPU seconds of labelled processes (trees) over one measured run."""
+
+    def __init__(self, pids: Mapping[str, list[tuple[int, bool]]]) -> None:
+        self.pids = pids
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return {
+            label: sum(cpu_seconds(pid, children=tree_) for pid, tree_ in entries)
+            for label, entries in self.pids.items()
+        }
+
+    def per_message_ms(self, messages: int) -> dict[str, float]:
+        now = self._read()
+        return {label: 1000 * (now[label] - self.start[label]) / messages for label in now}
 
 
 class Sampler:
