@@ -1,7 +1,89 @@
-from bench.harness import Bench, Row
+"""Memory flatness (issue 6): the RSS of one worker process after a 10,000-recipient campaign
+and after a much larger one (zero intervals, console gateway). The larger size is 1,000,000,
+or the largest that fits the time budget at the rate measured on the first campaign (said so in
+the table)."""
+
+from __future__ import annotations
+
+import time
+
+from bench.harness import Bench, Client, Row, numbers, rss_mb
+from campaigns.settings import Pacing
+from campaigns.stack import wait_until
 
 NAME = "memory"
+TARGET_GROWTH = 0.10
+FULL_SIZE = 1_000_000
+BUDGET_S = 240.0
+ZERO = Pacing(batch_size=300, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 
 
 def run(bench: Bench) -> list[Row]:
-    return []
+    small = 1_000 if bench.quick else 10_000
+    budget = 10.0 if bench.quick else BUDGET_S
+    database_url = bench.database(NAME)
+    # WARNING: the console gateway logs a line per message at INFO; a million lines of log
+    # would measure the disk, not the engine
+    env = bench.env(database_url, CAMPAIGNS_LOG_LEVEL="WARNING")
+    with bench.stack(NAME, env) as local:
+        client = Client(env)
+        try:
+            worker = local.start_worker("worker", concurrency=8)
+            pid = worker.process.pid
+            session = client.add_session(f"mem-{bench.run_id}", "console://bench", "console")
+            started_rss = rss_mb(pid)
+            seconds = _campaign(client, session, small, 0)
+            after_small = _settled_rss(pid)
+            measured_rate = small / seconds
+            large = min(FULL_SIZE, int(measured_rate * budget) // 10_000 * 10_000 or 2 * small)
+            seconds_large = _campaign(client, session, large, 10**7)
+            after_large = _settled_rss(pid)
+        finally:
+            client.close()
+    growth = after_large / after_small - 1
+    full_minutes = FULL_SIZE / measured_rate / 60
+    if large < FULL_SIZE:
+        bench.notes.append(
+            f"memory: one campaign sends {measured_rate:,.0f} msg/s here (one chain, console "
+            f"gateway), so 1,000,000 recipients would take about {full_minutes:.0f} min; the "
+            f"run used {large:,} recipients ({seconds_large / 60:.1f} min) instead."
+        )
+    bench.notes.append(
+        f"memory: worker RSS {started_rss:.0f} MB when ready, {after_small:.0f} MB after "
+        f"{small:,}, {after_large:.0f} MB after {large:,} more (8 threads, batch 300)."
+    )
+    return [
+        Row(
+            "memory flatness",
+            f"worker RSS after a {large:,}-recipient campaign"
+            + (" (largest that fits the budget)" if large < FULL_SIZE else ""),
+            f"{after_large:.0f} MB (growth {100 * growth:+.1f}%)",
+            f"after {small:,}: {after_small:.0f} MB",
+            after_large / after_small,
+            f"growth < {100 * TARGET_GROWTH:.0f}%",
+            growth < TARGET_GROWTH,
+        )
+    ]
+
+
+def _campaign(client: Client, session: str, size: int, first: int) -> float:
+    campaign = client.store.create_campaign(numbers(size, first), "Hi", session, pacing=ZERO)
+    assert campaign.run_token is not None
+    started = time.monotonic()
+    client.enqueuer(campaign.id, 1, campaign.run_token, 0.0)
+    finished = client.wait_finished([campaign.id], 3600)
+    if client.sent([campaign.id]) != size:
+        raise RuntimeError("the memory campaign did not send every message")
+    return finished - started
+
+
+def _settled_rss(pid: int) -> float:
+    """RSS once the worker is idle again (the last task run has returned)."""
+    readings: list[float] = []
+
+    def steady() -> bool:
+        readings.append(rss_mb(pid))
+        return len(readings) >= 3 and max(readings[-3:]) - min(readings[-3:]) < 1.0
+
+    wait_until(steady, 30, "the worker's RSS to settle", interval=0.5)
+    return readings[-1]
