@@ -156,6 +156,29 @@ WHERE status = 'running'
 ORDER BY id
 """)
 
+# The original design's stuck-campaign report: running for longer than a threshold (24 h by
+# default), however alive its heartbeat looks.
+FIND_STUCK = text("""
+SELECT * FROM campaign_batch_state
+WHERE status = 'running' AND created_at < now() - make_interval(secs => :older_than)
+ORDER BY created_at
+""")
+
+# Completed campaigns finished more than N days ago; deleting their state row cascades to their
+# batch details and recipient ledger (foreign keys ON DELETE CASCADE).
+DELETE_FINISHED = text("""
+DELETE FROM campaign_batch_state
+WHERE status = 'completed'
+  AND coalesce(finished_at, updated_at) < now() - make_interval(days => :days)
+RETURNING id
+""")
+
+COUNT_FINISHED = text("""
+SELECT count(*) FROM campaign_batch_state
+WHERE status = 'completed'
+  AND coalesce(finished_at, updated_at) < now() - make_interval(days => :days)
+""")
+
 # Claims cut off between the gateway call and its record: they become unknown (never resent by
 # default). Only claims older than the stall timeout qualify: a live task finishes any gateway
 # call well within it, so such a claim has no live holder. Optionally one batch only.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +317,47 @@ class CampaignStateManager:
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(queries.FIND_STALLED, {"stall": stall}).all()
         return [Campaign.from_row(r._mapping) for r in rows]
+
+    def find_stuck_campaigns(self, older_than: timedelta = timedelta(hours=24)) -> list[Campaign]:
+        """Campaigns ``running`` for longer than ``older_than`` (the original design's stuck
+        report), oldest first. Unlike stalled ones they may still be sending: a person looks."""
+        with translate_errors(), self.engine.connect() as conn:
+            rows = conn.execute(
+                queries.FIND_STUCK, {"older_than": older_than.total_seconds()}
+            ).all()
+        return [Campaign.from_row(r._mapping) for r in rows]
+
+    def cleanup_finished(self, older_than_days: float = 30, *, dry_run: bool = False) -> int:
+        """Delete completed campaigns finished more than ``older_than_days`` ago, with their
+        batch details and recipient ledger. Returns how many (would be, with ``dry_run``)."""
+        if older_than_days < 0:
+            raise InvalidInput(f"older_than_days must not be negative, got {older_than_days}")
+        params = {"days": float(older_than_days)}
+        with translate_errors(), self.engine.begin() as conn:
+            if dry_run:
+                return int(conn.execute(queries.COUNT_FINISHED, params).scalar_one())
+            deleted = conn.execute(queries.DELETE_FINISHED, params).all()
+        log.info("cleanup: deleted %s completed campaigns older than %s days",
+                 len(deleted), older_than_days)
+        return len(deleted)
+
+    def delete_campaign(self, campaign_id: int) -> None:
+        """Delete one finished (completed, failed or cancelled) campaign with its batch details
+        and ledger. :class:`InvalidTransition` for a campaign that could still send."""
+        with translate_errors(), self.engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "DELETE FROM campaign_batch_state WHERE id = :id"
+                    " AND status IN ('completed', 'failed', 'cancelled') RETURNING id"
+                ),
+                {"id": campaign_id},
+            ).first()
+        if row is None:
+            current = self.get_campaign(campaign_id).status
+            raise InvalidTransition(
+                f"campaign {campaign_id} is {current.value}; only a finished campaign can be "
+                "deleted (cancel it first)"
+            )
 
     def snapshot(self, campaign_id: int) -> StatusSnapshot:
         """The campaign with its live ledger counts, for display and ETA."""

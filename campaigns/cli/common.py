@@ -1,0 +1,125 @@
+"""Helpers shared by the commands: the store, JSON output, tables, campaign values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from campaigns.domain import Campaign, RecipientStatus, StatusSnapshot
+from campaigns.local import resolve_settings
+from campaigns.settings import Settings
+from campaigns.state import CampaignStateManager
+
+JSON_HELP = "Print machine-readable JSON on stdout instead of text."
+
+console = Console(highlight=False)
+"""Human output (stdout). Errors go to stderr through :func:`campaigns.cli.app.fail`."""
+
+
+@contextmanager
+def open_store(settings: Settings | None = None) -> Iterator[CampaignStateManager]:
+    """The store on the configured database; with no DATABASE_URL (or broker) configured, the
+    embedded servers in the data folder are started or adopted: the production code path."""
+    store = CampaignStateManager(settings=settings or resolve_settings())
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+def emit_json(data: Any) -> None:
+    """One JSON document on stdout."""
+    typer.echo(json.dumps(data, indent=2, default=_jsonable, ensure_ascii=False))
+
+
+def emit_json_line(data: Any) -> None:
+    """One JSON object per line (streams: ``watch --json``)."""
+    typer.echo(json.dumps(data, default=_jsonable, ensure_ascii=False))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value)
+
+
+def campaign_data(campaign: Campaign) -> dict[str, Any]:
+    """A campaign for JSON output. The message text is left out (it may be personal); its
+    length says enough to recognise it."""
+    return {
+        "id": campaign.id,
+        "session": campaign.session_name,
+        "status": campaign.status.value,
+        "total_numbers": campaign.total_numbers,
+        "total_batches": campaign.total_batches,
+        "current_batch": campaign.current_batch,
+        "processed_numbers": campaign.processed_numbers,
+        "sent": campaign.success_count,
+        "failed": campaign.failed_count,
+        "duplicates": campaign.duplicate_count,
+        "invalid": campaign.invalid_count,
+        "unknown": campaign.unknown_count,
+        "skipped": campaign.skipped_count,
+        "batch_size": campaign.batch_size,
+        "min_interval": campaign.min_interval,
+        "max_interval": campaign.max_interval,
+        "batch_delay_min": campaign.batch_delay_min,
+        "batch_delay_max": campaign.batch_delay_max,
+        "message_length": len(campaign.message),
+        "interrupt_reason": campaign.interrupt_reason,
+        "heartbeat_at": campaign.heartbeat_at,
+        "next_batch_at": campaign.next_batch_at,
+        "created_at": campaign.created_at,
+        "updated_at": campaign.updated_at,
+    }
+
+
+def snapshot_data(snapshot: StatusSnapshot) -> dict[str, Any]:
+    """A status snapshot for JSON output: the campaign, live ledger counts and the ETA."""
+    return {
+        **campaign_data(snapshot.campaign),
+        "ledger": {status.value: snapshot.counts.get(status, 0) for status in RecipientStatus},
+        "remaining": snapshot.remaining,
+        "batches_done": snapshot.batches_done,
+        "eta_seconds": round(snapshot.eta_seconds(), 1),
+        "last_error": snapshot.last_error,
+    }
+
+
+def settled(snapshot: StatusSnapshot) -> int:
+    """Recipients with a final outcome (duplicates and invalid ones count from the start)."""
+    return snapshot.campaign.total_numbers - snapshot.remaining
+
+
+def duration(seconds: float) -> str:
+    """``75`` → ``1m15s``."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def when(value: datetime | None) -> str:
+    """A timestamp for tables, in local time, to the second."""
+    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def new_table(*columns: str, title: str | None = None) -> Table:
+    """A table with the house style."""
+    table = Table(title=title, show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table

@@ -1,0 +1,168 @@
+"""Commands that change campaigns: ``pause``, ``resume``, ``cancel``, ``recover``, ``cleanup``.
+
+Pause and cancel take effect before the next message: leaving ``running`` clears the run token,
+and the running task's next claim (or heartbeat) sees the mismatch and stops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from campaigns.cli.app import app
+from campaigns.cli.common import JSON_HELP, console, emit_json, open_store
+from campaigns.gateway_pool import gateway_for
+from campaigns.processor import CampaignBatchProcessor
+from campaigns.recovery import CampaignRecoveryManager, Recovery
+
+ID = typer.Argument(..., metavar="ID", help="Campaign id.")
+
+
+def _changed(campaign_id: int, status: str, text: str, as_json: bool, **extra: Any) -> None:
+    if as_json:
+        emit_json({"id": campaign_id, "status": status, **extra})
+    else:
+        console.print(text, markup=False)
+
+
+@app.command()
+def pause(
+    campaign_id: int = ID,
+    reason: str = typer.Option("paused by operator", help="Reason stored with the campaign."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Pause a campaign: its running task stops before its next message."""
+    with open_store() as store:
+        store.pause(campaign_id, reason)
+    _changed(
+        campaign_id,
+        "paused",
+        f"campaign {campaign_id} paused; resume it with `campaigns resume {campaign_id}`",
+        as_json,
+    )
+
+
+@app.command()
+def cancel(
+    campaign_id: int = ID,
+    reason: str = typer.Option("cancelled by operator", help="Reason stored with the campaign."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Cancel a campaign for good: nothing more is sent, from the next message on."""
+    with open_store() as store:
+        store.cancel(campaign_id, reason)
+    _changed(campaign_id, "cancelled", f"campaign {campaign_id} cancelled", as_json)
+
+
+@app.command()
+def resume(
+    campaign_id: int = ID,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Resume a paused, interrupted or scheduled campaign (or restart the chain of a running
+    one) from the first recipient still to send."""
+    with open_store() as store:
+        processor = CampaignBatchProcessor()
+        processor.set_state_manager(store)
+        batch = processor.resume_campaign(campaign_id)
+        position = store.first_pending_position(campaign_id)
+    _changed(
+        campaign_id,
+        "running",
+        f"campaign {campaign_id} resumed from batch {batch}, recipient #{position}",
+        as_json,
+        batch=batch,
+        position=position,
+    )
+
+
+def recovery_data(r: Recovery) -> dict[str, Any]:
+    """A recovery for JSON output."""
+    return {
+        "id": r.campaign_id,
+        "session": r.session,
+        "batch": r.batch_number,
+        "position": r.position,
+        "reason": r.reason,
+        "unknown_positions": r.unknown_positions,
+    }
+
+
+def recovery_line(r: Recovery) -> str:
+    """What was resumed, from where, and why."""
+    unknown = (
+        f"; {len(r.unknown_positions)} cut-off sends marked unknown" if r.unknown_positions else ""
+    )
+    return (
+        f"campaign {r.campaign_id} on {r.session}: resumed from batch {r.batch_number}, "
+        f"recipient #{r.position}, because {r.reason}{unknown}"
+    )
+
+
+@app.command()
+def recover(
+    campaign_id: int | None = typer.Argument(
+        None, metavar="[ID]", help="Campaign id (default: sweep every campaign)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Resume one campaign now; without ID, do what beat and the session watcher do: take
+    over stalled campaigns, start due scheduled ones, and resume interrupted campaigns whose
+    session is connected again."""
+    waiting: list[dict[str, str]] = []
+    with open_store() as store:
+        manager = CampaignRecoveryManager(store)
+        if campaign_id is not None:
+            one = manager.recover_campaign(campaign_id, reason="an operator asked for it")
+            recovered = [one] if one else []
+        else:
+            recovered = manager.sweep()
+
+            def is_connected(session: str) -> tuple[bool, str]:
+                gateway = gateway_for(store.get_session(session), store.settings)
+                try:
+                    health = gateway.health()
+                finally:
+                    gateway.close()
+                if not health.connected:
+                    waiting.append(
+                        {"session": session, "state": health.state, "detail": health.detail}
+                    )
+                return health.connected, health.state
+
+            recovered += manager.watch_sessions(is_connected)
+    if as_json:
+        emit_json({"resumed": [recovery_data(r) for r in recovered], "waiting": waiting})
+        return
+    for r in recovered:
+        console.print(recovery_line(r), markup=False)
+    for w in waiting:
+        console.print(
+            f"session {w['session']} is not connected ({w['state']}): its "
+            "interrupted campaigns wait for it",
+            markup=False,
+        )
+    if not recovered and not waiting:
+        console.print("nothing to recover")
+
+
+@app.command()
+def cleanup(
+    days: float = typer.Option(30.0, min=0, help="Completed more than this many days ago."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Delete completed campaigns older than N days, with their batch details and ledger."""
+    with open_store() as store:
+        count = store.cleanup_finished(days, dry_run=True)
+        if count and not yes:
+            typer.confirm(
+                f"delete {count} completed campaigns older than {days:g} days, with their ledgers?",
+                abort=True,
+                err=True,
+            )
+        deleted = store.cleanup_finished(days) if count else 0
+    if as_json:
+        emit_json({"deleted": deleted, "days": days})
+    else:
+        console.print(f"deleted {deleted} completed campaigns older than {days:g} days")

@@ -1,0 +1,174 @@
+"""Reading commands: ``list``, ``status``, ``unknowns``, ``stuck``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from campaigns.cli.app import app
+from campaigns.cli.common import (
+    JSON_HELP,
+    campaign_data,
+    console,
+    duration,
+    emit_json,
+    new_table,
+    open_store,
+    snapshot_data,
+    when,
+)
+from campaigns.domain import Campaign, CampaignStatus, RecipientStatus
+from campaigns.masking import mask_phone
+
+
+def _campaign_table(campaigns: list[Campaign], title: str | None = None) -> None:
+    table = new_table(
+        "id",
+        "session",
+        "status",
+        "processed",
+        "sent",
+        "failed",
+        "dup",
+        "invalid",
+        "unknown",
+        "batch",
+        "created",
+        "reason",
+        title=title,
+    )
+    for c in campaigns:
+        table.add_row(
+            str(c.id),
+            c.session_name,
+            c.status.value,
+            f"{c.processed_numbers}/{c.total_numbers}",
+            str(c.success_count),
+            str(c.failed_count),
+            str(c.duplicate_count),
+            str(c.invalid_count),
+            str(c.unknown_count),
+            f"{c.current_batch}/{c.total_batches}",
+            when(c.created_at),
+            c.interrupt_reason or "",
+        )
+    console.print(table)
+
+
+@app.command("list")
+def list_campaigns(
+    status: Annotated[
+        CampaignStatus | None, typer.Option("--status", help="Only this status.")
+    ] = None,
+    session: str | None = typer.Option(None, "--session", help="Only this session."),
+    limit: int = typer.Option(100, min=1, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """List campaigns, newest first."""
+    with open_store() as store:
+        campaigns = store.list_campaigns(status, session, limit)
+    if as_json:
+        emit_json([campaign_data(c) for c in campaigns])
+    elif not campaigns:
+        console.print("no campaign matches")
+    else:
+        _campaign_table(campaigns)
+
+
+@app.command()
+def status(
+    campaign_id: int = typer.Argument(..., metavar="ID", help="Campaign id."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Counters, current batch, ETA and last error of a campaign."""
+    with open_store() as store:
+        snapshot = store.snapshot(campaign_id)
+    if as_json:
+        emit_json(snapshot_data(snapshot))
+        return
+    c = snapshot.campaign
+    counts = snapshot.counts
+    table = new_table("", "", title=f"campaign {c.id} on {c.session_name}: {c.status.value}")
+    rows = [
+        ("entries", str(c.total_numbers)),
+        ("batch", f"{c.current_batch}/{c.total_batches} ({snapshot.batches_done} done)"),
+        *((s.value, str(counts.get(s, 0))) for s in RecipientStatus),
+        (
+            "pacing",
+            f"{c.min_interval:g}–{c.max_interval:g}s between messages, "
+            f"{c.batch_delay_min:g}–{c.batch_delay_max:g}s between batches of "
+            f"{c.batch_size}",
+        ),
+        ("ETA", duration(snapshot.eta_seconds()) if not c.status.finished else "-"),
+        ("next batch at", when(c.next_batch_at)),
+        ("heartbeat", when(c.heartbeat_at)),
+        ("last error", snapshot.last_error or "-"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command()
+def unknowns(
+    campaign_id: int = typer.Argument(..., metavar="ID", help="Campaign id."),
+    full_numbers: bool = typer.Option(False, "--full-numbers", help="Do not mask the numbers."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Recipients whose send was cut off (the gateway may or may not have sent): they are
+    never resent by default; check them by hand."""
+    with open_store() as store:
+        store.get_campaign(campaign_id)
+        rows = store.recipients(campaign_id, RecipientStatus.UNKNOWN)
+    shown = [
+        {
+            "position": r["position"],
+            "batch": r["batch_number"],
+            "phone": r["phone"] if full_numbers else mask_phone(r["phone"]),
+            "error_code": r["error_code"],
+            "error_message": r["error_message"],
+            "claimed_at": r["claimed_at"],
+        }
+        for r in rows
+    ]
+    if as_json:
+        emit_json(shown)
+        return
+    if not shown:
+        console.print(f"campaign {campaign_id} has no unknown recipient")
+        return
+    table = new_table(
+        "#",
+        "batch",
+        "phone",
+        "why",
+        "claimed",
+        title=f"campaign {campaign_id}: {len(shown)} unknown",
+    )
+    for r in shown:
+        table.add_row(
+            str(r["position"]),
+            str(r["batch"]),
+            str(r["phone"]),
+            str(r["error_message"] or r["error_code"] or "-"),
+            when(r["claimed_at"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def stuck(
+    hours: float = typer.Option(24.0, min=0, help="Running for longer than this many hours."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Campaigns running for longer than a threshold (a person should look at them)."""
+    with open_store() as store:
+        campaigns = store.find_stuck_campaigns(timedelta(hours=hours))
+    if as_json:
+        emit_json([campaign_data(c) for c in campaigns])
+    elif not campaigns:
+        console.print(f"no campaign has been running for more than {hours:g} h")
+    else:
+        _campaign_table(campaigns, title=f"running for more than {hours:g} h")

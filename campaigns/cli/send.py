@@ -1,0 +1,128 @@
+"""``campaigns send``: create a campaign from a number file and hand its first batch to the
+workers (through the workers' Celery configuration, read from the environment)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from campaigns.cli.app import app
+from campaigns.cli.common import JSON_HELP, emit_json, open_store, snapshot_data
+from campaigns.domain import RecipientStatus
+from campaigns.errors import InvalidMessage, InvalidNumberFile
+from campaigns.processor import CampaignBatchProcessor
+
+
+def read_message(message: str | None, message_file: Path | None) -> str:
+    """The message from ``--message`` or ``--message-file`` (exactly one)."""
+    if (message is None) == (message_file is None):
+        raise typer.BadParameter("give exactly one of --message and --message-file")
+    if message is not None:
+        return message
+    assert message_file is not None
+    try:
+        data = message_file.read_bytes()
+    except OSError as exc:
+        raise InvalidMessage(
+            f"cannot read message file {str(message_file)!r}: {exc.strerror}; nothing was created"
+        ) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(
+            f"message file {str(message_file)!r} is not UTF-8 (byte {exc.start}); "
+            "nothing was created"
+        ) from None
+
+
+def parse_start_at(value: str | None) -> datetime | None:
+    """An ISO 8601 time; one without a zone is local time."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2025-06-01T09:00:00-03:00)",
+            param_hint="--start-at",
+        ) from None
+    return moment.astimezone() if moment.tzinfo is None else moment
+
+
+@app.command()
+def send(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Numbers: one per line, or a CSV with a phone column (extra columns become "
+            "{variables} of the message).",
+            dir_okay=False,
+        ),
+    ],
+    session: str = typer.Option(..., "--session", "-s", help="Sender session name."),
+    message: str | None = typer.Option(None, "--message", "-m", help="Message text."),
+    message_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--message-file", help="Read the message from this UTF-8 file.", dir_okay=False
+        ),
+    ] = None,
+    batch_size: int | None = typer.Option(None, help="Recipients per batch [BATCH_SIZE]."),
+    min_interval: float | None = typer.Option(
+        None, help="Least seconds between two messages of the session [MIN_INTERVAL]."
+    ),
+    max_interval: float | None = typer.Option(
+        None, help="Most seconds between two messages [MAX_INTERVAL]."
+    ),
+    batch_delay_min: float | None = typer.Option(
+        None, help="Least seconds between two batches [BATCH_DELAY_MIN]."
+    ),
+    batch_delay_max: float | None = typer.Option(
+        None, help="Most seconds between two batches [BATCH_DELAY_MAX]."
+    ),
+    start_at: str | None = typer.Option(
+        None, "--start-at", help="Scheduled start, ISO 8601 (local time without a zone)."
+    ),
+    region: str | None = typer.Option(
+        None, help="Region of numbers written without a country code [DEFAULT_REGION]."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Create a campaign and queue its first batch; prints the campaign id.
+
+    Pacing options default to the environment's settings (in brackets)."""
+    text = read_message(message, message_file)
+    when = parse_start_at(start_at)
+    if not file.is_file():
+        raise InvalidNumberFile(f"number file {str(file)!r} does not exist; nothing was created")
+    with open_store() as store:
+        pacing = store.settings.pacing
+        processor = CampaignBatchProcessor(
+            batch_size=pacing.batch_size if batch_size is None else batch_size,
+            min_interval=pacing.min_interval if min_interval is None else min_interval,
+            max_interval=pacing.max_interval if max_interval is None else max_interval,
+            batch_delay_min=pacing.batch_delay_min if batch_delay_min is None else batch_delay_min,
+            batch_delay_max=pacing.batch_delay_max if batch_delay_max is None else batch_delay_max,
+        )
+        processor.set_state_manager(store)
+        campaign_id = processor.process_large_campaign_array(
+            file, text, session, start_at=when, region=region
+        )
+        snapshot = store.snapshot(campaign_id)
+    if as_json:
+        emit_json(snapshot_data(snapshot))
+        return
+    c = snapshot.campaign
+    counts = snapshot.counts
+    start = f"starts at {when.isoformat()}" if when else "first batch queued"
+    typer.echo(
+        f"campaign {c.id} on {c.session_name}: {c.total_numbers} entries in "
+        f"{c.total_batches} batches, {counts.get(RecipientStatus.DUPLICATE, 0)} duplicates, "
+        f"{counts.get(RecipientStatus.INVALID, 0)} invalid; {start}",
+        err=True,
+    )
+    # the id alone on stdout: CID=$(campaigns send ...)
+    typer.echo(str(c.id))

@@ -1,0 +1,127 @@
+"""Long-running helpers and local services: ``sandbox``, ``webhooks``, ``services``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from campaigns.cli.app import app
+from campaigns.cli.common import JSON_HELP, console, emit_json
+from campaigns.errors import CampaignError
+from campaigns.settings import Settings
+
+services_app = typer.Typer(
+    help="The embedded PostgreSQL and Redis started in the data folder when no URL is set.",
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def sandbox(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8099, help="Port (0 picks a free one)."),
+    record: Annotated[Path, typer.Option(help="SQLite file recording accepted messages.")] = Path(
+        ".data/sandbox.sqlite"
+    ),
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key", help="Accepted key (repeatable; default: $SANDBOX_API_KEY, else any)."
+        ),
+    ] = None,
+    waha_wait: float = typer.Option(
+        5.0, help="Seconds WAHA sends wait for a WORKING session before answering 422."
+    ),
+    seed: int | None = typer.Option(None, help="Seed of the fault randomness."),
+    verbose: bool = typer.Option(False, help="Log every request."),
+) -> None:
+    """Run the sandbox WhatsApp gateway (Cloud API, WAHA and Evolution dialects) until
+    Ctrl-C or SIGTERM."""
+    from campaigns.sandbox import main as sandbox_main
+
+    record.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--record",
+        str(record),
+        "--waha-wait",
+        str(waha_wait),
+    ]
+    for key in api_key or []:
+        argv += ["--api-key", key]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    if verbose:
+        argv.append("--verbose")
+    raise typer.Exit(sandbox_main(argv))
+
+
+@app.command()
+def webhooks(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8098, help="Port."),
+) -> None:
+    """Run the webhook receiver: gateways push session state changes (WAHA session.status,
+    Evolution connection.update) and reconnected sessions resume their campaigns."""
+    try:
+        from campaigns import webhooks as receiver
+    except ImportError as exc:
+        raise CampaignError("the webhook receiver (campaigns.webhooks) is not available") from exc
+    code = receiver.main(["--host", host, "--port", str(port)])
+    raise typer.Exit(int(code or 0))
+
+
+@services_app.command("status")
+def services_status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Show whether the embedded servers of the data folder run, and their URLs."""
+    from campaigns.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    data_dir = Settings.from_env().data_dir.absolute()
+    postgres, redis = EmbeddedPostgres(data_dir / "postgres"), EmbeddedRedis(data_dir / "redis")
+    info = {
+        "data_dir": str(data_dir),
+        "postgres": {
+            "running": postgres.is_running(),
+            "url": postgres.url("campaigns") if postgres.is_running() else None,
+        },
+        "redis": {
+            "running": redis.is_running(),
+            "url": redis.url() if redis.is_running() else None,
+        },
+    }
+    if as_json:
+        emit_json(info)
+        return
+    for name in ("postgres", "redis"):
+        server = info[name]
+        assert isinstance(server, dict)
+        state = f"running at {server['url']}" if server["running"] else "not running"
+        console.print(f"{name}: {state}", markup=False)
+
+
+@services_app.command("stop")
+def services_stop(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Stop the embedded PostgreSQL and Redis of the data folder (the next command that needs
+    them starts them again). Servers given by URL are never touched."""
+    from campaigns.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    data_dir = Settings.from_env().data_dir.absolute()
+    postgres, redis = EmbeddedPostgres(data_dir / "postgres"), EmbeddedRedis(data_dir / "redis")
+    stopped = []
+    if postgres.is_running():
+        postgres.stop()
+        stopped.append("postgres")
+    if redis.is_running():
+        redis.stop()
+        stopped.append("redis")
+    if as_json:
+        emit_json({"data_dir": str(data_dir), "stopped": stopped})
+    elif stopped:
+        console.print(f"stopped {' and '.join(stopped)} in {data_dir}", markup=False)
+    else:
+        console.print(f"no embedded server runs in {data_dir}", markup=False)

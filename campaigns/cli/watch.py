@@ -1,0 +1,169 @@
+"""``campaigns watch``: a live progress bar until the campaign finishes, narrating what happens
+to it (interrupted, resumed from where, paused, cancelled). The demo uses the same follower."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+
+from campaigns.cli.app import EXIT_ERROR, app
+from campaigns.cli.common import (
+    console,
+    duration,
+    emit_json_line,
+    open_store,
+    settled,
+    snapshot_data,
+)
+from campaigns.domain import CampaignStatus, RecipientStatus, StatusSnapshot
+from campaigns.state import CampaignStateManager
+
+
+class Follower:
+    """Polls one campaign and turns its status changes into sentences."""
+
+    def __init__(
+        self,
+        store: CampaignStateManager,
+        campaign_id: int,
+        say: Callable[[str], None],
+        on_resume: Callable[[int | None, int | None], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.campaign_id = campaign_id
+        self.say = say
+        self.on_resume = on_resume
+        """Called with (batch, recipient position) when the campaign is seen resuming."""
+        self.status: CampaignStatus | None = None
+
+    def poll(self) -> StatusSnapshot:
+        """Read the campaign; narrate a status change since the last poll."""
+        snapshot = self.store.snapshot(self.campaign_id)
+        status = snapshot.campaign.status
+        if status is not self.status:
+            previous, self.status = self.status, status
+            if previous is not None:
+                self._narrate(previous, snapshot)
+        return snapshot
+
+    def _narrate(self, previous: CampaignStatus, snapshot: StatusSnapshot) -> None:
+        c = snapshot.campaign
+        reason = c.interrupt_reason or "no reason given"
+        if c.status is CampaignStatus.RUNNING:
+            batch = self.store.first_open_batch(c.id)
+            position = self.store.first_pending_position(c.id)
+            if self.on_resume is not None:
+                self.on_resume(batch, position)
+            self.say(
+                f"campaign {c.id} was {previous.value}; resumed from batch {batch}, "
+                f"recipient #{position}"
+            )
+        elif c.status is CampaignStatus.INTERRUPTED:
+            self.say(f"campaign {c.id} interrupted: {reason}")
+        elif c.status is CampaignStatus.PAUSED:
+            self.say(f"campaign {c.id} paused: {reason}; resume it with `campaigns resume {c.id}`")
+        elif c.status is CampaignStatus.COMPLETED:
+            self.say(f"campaign {c.id} completed")
+        else:
+            self.say(f"campaign {c.id} {c.status.value}: {reason}")
+
+
+def detail(snapshot: StatusSnapshot) -> str:
+    """The text beside the bar: outcome counts, batch, ETA."""
+    c = snapshot.campaign
+    counts = snapshot.counts
+    parts = [f"sent {counts.get(RecipientStatus.SENT, 0)}"]
+    # only what is worth a look, to keep the line short
+    for status in (RecipientStatus.FAILED, RecipientStatus.UNKNOWN):
+        if counts.get(status, 0):
+            parts.append(f"{status.value} {counts[status]}")
+    parts.append(f"batch {c.current_batch}/{c.total_batches}")
+    if c.status is not CampaignStatus.RUNNING:
+        parts.append(c.status.value)
+    elif snapshot.remaining:
+        parts.append(f"ETA {duration(snapshot.eta_seconds())}")
+    return " · ".join(parts)
+
+
+def follow_with_progress(
+    store: CampaignStateManager,
+    campaign_id: int,
+    out: Console,
+    *,
+    interval: float = 0.5,
+    on_tick: Callable[[StatusSnapshot, Callable[[str], None]], None] | None = None,
+    stop_on_pause: bool = True,
+    on_resume: Callable[[int | None, int | None], None] | None = None,
+) -> StatusSnapshot:
+    """Show a live bar until the campaign is finished (or paused, with ``stop_on_pause``);
+    ``on_tick`` sees every snapshot and may narrate too. Returns the last snapshot."""
+    pause = threading.Event()
+    with Progress(
+        TextColumn("[bold]campaign {task.fields[cid]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=out,
+    ) as progress:
+
+        def say(text: str) -> None:
+            progress.console.print(text, markup=False, highlight=False)
+
+        follower = Follower(store, campaign_id, say, on_resume)
+        snapshot = follower.poll()
+        task = progress.add_task(
+            "", total=snapshot.campaign.total_numbers, cid=campaign_id, detail=detail(snapshot)
+        )
+        while True:
+            progress.update(task, completed=settled(snapshot), detail=detail(snapshot))
+            if on_tick is not None:
+                on_tick(snapshot, say)
+            status = snapshot.campaign.status
+            if status.finished or (stop_on_pause and status is CampaignStatus.PAUSED):
+                return snapshot
+            pause.wait(interval)
+            snapshot = follower.poll()
+
+
+def _follow_json(store: CampaignStateManager, campaign_id: int, interval: float) -> StatusSnapshot:
+    pause = threading.Event()
+    last: dict[str, Any] | None = None
+    follower = Follower(store, campaign_id, lambda text: emit_json_line({"event": text}))
+    while True:
+        snapshot = follower.poll()
+        data = snapshot_data(snapshot)
+        changed = {k: data[k] for k in ("status", "ledger", "current_batch")}
+        if changed != last:
+            last = changed
+            emit_json_line(data)
+        status = snapshot.campaign.status
+        if status.finished or status is CampaignStatus.PAUSED:
+            return snapshot
+        pause.wait(interval)
+
+
+@app.command()
+def watch(
+    campaign_id: int = typer.Argument(..., metavar="ID", help="Campaign id."),
+    interval: float = typer.Option(0.5, min=0.05, help="Seconds between two reads."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print a JSON object per change (one per line) instead of a bar."
+    ),
+) -> None:
+    """Follow a campaign with a live progress bar until it finishes.
+
+    Exits 0 when it completes; 1 when it fails, is cancelled or is paused. An interrupted
+    campaign is followed on: recovery resumes it when its session reconnects."""
+    with open_store() as store:
+        if as_json:
+            last = _follow_json(store, campaign_id, interval)
+        else:
+            last = follow_with_progress(store, campaign_id, console, interval=interval)
+    if last.campaign.status is not CampaignStatus.COMPLETED:
+        raise typer.Exit(EXIT_ERROR)
