@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -366,7 +366,7 @@ def listener_pid(url: str) -> int | None:
     with contextlib.suppress(psutil.Error):
         for conn in psutil.net_connections("tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                return conn.pid
+                return int(conn.pid) if conn.pid is not None else None
     return None
 
 
