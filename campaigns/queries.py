@@ -169,14 +169,14 @@ ORDER BY created_at
 DELETE_FINISHED = text("""
 DELETE FROM campaign_batch_state
 WHERE status = 'completed'
-  AND coalesce(finished_at, updated_at) < now() - make_interval(days => :days)
+  AND coalesce(finished_at, updated_at) < now() - make_interval(secs => :days * 86400)
 RETURNING id
 """)
 
 COUNT_FINISHED = text("""
 SELECT count(*) FROM campaign_batch_state
 WHERE status = 'completed'
-  AND coalesce(finished_at, updated_at) < now() - make_interval(days => :days)
+  AND coalesce(finished_at, updated_at) < now() - make_interval(secs => :days * 86400)
 """)
 
 # Claims cut off between the gateway call and its record: they become unknown (never resent by

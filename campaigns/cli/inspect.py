@@ -24,19 +24,16 @@ from campaigns.masking import mask_phone
 
 
 def _campaign_table(campaigns: list[Campaign], title: str | None = None) -> None:
+    # eight narrow columns fit 80 characters; `status ID` has the rest
     table = new_table(
         "id",
         "session",
         "status",
-        "processed",
-        "sent",
+        "sent/total",
         "failed",
-        "dup",
-        "invalid",
         "unknown",
         "batch",
         "created",
-        "reason",
         title=title,
     )
     for c in campaigns:
@@ -44,15 +41,11 @@ def _campaign_table(campaigns: list[Campaign], title: str | None = None) -> None
             str(c.id),
             c.session_name,
             c.status.value,
-            f"{c.processed_numbers}/{c.total_numbers}",
-            str(c.success_count),
+            f"{c.success_count}/{c.total_numbers}",
             str(c.failed_count),
-            str(c.duplicate_count),
-            str(c.invalid_count),
             str(c.unknown_count),
             f"{c.current_batch}/{c.total_batches}",
             when(c.created_at),
-            c.interrupt_reason or "",
         )
     console.print(table)
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import phonenumbers
 import typer
 
 from campaigns.cli.app import app
@@ -95,6 +96,11 @@ def send(
 
     Pacing options default to the environment's settings (in brackets)."""
     text = read_message(message, message_file)
+    if region is not None and region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise typer.BadParameter(
+            f"{region!r} is not a region phonenumbers knows (e.g. BR, US, IN)",
+            param_hint="--region",
+        )
     when = parse_start_at(start_at)
     if not file.is_file():
         raise InvalidNumberFile(f"number file {str(file)!r} does not exist; nothing was created")
