@@ -19,7 +19,7 @@ from campaigns.state import CampaignStateManager
 
 JSON_HELP = "Print machine-readable JSON on stdout instead of text."
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 """Human output (stdout). Errors go to stderr through :func:`campaigns.cli.app.fail`."""
 
 

@@ -412,7 +412,7 @@ def demo(
 ) -> None:
     """Run a campaign against the sandbox gateway, drop its WhatsApp session half-way, and
     watch recovery resume it from the exact recipient. Takes about a minute."""
-    out = Console(stderr=as_json, highlight=False)
+    out = Console(stderr=as_json, highlight=False, soft_wrap=True)
     run = Demo(out, numbers, keep_data)
     summary: dict[str, Any] | None = None
     try:

@@ -40,6 +40,7 @@ class Follower:
         self.on_resume = on_resume
         """Called with (batch, recipient position) when the campaign is seen resuming."""
         self.status: CampaignStatus | None = None
+        self.changes = 0
 
     def poll(self) -> StatusSnapshot:
         """Read the campaign; narrate a status change since the last poll."""
@@ -48,6 +49,7 @@ class Follower:
         if status is not self.status:
             previous, self.status = self.status, status
             if previous is not None:
+                self.changes += 1
                 self._narrate(previous, snapshot)
         return snapshot
 
@@ -126,6 +128,16 @@ def follow_with_progress(
                 on_tick(snapshot, say)
             status = snapshot.campaign.status
             if status.finished or (stop_on_pause and status is CampaignStatus.PAUSED):
+                if not follower.changes:  # it was over before we looked: say so anyway
+                    reason = snapshot.campaign.interrupt_reason
+                    say(
+                        f"campaign {campaign_id} is {status.value}"
+                        + (
+                            f": {reason}"
+                            if reason and status is not CampaignStatus.COMPLETED
+                            else ""
+                        )
+                    )
                 return snapshot
             pause.wait(interval)
             snapshot = follower.poll()
