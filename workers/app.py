@@ -19,9 +19,16 @@ log = logging.getLogger("campaigns.worker")
 def check_broker_limits(**_: Any) -> None:
     """Refuse to start when a task run could outlive the broker's redelivery limits."""
     import celeryconfig
+    from campaigns.errors import ConfigurationError
     from workers.limits import check_limits
 
-    check_limits(celeryconfig._limits, celeryconfig._settings, str(app.conf.broker_url))
+    try:
+        check_limits(celeryconfig._limits, celeryconfig._settings, str(app.conf.broker_url))
+    except ConfigurationError as exc:
+        # Celery's signal dispatch logs and swallows an Exception raised by a receiver, and the
+        # worker would start anyway; SystemExit is not swallowed: the worker exits with status 1
+        # and this one line on stderr, before it consumes anything.
+        raise SystemExit(f"campaigns worker refuses to start: {exc}") from None
     _check_redis_eviction(celeryconfig._settings.pacing_redis_url)
 
 
