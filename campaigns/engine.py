@@ -149,6 +149,35 @@ class BatchRunner:
             return RunResult(RunEnd.STOPPED, campaign_id, batch_number)
         return _Run(self, campaign, batch_number, run_token).execute()
 
+    def fail_batch(
+        self, campaign_id: int, batch_number: int, run_token: str, error: str
+    ) -> RunResult:
+        """A batch kept failing with an unexpected error: its claims left open by the failed
+        runs become unknown (the error may have struck after a gateway call), its pending
+        recipients fail with the error, its details row says so, and the chain goes on with
+        the next batch. A failing batch never ends the campaign."""
+        store = self.store
+        unknown = store.settle_cut_off_claims(campaign_id, batch_number, older_than=0.0)
+        failed = store.fail_open_recipients(campaign_id, batch_number, run_token, error)
+        campaign = store.get_campaign(campaign_id)
+        delay = self.rng.uniform(campaign.batch_delay_min, campaign.batch_delay_max)
+        result = store.finish_batch(
+            campaign_id, batch_number, run_token, delay=delay, error_message=error[:2000]
+        )
+        log.error(
+            "campaign %s batch %s failed for good (%s): %s recipients failed, %s unknown; "
+            "the campaign goes on",
+            campaign_id, batch_number, error, failed, len(unknown),
+        )
+        if result is None:
+            return RunResult(RunEnd.STOPPED, campaign_id, batch_number)
+        if result.completed:
+            return RunResult(RunEnd.COMPLETED, campaign_id, batch_number)
+        return RunResult(
+            RunEnd.NEXT_BATCH, campaign_id, batch_number, next_batch=result.next_batch,
+            delay=delay,
+        )
+
 
 class _Run:
     """The state of one task run (kept off the runner so the runner is shareable)."""

@@ -73,26 +73,10 @@ def _failing_batch(
             retries + 1,
         )
         raise task.retry(countdown=5 * 2**retries, exc=exc)
-    store = get_runtime().store
     error = f"{type(exc).__name__}: {exc}"
-    failed = store.fail_open_recipients(campaign_id, batch_number, run_token, error)
-    settings = get_runtime().settings
-    result = store.finish_batch(
-        campaign_id,
-        batch_number,
-        run_token,
-        error_message=error,
-        delay=settings.pacing.batch_delay_min,
-    )
-    log.error(
-        "campaign %s batch %s failed for good (%s); %s recipients failed; the campaign goes on",
-        campaign_id,
-        batch_number,
-        error,
-        failed,
-    )
-    if result and result.next_batch is not None and not result.completed:
-        enqueue_batch(campaign_id, result.next_batch, run_token, settings.pacing.batch_delay_min)
+    result = get_runtime().runner.fail_batch(campaign_id, batch_number, run_token, error)
+    if result.end is RunEnd.NEXT_BATCH and result.next_batch is not None:
+        enqueue_batch(campaign_id, result.next_batch, run_token, result.delay)
     return "failed batch"
 
 
