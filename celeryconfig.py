@@ -42,6 +42,16 @@ worker_concurrency = _limits.concurrency
 broker_transport_options = {
     "visibility_timeout": _limits.visibility_timeout,
     "max_retries": 5,
+    # A warning per campaign running longer than STUCK_HOURS (the original design's query).
+    "stuck-report": {
+        "task": "campaigns.report_stuck",
+        "schedule": float(os.environ.get("STUCK_REPORT_INTERVAL", "3600")),
+    },
+    # Completed campaigns older than CLEANUP_DAYS go, with their details and ledger.
+    "cleanup": {
+        "task": "campaigns.cleanup",
+        "schedule": float(os.environ.get("CLEANUP_INTERVAL", "86400")),
+    },
 }
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # a broker restart must never stop the worker for good
@@ -70,5 +80,15 @@ beat_schedule = {
     "session-watcher": {
         "task": "campaigns.watch_sessions",
         "schedule": _limits.session_watch_interval,
+    },
+    # A warning per campaign running longer than STUCK_HOURS (the original design's query).
+    "stuck-report": {
+        "task": "campaigns.report_stuck",
+        "schedule": float(os.environ.get("STUCK_REPORT_INTERVAL", "3600")),
+    },
+    # Completed campaigns older than CLEANUP_DAYS go, with their details and ledger.
+    "cleanup": {
+        "task": "campaigns.cleanup",
+        "schedule": float(os.environ.get("CLEANUP_INTERVAL", "86400")),
     },
 }

@@ -8,6 +8,7 @@ token ever goes into a task.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Task
@@ -102,3 +103,37 @@ def watch_sessions() -> int:
 def resume_session(session: str, reason: str) -> int:
     """A webhook said the session reconnected: resume its interrupted campaigns."""
     return len(get_runtime().recovery.resume_session(session, reason))
+
+
+@app.task(name="campaigns.report_stuck")
+def report_stuck() -> int:
+    """Log a warning per campaign running for longer than STUCK_HOURS (default 24)."""
+    from datetime import timedelta
+
+    runtime = get_runtime()
+    hours = float(os.environ.get("STUCK_HOURS", "24"))
+    stuck = runtime.store.find_stuck_campaigns(timedelta(hours=hours))
+    for campaign in stuck:
+        log.warning(
+            "campaign %s on %s has been running for more than %.0f h (batch %s/%s, %s of %s "
+            "processed): check `campaigns status %s`",
+            campaign.id,
+            campaign.session_name,
+            hours,
+            campaign.current_batch,
+            campaign.total_batches,
+            campaign.processed_numbers,
+            campaign.total_numbers,
+            campaign.id,
+        )
+    return len(stuck)
+
+
+@app.task(name="campaigns.cleanup")
+def cleanup() -> int:
+    """Delete completed campaigns older than CLEANUP_DAYS (default 30), with their ledger."""
+    days = float(os.environ.get("CLEANUP_DAYS", "30"))
+    removed = get_runtime().store.cleanup_finished(days)
+    if removed:
+        log.info("cleanup: removed %s completed campaigns older than %.0f days", removed, days)
+    return removed

@@ -1,0 +1,27 @@
+"""The Celery settings that prevent known losses are in force, and beat only schedules tasks
+the workers know."""
+
+from __future__ import annotations
+
+import celeryconfig
+import workers.tasks  # noqa: F401  (registers the tasks, as the worker does via include=)
+from workers.app import app
+
+
+def test_beat_schedule__names_only_registered_tasks() -> None:
+    names = {entry["task"] for entry in celeryconfig.beat_schedule.values()}
+    assert names == {
+        "campaigns.sweep", "campaigns.watch_sessions", "campaigns.report_stuck",
+        "campaigns.cleanup",
+    }
+    assert names <= set(app.tasks)
+
+
+def test_settings_that_prevent_losses__are_in_force() -> None:
+    conf = app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_pool == "threads"
+    assert conf.task_soft_time_limit < conf.task_time_limit
+    assert conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
