@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -197,6 +198,8 @@ class Bench:
         if self._private_redis is not None:
             self._private_redis.stop()
             self._private_redis = None
+        if not os.environ.get("BENCH_KEEP"):  # BENCH_KEEP=1 keeps the logs and records
+            shutil.rmtree(ROOT / ".data" / f"bench-{self.run_id}", ignore_errors=True)
 
 
 def shut_down(local: LocalStack, env: Mapping[str, str]) -> None:
