@@ -1,0 +1,86 @@
+"""Chaos: the broker forgets everything (FLUSHALL, a restart without persistence) and
+PostgreSQL restarts, mid-campaign. PostgreSQL stays the single source of truth: the campaign
+resumes from it, and workers reconnect on their own."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from campaigns import db
+from campaigns.embedded import EmbeddedPostgres, EmbeddedRedis
+from tests.chaos.conftest import STALL_TIMEOUT_S, SWEEP_INTERVAL_S, Chaos
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test's own: restarting it touches nobody else."""
+    server = EmbeddedPostgres(tmp_path / "postgres", durable=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(300)
+def test_redis_flushall_then_restart_without_persistence__the_campaign_resumes_from_postgres(
+    chaos: Chaos, chaos_redis: EmbeddedRedis
+) -> None:
+    session = chaos.add_session()
+    chaos.stack.start_beat()
+    for _ in range(2):
+        chaos.stack.start_worker(concurrency=4)
+    cid = chaos.start_campaign(400, session)
+    chaos.wait_sent(80)
+
+    flushed_at = time.time()
+    chaos_redis.flushall()  # every queued batch and the pacing state are gone
+    chaos.result.faults += 1
+    chaos.wait_sent(chaos.record.count() + 1, timeout=60)
+    chaos.result.add_latency("broker flush", chaos.first_message_after(flushed_at))
+    chaos.wait_sent(chaos.record.count() + 80, timeout=90)
+
+    restarted_at = time.time()
+    chaos_redis.restart()  # connections cut, unacked messages lost with everything else
+    chaos.result.faults += 1
+    chaos.wait_sent(chaos.record.count() + 1, timeout=60)
+    chaos.result.add_latency("broker restart", chaos.first_message_after(restarted_at))
+
+    chaos.wait_finished(cid, 180)
+    chaos.verify(cid)
+    # within one sweep once the chain looks stalled (plus worker reconnects)
+    for seconds in [
+        v for k in ("broker flush", "broker restart") for v in chaos.result.latencies[k]
+    ]:
+        assert seconds < STALL_TIMEOUT_S + SWEEP_INTERVAL_S + 6
+
+
+@pytest.mark.timeout(300)
+def test_postgres_restart_mid_campaign__workers_reconnect_and_the_campaign_completes(
+    chaos_factory: Callable[..., Chaos], private_postgres: EmbeddedPostgres
+) -> None:
+    url = private_postgres.create_database(f"chaos_{uuid.uuid4().hex[:8]}")
+    db.upgrade(url)
+    chaos = chaos_factory(url)
+    session = chaos.add_session()
+    chaos.stack.start_beat()
+    for _ in range(2):
+        chaos.stack.start_worker(concurrency=4)
+    cid = chaos.start_campaign(300, session)
+    chaos.wait_sent(80)
+
+    restarted_at = time.time()
+    private_postgres.restart()
+    chaos.result.faults = 1
+    chaos.wait_sent(chaos.record.count() + 1, timeout=90)
+    chaos.result.add_latency("postgres restart", chaos.first_message_after(restarted_at))
+
+    chaos.wait_finished(cid, 180)
+    chaos.verify(cid)
