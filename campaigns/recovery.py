@@ -60,7 +60,7 @@ class CampaignRecoveryManager:
         campaign_id: int,
         session: str | None = None,
         *,
-        reason: str = "operator",
+        reason: str = "an operator asked",
         delay: float = 0.0,
     ) -> Recovery | None:
         """Resume one interrupted, paused or scheduled campaign (or restart a running one's
