@@ -433,7 +433,7 @@ def demo(
         emit_json(summary)
     else:
         _print_summary(out, summary)
-        out.print("; ".join(done), markup=False, highlight=False)
+    out.print("; ".join(done), markup=False, highlight=False)  # stderr with --json
     ok = (
         summary["status"] == CampaignStatus.COMPLETED.value
         and summary["sandbox_duplicates"] == 0

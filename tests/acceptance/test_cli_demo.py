@@ -176,3 +176,35 @@ def test_demo__sigint_mid_run_stops_every_child_and_exits_130(
         assert store.list_campaigns() == []  # cancelled, then removed with its session
     finally:
         store.dispose()
+
+
+def test_demo_on_a_fresh_machine__starts_embedded_servers_and_stops_them_afterwards(
+    tmp_path: Path,
+) -> None:
+    from campaigns.embedded import EmbeddedPostgres
+
+    data = tmp_path / "fresh"
+    marker = uuid.uuid4().hex
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "CAMPAIGNS_QUEUE"}
+    }
+    env.update({"CAMPAIGNS_DATA_DIR": str(data), "DEMO_TEST_MARKER": marker})
+    result = subprocess.run(
+        [sys.executable, "-m", "campaigns.cli", "demo", "--numbers", "60", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["sent"] == summary["sandbox_messages"] == 58
+    assert summary["sandbox_duplicates"] == 0
+    assert "starting the embedded servers" in result.stderr
+    assert "embedded postgres and redis stopped" in result.stderr
+    assert not EmbeddedPostgres(data / "postgres").is_running()
+    assert not EmbeddedRedis(data / "redis").is_running()
+    assert processes_with(marker) == []
