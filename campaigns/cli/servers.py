@@ -64,7 +64,7 @@ def sandbox(
 @app.command()
 def webhooks(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8098, help="Port."),
+    port: int = typer.Option(8090, help="Port."),
 ) -> None:
     """Run the webhook receiver: gateways push session state changes (WAHA session.status,
     Evolution connection.update) and reconnected sessions resume their campaigns."""

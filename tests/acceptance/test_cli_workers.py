@@ -317,3 +317,35 @@ def test_sandbox_command__serves_until_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_webhooks_command__delegates_to_the_receiver_until_sigterm(
+    stack_env: dict[str, str],
+) -> None:
+    import requests
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "campaigns.cli", "webhooks", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **stack_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(lambda: answers() or process.poll() is not None, 30, "the receiver")
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
