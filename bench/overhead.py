@@ -23,6 +23,7 @@ from bench.harness import (
     rate,
     start_celery,
 )
+from bench.profile import Profiler
 from campaigns.sandbox import SandboxRecord
 from campaigns.settings import Pacing
 from campaigns.stack import LocalStack, wait_until
@@ -144,12 +145,18 @@ def _engine(
             client.store.create_campaign(numbers(size, 10**6 * (k + 1)), "Hi", session, pacing=ZERO)
         )
     cpu = meter(bench, local, [(local.children[n].process.pid, True) for n in names])
+    profiler = Profiler([local.children[n].process.pid for n in names], bench.work_dir / NAME)
     started = time.monotonic()
     for campaign in created:
         assert campaign.run_token is not None
         client.enqueuer(campaign.id, 1, campaign.run_token, 0.0)
     ids = [c.id for c in created]
     finished = client.wait_finished(ids, 600)
+    profile = profiler.stop()
+    if profile:
+        bench.notes.append(
+            f"overhead, engine workers' Python CPU by step (py-spy --gil): {profile}"
+        )
     if client.sent(ids) != total:
         raise RuntimeError("the engine did not send every message")
     measured = Measured(rate(total, finished - started), cpu.per_message_ms(total))
