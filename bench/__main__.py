@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import os
 import sys
 import time
 import traceback
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.close()
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    if os.environ.get("BENCH_PROFILE"):
+        command = "BENCH_PROFILE=1 " + command
     text = document(rows, facts, command.strip(), time.monotonic() - started, bench.notes)
     print(table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ class Profiler:
             self.processes.append(
                 subprocess.Popen(
                     [
-                        "py-spy",
+                        str(spy),
                         "record",
                         "--pid",
                         str(pid),
