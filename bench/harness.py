@@ -391,6 +391,22 @@ class CpuMeter:
         return {label: 1000 * (now[label] - self.start[label]) / messages for label in now}
 
 
+class MachineCpu:
+    """Share of the whole machine's CPU that was busy (every process, ours or not) since
+    construction: near 100% means the figure is bounded by the cores, not by the design."""
+
+    def __init__(self) -> None:
+        self.start = psutil.cpu_times()
+
+    def busy_percent(self) -> float:
+        end = psutil.cpu_times()
+        total = sum(end) - sum(self.start)
+        idle = (end.idle + getattr(end, "iowait", 0.0)) - (
+            self.start.idle + getattr(self.start, "iowait", 0.0)
+        )
+        return 100.0 * (1 - idle / total) if total > 0 else float("nan")
+
+
 class Sampler:
     """Samples a process tree's RSS while a block runs (peak and last, in MB)."""
 

@@ -27,14 +27,21 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+def _py_spy() -> str | None:
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 class Profiler:
-    """``py-spy record`` attached to some processes until :meth:`stop`."""
+    """``py-spy record`` attached to some processes until :meth:`stop` (none: disabled)."""
+
+    @staticmethod
+    def wanted() -> bool:
+        """BENCH_PROFILE is set and py-spy is installed."""
+        return bool(os.environ.get("BENCH_PROFILE")) and _py_spy() is not None
 
     def __init__(self, pids: list[int], out_dir: Path) -> None:
-        spy = shutil.which("py-spy") or shutil.which(
-            "py-spy", path=str(Path(sys.executable).parent)
-        )
-        self.enabled = bool(os.environ.get("BENCH_PROFILE")) and spy is not None
+        spy = _py_spy()
+        self.enabled = bool(pids) and self.wanted()
         self.outputs: list[Path] = []
         self.processes: list[subprocess.Popen[bytes]] = []
         if not self.enabled:

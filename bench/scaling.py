@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import SANDBOX_TOKEN, Bench, Client, Row, numbers, rate
+from bench.harness import SANDBOX_TOKEN, Bench, Client, MachineCpu, Row, numbers, rate
 from campaigns.settings import Pacing
 from campaigns.stack import LocalStack
 
@@ -21,6 +21,7 @@ def run(bench: Bench) -> list[Row]:
     database_url = bench.database(NAME)
     env = bench.env(database_url)
     rates: dict[int, float] = {}
+    busy: dict[int, float] = {}
     with bench.stack(NAME, env) as local:
         sandbox_url = local.start_sandbox(
             bench.work_dir / "scaling.sqlite", api_key=SANDBOX_TOKEN, waha_wait=0.5
@@ -28,8 +29,9 @@ def run(bench: Bench) -> list[Row]:
         client = Client(env)
         try:
             for count in WORKER_COUNTS:
-                rates[count] = _measure(bench, client, local, sandbox_url, count, sessions,
-                                        per_campaign)  # fmt: skip
+                rates[count], busy[count] = _measure(
+                    bench, client, local, sandbox_url, count, sessions, per_campaign
+                )
         finally:
             client.close()
     bench.notes.append(
@@ -42,7 +44,7 @@ def run(bench: Bench) -> list[Row]:
         Row(
             "horizontal scaling",
             f"{count} worker process{'es' if count > 1 else ''}: messages/s",
-            f"{rates[count]:,.0f} msg/s",
+            f"{rates[count]:,.0f} msg/s (machine CPU {busy[count]:.0f}% busy)",
             f"1 worker {base:,.0f} msg/s",
             rates[count] / base,
         )
@@ -58,7 +60,7 @@ def _measure(
     workers: int,
     sessions: int,
     per_campaign: int,
-) -> float:
+) -> tuple[float, float]:
     names = [
         local.start_worker(f"w{workers}-{i}", concurrency=CONCURRENCY).name for i in range(workers)
     ]
@@ -69,6 +71,7 @@ def _measure(
         created.append(
             client.store.create_campaign(numbers(per_campaign, first), "Hi", session, pacing=ZERO)
         )
+    machine = MachineCpu()
     started = time.monotonic()
     for campaign in created:
         assert campaign.run_token is not None
@@ -78,6 +81,7 @@ def _measure(
     total = sessions * per_campaign
     if client.sent(ids) != total:
         raise RuntimeError(f"{workers} workers did not send every message")
+    busy = machine.busy_percent()
     for name in names:
         local.stop(name)
-    return rate(total, finished - started)
+    return rate(total, finished - started), busy
