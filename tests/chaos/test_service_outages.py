@@ -13,6 +13,8 @@ import pytest
 
 from campaigns import db
 from campaigns.embedded import EmbeddedPostgres, EmbeddedRedis
+from campaigns.settings import Pacing
+from campaigns.stack import wait_until
 from tests.chaos.conftest import STALL_TIMEOUT_S, SWEEP_INTERVAL_S, Chaos
 
 pytestmark = pytest.mark.chaos
@@ -37,16 +39,27 @@ def test_redis_flushall_then_restart_without_persistence__the_campaign_resumes_f
     chaos.stack.start_beat()
     for _ in range(2):
         chaos.stack.start_worker(concurrency=4)
-    cid = chaos.start_campaign(400, session)
-    chaos.wait_sent(80)
+    # batch delays long enough that each fault lands while the next batch waits as a delayed
+    # broker message: the chain itself lives only in Redis and the worker's memory then
+    pacing = Pacing(
+        batch_size=20, min_interval=0.05, max_interval=0.1, batch_delay_min=1.5, batch_delay_max=2.0
+    )
+    cid = chaos.start_campaign(300, session, pacing)
+    chaos.wait_sent(60)
 
+    def between_batches() -> bool:
+        waiting_until = chaos.store.get_campaign(cid).next_batch_at
+        return waiting_until is not None and waiting_until.timestamp() > time.time() + 0.5
+
+    wait_until(between_batches, 30, "the campaign to wait between two batches")
     flushed_at = time.time()
     chaos_redis.flushall()  # every queued batch and the pacing state are gone
     chaos.result.faults += 1
     chaos.wait_sent(chaos.record.count() + 1, timeout=60)
     chaos.result.add_latency("broker flush", chaos.first_message_after(flushed_at))
-    chaos.wait_sent(chaos.record.count() + 80, timeout=90)
+    chaos.wait_sent(chaos.record.count() + 60, timeout=90)
 
+    wait_until(between_batches, 30, "the campaign to wait between two batches")
     restarted_at = time.time()
     chaos_redis.restart()  # connections cut, unacked messages lost with everything else
     chaos.result.faults += 1
