@@ -93,7 +93,13 @@ def watch_sessions() -> int:
     runtime = get_runtime()
 
     def is_connected(session: str) -> tuple[bool, str]:
-        health = gateway_for(runtime.store.get_session(session), runtime.settings).health()
+        # a fresh adapter (the session row may have been fixed), closed at once: the watcher
+        # runs every few seconds and must not leave an HTTP pool behind each time
+        gateway = gateway_for(runtime.store.get_session(session), runtime.settings)
+        try:
+            health = gateway.health()
+        finally:
+            gateway.close()
         return health.connected, health.state
 
     return len(runtime.recovery.watch_sessions(is_connected))
