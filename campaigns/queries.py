@@ -32,9 +32,10 @@ RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts
 """)
 
 # Record the outcome of the gateway call of one claim (sent, failed or unknown); only the holder
-# of that claim (same attempt) can record it. A claim that recovery already marked unknown (cut
-# off while PostgreSQL was down) still takes its real outcome, as long as its batch is not yet
-# counted in campaign_batch_details.
+# of that claim (same attempt) can record it. A claim that recovery already settled as cut off
+# (while PostgreSQL was down) still takes its real outcome: marked unknown, as long as its batch
+# is not yet counted in campaign_batch_details; put back to pending (RESEND_UNKNOWN), as long as
+# nobody claimed it again (the attempt still matches), which saves a resend.
 RECORD_OUTCOME = text("""
 UPDATE campaign_recipients r
 SET status = CAST(:status AS recipient_status), gateway_message_id = :message_id,

@@ -37,11 +37,18 @@ def test_create_campaign__normalizes_marks_duplicates_and_invalid_in_input_order
     rows = store.recipients(campaign.id)
     assert [r["position"] for r in rows] == [1, 2, 3, 4, 5]
     assert [r["phone"] for r in rows] == [
-        "+5511999990001", "+5511999990002", None, "+5511999990001", None,
+        "+5511999990001",
+        "+5511999990002",
+        None,
+        "+5511999990001",
+        None,
     ]
     assert [r["status"] for r in rows] == [
-        RecipientStatus.PENDING, RecipientStatus.PENDING, RecipientStatus.INVALID,
-        RecipientStatus.DUPLICATE, RecipientStatus.INVALID,
+        RecipientStatus.PENDING,
+        RecipientStatus.PENDING,
+        RecipientStatus.INVALID,
+        RecipientStatus.DUPLICATE,
+        RecipientStatus.INVALID,
     ]
     assert rows[2]["raw"] == "not a number"
     assert campaign.total_numbers == 5
