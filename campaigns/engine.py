@@ -254,7 +254,7 @@ class _Run:
                     stop=lambda: self.should_stop() and self.fence_lost,
                 )
             except PacingCancelled:
-                self.r.store.release_claim(claim)
+                self.r.store.release_claim(claim, counts_as_attempt=False)
                 return self.stopped()
             # instrumentation point (bench/sessions.py joins it with the sandbox's arrival
             # times to measure schedule lag); DEBUG only, no phone number
@@ -321,7 +321,8 @@ class _Run:
             self.ambiguous(claim, outcome)
         elif kind is OutcomeKind.THROTTLED:
             self.r.store.release_claim(
-                claim, error_code=outcome.error_code, error_message=outcome.error_message
+                claim, error_code=outcome.error_code, error_message=outcome.error_message,
+                counts_as_attempt=False,
             )
             self.throttle_streak += 1
             wait = outcome.retry_after or self.backoff(self.throttle_streak)
@@ -337,7 +338,8 @@ class _Run:
             return self.transient(claim, outcome)
         else:
             self.r.store.release_claim(
-                claim, error_code=outcome.error_code, error_message=outcome.error_message
+                claim, error_code=outcome.error_code, error_message=outcome.error_message,
+                counts_as_attempt=False,
             )
             reason = outcome.error_message or "the session is down"
             if outcome.auth_failure:

@@ -50,11 +50,14 @@ WHERE r.campaign_id = :campaign_id AND r.position = :position AND r.attempts = :
                              AND d.batch_number = r.batch_number)))
 """)
 
-# Give a claim back (nothing was sent: throttled, session down, transient error answer).
+# Give a claim back (nothing was sent: throttled, session down, transient error answer). A
+# release that is no fault of the recipient gives its attempt back (give_back = 1), so throttling
+# never uses up MAX_ATTEMPTS. Reusing the attempt number is safe: only the holder releases, and
+# it never records that claim afterwards.
 RELEASE_CLAIM = text("""
 UPDATE campaign_recipients
-SET status = 'pending', error_code = :error_code, error_message = :error_message,
-    updated_at = now()
+SET status = 'pending', attempts = attempts - :give_back, error_code = :error_code,
+    error_message = :error_message, updated_at = now()
 WHERE campaign_id = :campaign_id AND position = :position
   AND status = 'sending' AND attempts = :attempt
 """)

@@ -457,8 +457,11 @@ class CampaignStateManager:
         *,
         error_code: str | None = None,
         error_message: str | None = None,
+        counts_as_attempt: bool = True,
     ) -> bool:
-        """Give a claim back (sending → pending): nothing was sent."""
+        """Give a claim back (sending → pending): nothing was sent. A release that is no
+        fault of the recipient (throttled, session down, cancelled) does not use up one of its
+        MAX_ATTEMPTS tries: ``counts_as_attempt=False`` gives the attempt back."""
         with translate_errors(), self.engine.begin() as conn:
             count = conn.execute(
                 queries.RELEASE_CLAIM,
@@ -468,6 +471,7 @@ class CampaignStateManager:
                     "attempt": claim.attempt,
                     "error_code": error_code,
                     "error_message": error_message,
+                    "give_back": 0 if counts_as_attempt else 1,
                 },
             ).rowcount
         return bool(count)

@@ -55,7 +55,7 @@ def compute_limits(settings: Settings, env: Mapping[str, str]) -> Limits:
         consumer_timeout=_number(
             env, "RABBITMQ_CONSUMER_TIMEOUT", RABBITMQ_DEFAULT_CONSUMER_TIMEOUT_S
         ),
-        session_watch_interval=_number(env, "SESSION_WATCH_INTERVAL", 10.0),
+        session_watch_interval=_number(env, "SESSION_WATCH_INTERVAL", 4.0),
     )
     return limits
 

@@ -208,3 +208,18 @@ def test_snapshot__live_counts_and_eta(store: CampaignStateManager, console_sess
     assert snap.remaining == 4
     assert snap.last_error == "nope"
     assert snap.eta_seconds() == pytest.approx(4 * 7 + 2 * 22.5)
+
+
+def test_release__throttling_does_not_use_up_the_recipients_attempts(
+    store: CampaignStateManager, console_session: str
+) -> None:
+    cid, token = _campaign(store, console_session)
+    for _ in range(5):
+        claim = store.claim_recipient(cid, 1, token)
+        assert claim and claim.attempt == 1
+        assert store.release_claim(claim, error_code="130429", counts_as_attempt=False)
+    claim = store.claim_recipient(cid, 1, token)
+    assert claim and claim.attempt == 1
+    assert store.release_claim(claim, error_code="131000")  # a transient error counts
+    again = store.claim_recipient(cid, 1, token)
+    assert again and again.attempt == 2
