@@ -14,13 +14,14 @@ from campaigns.stack import wait_until
 NAME = "memory"
 TARGET_GROWTH = 0.10
 FULL_SIZE = 1_000_000
-BUDGET_S = 240.0
+LARGE = 100_000
+"""About 4 minutes of sending at this machine's rate for one chain."""
 ZERO = Pacing(batch_size=300, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 
 
 def run(bench: Bench) -> list[Row]:
     small = 1_000 if bench.quick else 10_000
-    budget = 10.0 if bench.quick else BUDGET_S
+    large = 3_000 if bench.quick else LARGE
     database_url = bench.database(NAME)
     # WARNING: the console gateway logs a line per message at INFO; a million lines of log
     # would measure the disk, not the engine
@@ -31,22 +32,26 @@ def run(bench: Bench) -> list[Row]:
             worker = local.start_worker("worker", concurrency=8)
             pid = worker.process.pid
             session = client.add_session(f"mem-{bench.run_id}", "console://bench", "console")
+            # both ledgers are loaded before anything is sent: loading a campaign into a ledger
+            # whose statistics were analyzed with other campaigns is another matter (see the
+            # list-loading rows)
+            big = client.store.create_campaign(numbers(large, 10**7), "Hi", session, pacing=ZERO)
+            first = client.store.create_campaign(numbers(small), "Hi", session, pacing=ZERO)
             started_rss = rss_mb(pid)
-            seconds = _campaign(client, session, small, 0)
+            seconds = _send(client, first.id, first.run_token, small)
             after_small = _settled_rss(pid)
             measured_rate = small / seconds
-            large = min(FULL_SIZE, int(measured_rate * budget) // 10_000 * 10_000 or 2 * small)
-            seconds_large = _campaign(client, session, large, 10**7)
+            seconds_large = _send(client, big.id, big.run_token, large)
             after_large = _settled_rss(pid)
         finally:
             client.close()
     growth = after_large / after_small - 1
-    full_minutes = FULL_SIZE / measured_rate / 60
     if large < FULL_SIZE:
         bench.notes.append(
             f"memory: one campaign sends {measured_rate:,.0f} msg/s here (one chain, console "
-            f"gateway), so 1,000,000 recipients would take about {full_minutes:.0f} min; the "
-            f"run used {large:,} recipients ({seconds_large / 60:.1f} min) instead."
+            f"gateway), so 1,000,000 recipients would take about "
+            f"{FULL_SIZE / measured_rate / 60:.0f} min; the run used {large:,} recipients "
+            f"({seconds_large / 60:.1f} min) to fit the time budget."
         )
     bench.notes.append(
         f"memory: worker RSS {started_rss:.0f} MB when ready, {after_small:.0f} MB after "
@@ -56,7 +61,7 @@ def run(bench: Bench) -> list[Row]:
         Row(
             "memory flatness",
             f"worker RSS after a {large:,}-recipient campaign"
-            + (" (largest that fits the budget)" if large < FULL_SIZE else ""),
+            + (" (1M does not fit the time budget)" if large < FULL_SIZE else ""),
             f"{after_large:.0f} MB (growth {100 * growth:+.1f}%)",
             f"after {small:,}: {after_small:.0f} MB",
             after_large / after_small,
@@ -66,13 +71,12 @@ def run(bench: Bench) -> list[Row]:
     ]
 
 
-def _campaign(client: Client, session: str, size: int, first: int) -> float:
-    campaign = client.store.create_campaign(numbers(size, first), "Hi", session, pacing=ZERO)
-    assert campaign.run_token is not None
+def _send(client: Client, campaign_id: int, token: str | None, size: int) -> float:
+    assert token is not None
     started = time.monotonic()
-    client.enqueuer(campaign.id, 1, campaign.run_token, 0.0)
-    finished = client.wait_finished([campaign.id], 3600)
-    if client.sent([campaign.id]) != size:
+    client.enqueuer(campaign_id, 1, token, 0.0)
+    finished = client.wait_finished([campaign_id], 3600)
+    if client.sent([campaign_id]) != size:
         raise RuntimeError("the memory campaign did not send every message")
     return finished - started
 

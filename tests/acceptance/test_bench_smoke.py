@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 EXPECTED = {
-    "list loading": 4,
+    "list loading": 5,
     "engine overhead": 2,
     "many sessions": 2,
     "horizontal scaling": 3,
