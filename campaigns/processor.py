@@ -38,11 +38,10 @@ class BrokerEnqueuer:
     importing the workers' configuration (for applications that only create campaigns)."""
 
     def __init__(self, broker_url: str, queue: str = "campaigns") -> None:
-        from celery import Celery
+        from campaigns.celery_client import client_app
 
         self.queue = queue
-        self.app = Celery("campaigns-client", broker=broker_url)
-        self.app.conf.broker_connection_retry_on_startup = True
+        self.app = client_app(broker_url, "campaigns-client")
 
     def __call__(
         self, campaign_id: int, batch_number: int, run_token: str, countdown: float

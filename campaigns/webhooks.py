@@ -184,11 +184,10 @@ class CeleryResume:
     the workers' configuration."""
 
     def __init__(self, broker_url: str, queue: str = "campaigns") -> None:
-        from celery import Celery
+        from campaigns.celery_client import client_app
 
         self.queue = queue
-        self.app = Celery("campaigns-webhooks", broker=broker_url)
-        self.app.conf.broker_connection_retry_on_startup = True
+        self.app = client_app(broker_url, "campaigns-webhooks")
 
     def __call__(self, session: str, reason: str) -> None:
         self.app.send_task(

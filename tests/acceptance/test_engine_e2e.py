@@ -75,6 +75,9 @@ def test_campaign_of_2000_numbers__every_valid_number_delivered_exactly_once(
     assert sorted(m.e164 for m in record.messages()) == sorted(numbers(1990))
     assert e2e_store.check_invariants(cid) == []
     assert campaign.total_batches == 7
+    # the chain ran on its own: no batch had to be rescued by the recovery sweep
+    logs = "".join(child.log() for child in stack.children.values())
+    assert "its chain stopped" not in logs
 
 
 def test_three_campaigns_on_one_session_with_two_workers__gap_never_below_min_interval(
