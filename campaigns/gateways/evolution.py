@@ -34,7 +34,14 @@ from campaigns.gateways.base import (
     SendOutcome,
     SessionHealth,
 )
-from campaigns.gateways.http import HttpAnswer, HttpClient, digits, redact, status_fallback
+from campaigns.gateways.http import (
+    HttpAnswer,
+    HttpClient,
+    digits,
+    redact,
+    session_down,
+    status_fallback,
+)
 from campaigns.masking import mask_phone
 
 logger = logging.getLogger(__name__)
@@ -164,19 +171,10 @@ def classify_send(answer: HttpAnswer) -> SendOutcome:
     elif answer.status == 400 and any(_SCHEMA_ERROR.search(text) for text in lowered):
         reason = f"Evolution rejected the request body (v1 server?): {detail}"
     if reason is not None:
-        return SendOutcome(
-            OutcomeKind.SESSION_DOWN,
-            error_code=str(answer.status),
-            error_message=reason,
-            http_status=answer.status,
-        )
+        return session_down(answer, reason)
     if answer.status in (401, 403):
-        return SendOutcome(
-            OutcomeKind.SESSION_DOWN,
-            error_code=str(answer.status),
-            error_message="Evolution refused the API key; fix the session's token",
-            auth_failure=True,
-            http_status=answer.status,
+        return session_down(
+            answer, "Evolution refused the API key; fix the session's token", auth=True
         )
     if answer.status == 400:
         return SendOutcome(

@@ -77,6 +77,17 @@ class HttpAnswer:
 # --------------------------------------------------------------------------- helpers
 
 
+def session_down(answer: HttpAnswer, reason: str, *, auth: bool = False) -> SendOutcome:
+    """SESSION_DOWN for an HTTP answer: the campaign is interrupted with ``reason``."""
+    return SendOutcome(
+        OutcomeKind.SESSION_DOWN,
+        error_code=str(answer.status),
+        error_message=reason,
+        auth_failure=auth,
+        http_status=answer.status,
+    )
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Parse a ``Retry-After`` header: delay-seconds or an HTTP date. ``None`` when absent
     or unreadable; never negative; capped at :data:`MAX_RETRY_AFTER`."""

@@ -35,7 +35,14 @@ from campaigns.gateways.base import (
     SendOutcome,
     SessionHealth,
 )
-from campaigns.gateways.http import HttpAnswer, HttpClient, digits, redact, status_fallback
+from campaigns.gateways.http import (
+    HttpAnswer,
+    HttpClient,
+    digits,
+    redact,
+    session_down,
+    status_fallback,
+)
 from campaigns.masking import mask_phone
 
 logger = logging.getLogger(__name__)
@@ -184,20 +191,9 @@ def classify_send(answer: HttpAnswer, *, sends: bool = True) -> SendOutcome:
     text = _message(answer)
     reason = _session_down_reason(answer, text)
     if reason is not None:
-        return SendOutcome(
-            OutcomeKind.SESSION_DOWN,
-            error_code=str(answer.status),
-            error_message=reason,
-            http_status=answer.status,
-        )
+        return session_down(answer, reason)
     if answer.status in (401, 403):
-        return SendOutcome(
-            OutcomeKind.SESSION_DOWN,
-            error_code=str(answer.status),
-            error_message="WAHA refused the API key; fix the session's token",
-            auth_failure=True,
-            http_status=answer.status,
-        )
+        return session_down(answer, "WAHA refused the API key; fix the session's token", auth=True)
     fallback = status_fallback(answer, sends=sends)
     if fallback.kind is OutcomeKind.TRANSIENT:
         return SendOutcome(
