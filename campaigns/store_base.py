@@ -1,0 +1,50 @@
+"""The store's shared base: its engine and settings, and reading one campaign. The verbs live
+in :mod:`campaigns.state` (creation, the engine's verbs, status changes),
+:mod:`campaigns.store_sessions` and :mod:`campaigns.store_recovery`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from campaigns.db import translate_errors
+from campaigns.domain import (
+    Campaign,
+    RecipientStatus,
+)
+from campaigns.errors import CampaignNotFound
+from campaigns.settings import Settings
+
+# The settled statuses that batch details and state counters count, and their column stems.
+COUNTED_STATUSES = {
+    RecipientStatus.SENT: "sent",
+    RecipientStatus.FAILED: "failed",
+    RecipientStatus.DUPLICATE: "duplicate",
+    RecipientStatus.INVALID: "invalid",
+    RecipientStatus.UNKNOWN: "unknown",
+    RecipientStatus.SKIPPED: "skipped",
+}
+
+
+def counts_by_status(rows: Iterable[Any]) -> dict[RecipientStatus, int]:
+    """Rows of (status, n) as a mapping."""
+    return {RecipientStatus(row.status): int(row.n) for row in rows}
+
+
+class StoreBase:
+    """What every group of store verbs shares."""
+
+    engine: Engine
+    settings: Settings
+
+    def get_campaign(self, campaign_id: int) -> Campaign:
+        """The campaign; :class:`CampaignNotFound` if there is none."""
+        with translate_errors(), self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT * FROM campaign_batch_state WHERE id = :id"), {"id": campaign_id}
+            ).first()
+        if row is None:
+            raise CampaignNotFound(campaign_id=campaign_id)
+        return Campaign.from_row(row._mapping)

@@ -1,0 +1,104 @@
+"""Store verbs for sender sessions. A session holds the *name* of the environment variable
+with its token, never the token."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.exc import IntegrityError
+
+from campaigns.db import translate_errors
+from campaigns.domain import SenderSession
+from campaigns.errors import (
+    InvalidInput,
+    SessionExists,
+    SessionInUse,
+    UnknownSession,
+)
+from campaigns.models import SessionRow
+from campaigns.session_config import validate_session_options
+from campaigns.store_base import StoreBase
+
+log = logging.getLogger(__name__)
+
+
+class SessionVerbs(StoreBase):
+    """Add, read, list and remove sender sessions; record their health checks."""
+
+    def add_session(
+        self,
+        name: str,
+        gateway: str,
+        base_url: str,
+        token_env: str | None = None,
+        **options: str,
+    ) -> SenderSession:
+        """Register a sender session. ``token_env`` is the *name* of the environment variable
+        holding the gateway token; the token itself is never stored."""
+        name = name.strip()
+        if not name:
+            raise InvalidInput("a session needs a name")
+        options = validate_session_options(gateway, name, base_url, dict(options))
+        if token_env is not None and not token_env.replace("_", "").isalnum():
+            raise InvalidInput(
+                f"--token-env takes the NAME of an environment variable, got {token_env!r}"
+            )
+        row = {
+            "name": name,
+            "gateway": gateway,
+            "base_url": base_url.rstrip("/"),
+            "token_env": token_env,
+            "options": options,
+        }
+        try:
+            with translate_errors(), self.engine.begin() as conn:
+                conn.execute(insert(SessionRow).values(**row))
+        except IntegrityError:
+            raise SessionExists(name=name) from None
+        return self.get_session(name)
+
+    def get_session(self, name: str) -> SenderSession:
+        """The session called ``name``; :class:`UnknownSession` if there is none."""
+        with translate_errors(), self.engine.connect() as conn:
+            row = conn.execute(
+                select(*SessionRow.__table__.columns).where(SessionRow.name == name)
+            ).first()
+        if row is None:
+            raise UnknownSession(name=name)
+        return SenderSession.from_row(row._mapping)
+
+    def list_sessions(self) -> list[SenderSession]:
+        """Every session, by name."""
+        with translate_errors(), self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*SessionRow.__table__.columns).order_by(SessionRow.name)
+            ).all()
+        return [SenderSession.from_row(r._mapping) for r in rows]
+
+    def remove_session(self, name: str) -> None:
+        """Remove a session that has no unfinished campaign."""
+        with translate_errors(), self.engine.begin() as conn:
+            busy = conn.execute(
+                text(
+                    "SELECT count(*) FROM campaign_batch_state WHERE session_name = :name"
+                    " AND status NOT IN ('completed', 'failed', 'cancelled')"
+                ),
+                {"name": name},
+            ).scalar_one()
+            if busy:
+                raise SessionInUse(name=name, unfinished_campaigns=busy)
+            deleted = conn.execute(delete(SessionRow).where(SessionRow.name == name)).rowcount
+        if not deleted:
+            raise UnknownSession(name=name)
+
+    def record_session_check(self, name: str, status: str, error: str | None = None) -> None:
+        """Store the result of a health check of the session."""
+        with translate_errors(), self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE campaign_sessions SET connection_status = :status,"
+                    " last_error = :error, last_checked_at = now() WHERE name = :name"
+                ),
+                {"name": name, "status": status, "error": error},
+            )
