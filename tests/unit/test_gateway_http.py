@@ -267,3 +267,17 @@ def test_redact__masks_numbers_and_jids_and_cuts_long_text() -> None:
     assert "99999-1234" not in text
     assert len(text) == 300
     assert redact("(#130429) Rate limit hit") == "(#130429) Rate limit hit"
+
+
+def test_client__honours_a_proxy_set_in_the_environment(
+    stub: GatewayStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", stub.url)
+    stub.answer("GET", "/api/sessions/s1", 200, {"name": "s1", "status": "WORKING"})
+    gateway = WahaGateway(GatewayConfig("s1", "http://gateway.invalid:9", token="k"))
+
+    assert gateway.health().connected
+    assert stub.requests[0].path.startswith("http://gateway.invalid:9/api/sessions/s1")
+    gateway.close()
