@@ -18,16 +18,21 @@ from campaigns.errors import StoreUnavailable
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
 
-def create_db_engine(url: str, pool_size: int = 10) -> Engine:
-    """An engine whose pool is bounded (sending threads share it: a thousand paced sessions
-    must not mean a thousand PostgreSQL connections) and checked before use (a PostgreSQL
-    restart must not poison the pool)."""
+def create_db_engine(url: str, pool_size: int = 10, *, pre_ping: bool = True) -> Engine:
+    """An engine whose pool is bounded: sending threads share it, so a thousand paced
+    sessions do not mean a thousand PostgreSQL connections.
+
+    ``pre_ping`` checks each connection on checkout, so a long-lived process (the command line,
+    the webhook receiver, tests) never sees a connection that died in a PostgreSQL restart. The
+    sending workers turn it off: it costs a round trip per transaction, two per message, and
+    they recover anyway (SQLAlchemy invalidates the whole pool on the first dead connection, the
+    engine retries records, the task retries runs)."""
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=60,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args={"connect_timeout": 10, "application_name": "campaign-continuity"},
     )

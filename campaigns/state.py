@@ -56,13 +56,14 @@ class CampaignStateManager(SessionVerbs, RecoveryVerbs):
         *,
         engine: Engine | None = None,
         settings: Settings | None = None,
+        pre_ping: bool = True,
     ) -> None:
         self.settings = settings or Settings.from_env()
         if engine is None:
             url = database_url or self.settings.database_url
             if url is None:
                 raise ConfigurationError("no database: pass database_url or set DATABASE_URL")
-            engine = create_db_engine(url, self.settings.db_pool_size)
+            engine = create_db_engine(url, self.settings.db_pool_size, pre_ping=pre_ping)
         self.engine = engine
 
     def dispose(self) -> None:

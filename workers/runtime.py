@@ -45,7 +45,8 @@ def get_runtime() -> Runtime:
 
 def _build() -> Runtime:
     settings = resolve_settings()
-    store = CampaignStateManager(settings=settings)
+    # no ping per checkout on the hot path: see campaigns.db.create_db_engine
+    store = CampaignStateManager(settings=settings, pre_ping=False)
     url = settings.pacing_redis_url
     if url is None:
         raise RuntimeError("pacing needs Redis: set REDIS_URL (the broker is not Redis)")
