@@ -86,6 +86,8 @@ class Settings:
     """Seconds one task run may send before it hands the rest of its batch to a continuation."""
     max_attempts: int = 3
     failure_streak_limit: int = 20
+    reconnect_settle: float = 5.0
+    """Seconds to wait after a session reconnects before sending again."""
     """Consecutive failed recipients after which a campaign pauses itself (0: never)."""
     resend_unknown: bool = False
     db_pool_size: int = 10
@@ -129,11 +131,16 @@ class Settings:
             task_time_budget=_positive(env, "TASK_TIME_BUDGET", 240.0),
             max_attempts=int(_positive(env, "MAX_ATTEMPTS", 3)),
             failure_streak_limit=_read(env, "FAILURE_STREAK_LIMIT", int, 20),
+            reconnect_settle=_read(env, "RECONNECT_SETTLE", float, 5.0),
             resend_unknown=_flag(env, "RESEND_UNKNOWN"),
             db_pool_size=int(_positive(env, "DB_POOL_SIZE", 10)),
             gateway_connect_timeout=_positive(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),
             gateway_read_timeout=_positive(env, "GATEWAY_READ_TIMEOUT", 20.0),
         )
+        if settings.reconnect_settle < 0:
+            raise ConfigurationError(
+                f"RECONNECT_SETTLE must not be negative, got {settings.reconnect_settle}"
+            )
         call = settings.gateway_connect_timeout + settings.gateway_read_timeout
         if settings.stall_timeout <= call:
             # a live task blocked in one gateway call must never look stalled, or the sweep

@@ -56,7 +56,8 @@ def _build() -> Runtime:
     pacer = SessionPacer(client)
     gateways = GatewayPool(store, settings)
     runner = BatchRunner(store, pacer, gateways, settings)
-    return Runtime(settings, store, pacer, gateways, runner, CampaignRecoveryManager(store))
+    recovery = CampaignRecoveryManager(store, settle_delay=settings.reconnect_settle)
+    return Runtime(settings, store, pacer, gateways, runner, recovery)
 
 
 def reset_runtime() -> None:

@@ -111,7 +111,7 @@ def recover(
     session is connected again."""
     waiting: list[dict[str, str]] = []
     with open_store() as store:
-        manager = CampaignRecoveryManager(store)
+        manager = CampaignRecoveryManager(store, settle_delay=store.settings.reconnect_settle)
         if campaign_id is not None:
             one = manager.recover_campaign(campaign_id, reason="an operator asked for it")
             recovered = [one] if one else []

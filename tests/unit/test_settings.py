@@ -27,6 +27,7 @@ def test_settings__defaults_match_the_original_design() -> None:
         ({"DEFAULT_REGION": "XX"}, "DEFAULT_REGION"),
         ({"STALL_TIMEOUT": "0"}, "STALL_TIMEOUT"),
         ({"RESEND_UNKNOWN": "maybe"}, "RESEND_UNKNOWN"),
+        ({"RECONNECT_SETTLE": "-1"}, "RECONNECT_SETTLE"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"CELERY_BROKER_URL": "sqs://x"}, "CELERY_BROKER_URL"),
         ({"STALL_TIMEOUT": "20", "GATEWAY_READ_TIMEOUT": "20"}, "STALL_TIMEOUT"),
