@@ -26,13 +26,12 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from campaigns import db
-from campaigns.embedded import EmbeddedRedis
 from campaigns.local import resolve_settings
+from campaigns.local.embedded import EmbeddedRedis
+from campaigns.local.stack import Child, LocalStack, wait_until
 from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
 from campaigns.settings import Settings
-from campaigns.stack import Child, LocalStack, wait_until
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager, db
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_TOKEN = "bench-sandbox-token"

@@ -85,7 +85,7 @@ def _engine_child(database_url: str, path: str, session: str, out: Any) -> None:
     """In a fresh process: create one campaign from the file; report seconds and peak RSS."""
     from campaigns.domain import RecipientStatus
     from campaigns.settings import Pacing, Settings
-    from campaigns.state import CampaignStateManager
+    from campaigns.store import CampaignStateManager
 
     store = CampaignStateManager(database_url, settings=Settings(db_pool_size=1))
     rss_before = _peak_rss_mb()
@@ -145,7 +145,7 @@ def _in_child(target: Any, *args: Any) -> dict[str, Any]:
 
 def run(bench: Bench) -> list[Row]:
     from campaigns.settings import Settings
-    from campaigns.state import CampaignStateManager
+    from campaigns.store import CampaignStateManager
 
     sizes = [2_000, 20_000] if bench.quick else [100_000, 1_000_000]
     database_url = bench.database("loading")

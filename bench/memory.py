@@ -9,8 +9,8 @@ import os
 import time
 
 from bench.harness import Bench, Client, Row, numbers, rss_mb
+from campaigns.local.stack import wait_until
 from campaigns.settings import Pacing
-from campaigns.stack import wait_until
 
 NAME = "memory"
 TARGET_GROWTH = 0.10

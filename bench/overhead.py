@@ -25,9 +25,9 @@ from bench.harness import (
     start_celery,
 )
 from bench.profile import Profiler
+from campaigns.local.stack import LocalStack, wait_until
 from campaigns.sandbox import SandboxRecord
 from campaigns.settings import Pacing
-from campaigns.stack import LocalStack, wait_until
 
 NAME = "overhead"
 TARGET_VS_BARE = 0.8

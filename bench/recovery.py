@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from bench.harness import FAST_ENV, SANDBOX_TOKEN, Bench, Client, Row, numbers, poll
 from campaigns.domain import CampaignStatus
+from campaigns.local.stack import LocalStack
 from campaigns.sandbox import SandboxControl, SandboxRecord
-from campaigns.stack import LocalStack
 
 NAME = "recovery"
 RECONNECT_TARGET_S = 10.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from bench.harness import SANDBOX_TOKEN, Bench, Client, MachineCpu, Row, numbers, rate
+from campaigns.local.stack import LocalStack
 from campaigns.settings import Pacing
-from campaigns.stack import LocalStack
 
 NAME = "scaling"
 WORKER_COUNTS = (1, 2, 4)

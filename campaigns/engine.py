@@ -32,7 +32,7 @@ from campaigns.gateways.base import (
 from campaigns.masking import mask_phone
 from campaigns.pacing import PacingCancelled, SessionPacer
 from campaigns.settings import Settings
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
 
 log = logging.getLogger("campaigns.engine")
 

@@ -23,7 +23,7 @@ from campaigns.gateways.base import (
     SessionHealth,
 )
 from campaigns.settings import Settings
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
 
 REFRESH_S = 60.0
 """How long a built gateway is reused before the session row is read again (an operator who

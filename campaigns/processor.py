@@ -17,7 +17,7 @@ from campaigns.domain import CampaignStatus
 from campaigns.errors import CampaignError, InvalidTransition
 from campaigns.numbers import Entry
 from campaigns.settings import Pacing
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
 
 log = logging.getLogger("campaigns.processor")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from campaigns.domain import Campaign
 from campaigns.errors import InvalidTransition
 from campaigns.processor import Enqueue, celery_enqueue
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
 
 log = logging.getLogger("campaigns.recovery")
 

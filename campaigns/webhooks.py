@@ -32,7 +32,7 @@ from typing import Any
 
 from campaigns.domain import SenderSession
 from campaigns.errors import StoreUnavailable
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
 
 log = logging.getLogger("campaigns.webhooks")
 

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from campaigns import db
 from campaigns.settings import Pacing, Settings
 from campaigns.state import CampaignStateManager
+from campaigns.store import db
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -40,7 +40,7 @@ def pg_server_url() -> Iterator[str]:
     if configured:
         yield make_url(configured).set(database="postgres").render_as_string(hide_password=False)
         return
-    from campaigns.embedded import EmbeddedPostgres
+    from campaigns.local.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(ROOT / ".data" / "test-postgres", durable=False)
     server.start()

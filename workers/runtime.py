@@ -17,7 +17,7 @@ from campaigns.local import resolve_settings
 from campaigns.pacing import SessionPacer
 from campaigns.recovery import CampaignRecoveryManager
 from campaigns.settings import Settings
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def get_runtime() -> Runtime:
 
 def _build() -> Runtime:
     settings = resolve_settings()
-    # no ping per checkout on the hot path: see campaigns.db.create_db_engine
+    # no ping per checkout on the hot path: see campaigns.store.db.create_db_engine
     store = CampaignStateManager(settings=settings, pre_ping=False)
     url = settings.pacing_redis_url
     if url is None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from campaigns.domain import Campaign, RecipientStatus, StatusSnapshot
 from campaigns.local import resolve_settings
 from campaigns.settings import Settings
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
 
 JSON_HELP = "Print machine-readable JSON on stdout instead of text."
 

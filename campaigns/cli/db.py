@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from campaigns import db as migrations
 from campaigns.cli.common import JSON_HELP, console, emit_json
 from campaigns.local import resolve_settings
+from campaigns.store import db as migrations
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 

@@ -29,18 +29,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from campaigns import db as migrations
 from campaigns.cli.app import EXIT_ERROR, EXIT_INTERRUPTED, app
 from campaigns.cli.common import duration, emit_json
 from campaigns.cli.watch import follow_with_progress
 from campaigns.domain import CampaignStatus, RecipientStatus, StatusSnapshot
 from campaigns.errors import CampaignError, InvalidTransition
 from campaigns.local import resolve_settings
+from campaigns.local.stack import LocalStack
 from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Pacing, Settings
-from campaigns.stack import LocalStack
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
+from campaigns.store import db as migrations
 
 SESSION = "demo-sandbox"
 TOKEN_ENV = "DEMO_SANDBOX_TOKEN"
@@ -127,7 +127,7 @@ def _uninterruptible() -> Iterator[None]:
 
 
 def _embedded_running(data_dir: Path) -> dict[str, bool]:
-    from campaigns.embedded import EmbeddedPostgres, EmbeddedRedis
+    from campaigns.local.embedded import EmbeddedPostgres, EmbeddedRedis
 
     return {
         "postgres": EmbeddedPostgres(data_dir / "postgres").is_running(),
@@ -136,7 +136,7 @@ def _embedded_running(data_dir: Path) -> dict[str, bool]:
 
 
 def _stop_embedded(data_dir: Path, names: list[str]) -> None:
-    from campaigns.embedded import EmbeddedPostgres, EmbeddedRedis
+    from campaigns.local.embedded import EmbeddedPostgres, EmbeddedRedis
 
     if "postgres" in names:
         EmbeddedPostgres(data_dir / "postgres").stop()
@@ -165,7 +165,7 @@ def _settings(out: Console, data_dir: Path, run: DemoRun) -> Settings:
         name for name in ("postgres", "redis") if after[name] and not before[name]
     ]
     if not configured:
-        from campaigns.embedded import EmbeddedPostgres
+        from campaigns.local.embedded import EmbeddedPostgres
 
         url = EmbeddedPostgres(data_dir / "postgres").create_database(DEMO_DATABASE)
         settings = dataclasses.replace(settings, database_url=url)

@@ -21,7 +21,7 @@ from campaigns.cli.common import (
     snapshot_data,
 )
 from campaigns.domain import CampaignStatus, RecipientStatus, StatusSnapshot
-from campaigns.state import CampaignStateManager
+from campaigns.store import CampaignStateManager
 
 
 class Follower:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.embedded import EmbeddedRedis
+from campaigns.local.embedded import EmbeddedRedis
+from campaigns.local.stack import LocalStack
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Settings
-from campaigns.stack import LocalStack
 from campaigns.state import CampaignStateManager
 from tests.conftest import ROOT
 

@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
-from campaigns import db
 from campaigns.cli import app
 from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.local.stack import LocalStack
 from campaigns.masking import mask_phone
 from campaigns.settings import Pacing, Settings
-from campaigns.stack import LocalStack
 from campaigns.state import CampaignStateManager
+from campaigns.store import db
 
 PACING = Pacing(batch_size=2, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 

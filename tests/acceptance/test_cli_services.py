@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.embedded import ensure_local_services
-from campaigns.stack import ROOT
+from campaigns.local.embedded import ensure_local_services
+from campaigns.local.stack import ROOT
 
 pytestmark = pytest.mark.slow
 

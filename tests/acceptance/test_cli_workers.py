@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from campaigns.domain import CampaignStatus, RecipientStatus
-from campaigns.embedded import free_port
+from campaigns.local.embedded import free_port
+from campaigns.local.stack import ROOT, LocalStack, wait_until
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Pacing
-from campaigns.stack import ROOT, LocalStack, wait_until
 from campaigns.state import CampaignStateManager
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
-from campaigns.stack import LocalStack, wait_until
 from campaigns.state import CampaignStateManager
 
 pytestmark = pytest.mark.slow

@@ -19,10 +19,10 @@ import pytest
 import requests
 
 from campaigns.domain import CampaignStatus
-from campaigns.embedded import free_port
+from campaigns.local.embedded import free_port
+from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
 from campaigns.sandbox import SandboxRecord
-from campaigns.stack import LocalStack, wait_until
 from campaigns.state import CampaignStateManager
 from tests.acceptance.conftest import SANDBOX_TOKEN
 from tests.conftest import ROOT

@@ -18,9 +18,9 @@ import pytest
 from kombu import Connection
 
 from campaigns.domain import CampaignStatus
+from campaigns.local.stack import Child, LocalStack, wait_until
 from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
 from campaigns.sandbox import SandboxRecord
-from campaigns.stack import Child, LocalStack, wait_until
 from campaigns.state import CampaignStateManager
 from tests.acceptance.conftest import SANDBOX_TOKEN
 from tests.conftest import require

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
-from campaigns.stack import LocalStack, wait_until
 from campaigns.state import CampaignStateManager
 from campaigns.webhooks import CeleryResume, WebhookReceiver, make_server
 

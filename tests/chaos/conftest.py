@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from campaigns.domain import CampaignStatus, RecipientStatus
-from campaigns.embedded import EmbeddedRedis
+from campaigns.local.embedded import EmbeddedRedis
+from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Pacing, Settings
-from campaigns.stack import LocalStack, wait_until
 from campaigns.state import CampaignStateManager
 from tests.acceptance.conftest import FAST_ENV, SANDBOX_TOKEN
 from tests.conftest import ROOT

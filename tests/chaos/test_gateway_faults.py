@@ -9,7 +9,7 @@ import time
 import pytest
 
 from campaigns.domain import CampaignStatus
-from campaigns.stack import wait_until
+from campaigns.local.stack import wait_until
 from tests.chaos.conftest import Chaos
 
 pytestmark = pytest.mark.chaos

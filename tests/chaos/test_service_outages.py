@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from campaigns import db
-from campaigns.embedded import EmbeddedPostgres, EmbeddedRedis
+from campaigns.local.embedded import EmbeddedPostgres, EmbeddedRedis
+from campaigns.local.stack import wait_until
 from campaigns.settings import Pacing
-from campaigns.stack import wait_until
+from campaigns.store import db
 from tests.chaos.conftest import STALL_TIMEOUT_S, SWEEP_INTERVAL_S, Chaos
 
 pytestmark = pytest.mark.chaos

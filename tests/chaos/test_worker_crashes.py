@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.local.stack import wait_until
 from campaigns.settings import Pacing
-from campaigns.stack import wait_until
 from tests.chaos.conftest import CHAOS_PACING, Chaos
 
 pytestmark = pytest.mark.chaos

@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 import redis
 
-from campaigns.embedded import (
+from campaigns.local.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServerError,
@@ -155,7 +155,7 @@ def test_postgres_left_running_by_another_process_is_adopted(tmp_path: Path) -> 
     data_dir = tmp_path / "pg"
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from campaigns.embedded import EmbeddedPostgres
+        from campaigns.local.embedded import EmbeddedPostgres
         server = EmbeddedPostgres(Path({str(data_dir)!r}), durable=False)
         server.start()
         print(server.port)
@@ -334,7 +334,7 @@ def test_two_processes_ensuring_services_at_once_share_one_set(tmp_path: Path) -
     script = textwrap.dedent(f"""
         import json
         from pathlib import Path
-        from campaigns.embedded import ensure_local_services
+        from campaigns.local.embedded import ensure_local_services
         s = ensure_local_services(Path({str(tmp_path)!r}), {{}})
         print(json.dumps([s.database_url, s.redis_url, sorted(s.started)]))
     """)

@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from campaigns import db
 from campaigns.domain import CampaignStatus, RecipientStatus
-from campaigns.models import Base
+from campaigns.store import db
+from campaigns.store.models import Base
 
 
 def test_migrations__models_and_migrated_schema_have_no_difference(empty_database_url: str) -> None:

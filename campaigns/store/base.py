@@ -1,6 +1,6 @@
 """The store's shared base: its engine and settings, and reading one campaign. The verbs live
-in :mod:`campaigns.state` (creation, the engine's verbs, status changes),
-:mod:`campaigns.store_sessions` and :mod:`campaigns.store_recovery`."""
+in :mod:`campaigns.store.manager` (creation, the engine's verbs, status changes),
+:mod:`campaigns.store.sessions` and :mod:`campaigns.store.recovery`."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from campaigns.db import translate_errors
 from campaigns.domain import (
     Campaign,
     RecipientStatus,
 )
 from campaigns.errors import CampaignNotFound
 from campaigns.settings import Settings
+from campaigns.store.db import translate_errors
 
 # The settled statuses that batch details and state counters count, and their column stems.
 COUNTED_STATUSES = {

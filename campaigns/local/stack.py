@@ -19,9 +19,9 @@ from pathlib import Path
 
 import requests
 
-from campaigns.embedded import free_port
+from campaigns.local.embedded import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

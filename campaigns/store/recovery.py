@@ -10,8 +10,6 @@ from typing import Any
 
 from sqlalchemy import text
 
-from campaigns import queries
-from campaigns.db import translate_errors
 from campaigns.domain import (
     Campaign,
     RecipientStatus,
@@ -20,7 +18,9 @@ from campaigns.errors import (
     InvalidInput,
     InvalidTransition,
 )
-from campaigns.store_base import COUNTED_STATUSES, StoreBase, counts_by_status
+from campaigns.store import queries
+from campaigns.store.base import COUNTED_STATUSES, StoreBase, counts_by_status
+from campaigns.store.db import translate_errors
 
 log = logging.getLogger(__name__)
 

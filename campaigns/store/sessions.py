@@ -8,7 +8,6 @@ import logging
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from campaigns.db import translate_errors
 from campaigns.domain import SenderSession
 from campaigns.errors import (
     InvalidInput,
@@ -16,9 +15,10 @@ from campaigns.errors import (
     SessionInUse,
     UnknownSession,
 )
-from campaigns.models import SessionRow
 from campaigns.session_config import validate_session_options
-from campaigns.store_base import StoreBase
+from campaigns.store.base import StoreBase
+from campaigns.store.db import translate_errors
+from campaigns.store.models import SessionRow
 
 log = logging.getLogger(__name__)
 
