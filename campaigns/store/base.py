@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from campaigns.domain import (
     Campaign,
@@ -15,6 +15,7 @@ from campaigns.domain import (
 )
 from campaigns.errors import CampaignNotFound
 from campaigns.settings import Settings
+from campaigns.store import queries
 from campaigns.store.db import translate_errors
 
 # The settled statuses that batch details and state counters count, and their column stems.
@@ -43,7 +44,7 @@ class StoreBase:
         """The campaign; :class:`CampaignNotFound` if there is none."""
         with translate_errors(), self.engine.connect() as conn:
             row = conn.execute(
-                text("SELECT * FROM campaign_batch_state WHERE id = :id"), {"id": campaign_id}
+                queries.GET_CAMPAIGN, {"id": campaign_id}
             ).first()
         if row is None:
             raise CampaignNotFound(campaign_id=campaign_id)

@@ -1,4 +1,4 @@
-"""Named SQL of the store, each with a one-line description.
+"""Every SQL statement the store runs, named, each with a one-line description.
 
 The locking rules live here, next to the data: the claim locks the campaign row (the fence) and
 skips recipients another worker holds; ``finish_batch`` locks the campaign row; takeover is one
@@ -253,4 +253,157 @@ FROM (
     ) ranked WHERE n > 1
 ) later
 WHERE r.campaign_id = :campaign_id AND r.position = later.position
+""")
+
+# One campaign's state row.
+GET_CAMPAIGN = text("""
+SELECT * FROM campaign_batch_state WHERE id = :id
+""")
+
+# Nested loops off for the duplicate marking of a bulk load (see create_campaign).
+NESTLOOP_OFF = text("""
+SET LOCAL enable_nestloop = off
+""")
+
+# ...and back on.
+NESTLOOP_ON = text("""
+SET LOCAL enable_nestloop = on
+""")
+
+# A new campaign's totals, once its ledger is loaded.
+SET_TOTALS = text("""
+UPDATE campaign_batch_state
+SET total_numbers = :total, total_batches = :batches, current_batch = 1
+WHERE id = :id
+""")
+
+# Campaigns, newest first, optionally of one status and one session.
+LIST_CAMPAIGNS = text("""
+SELECT *
+FROM campaign_batch_state
+WHERE (CAST(:status AS campaign_status) IS NULL OR status = :status)
+  AND (CAST(:session AS text) IS NULL OR session_name = :session)
+ORDER BY id DESC
+LIMIT :limit
+""")
+
+# How many batches of a campaign have their details row.
+COUNT_BATCHES_DONE = text("""
+SELECT count(*) FROM campaign_batch_details WHERE campaign_id = :id
+""")
+
+# The latest recipient error of a campaign (for status displays).
+LAST_ERROR = text("""
+SELECT error_message
+FROM campaign_recipients
+WHERE campaign_id = :id
+  AND error_message IS NOT NULL
+ORDER BY updated_at DESC NULLS LAST
+LIMIT 1
+""")
+
+# Ledger rows of a campaign in input order, optionally of one status.
+LIST_RECIPIENTS = text("""
+SELECT position, batch_number, phone, raw, variables, status, attempts, gateway_message_id,
+       error_code, error_message, claimed_at, finished_at
+FROM campaign_recipients
+WHERE campaign_id = :id
+  AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
+ORDER BY position
+LIMIT :limit
+""")
+
+# Interrupted campaigns, optionally of one session, oldest first.
+FIND_INTERRUPTED = text("""
+SELECT *
+FROM campaign_batch_state
+WHERE status = 'interrupted'
+  AND (CAST(:session AS text) IS NULL OR session_name = :session)
+ORDER BY id
+""")
+
+# Delete one finished campaign (its details and ledger cascade).
+DELETE_ONE_FINISHED = text("""
+DELETE
+FROM campaign_batch_state
+WHERE id = :id
+  AND status IN ('completed', 'failed', 'cancelled')
+RETURNING id
+""")
+
+# Input position of a campaign's first recipient still to send.
+FIRST_PENDING_POSITION = text("""
+SELECT min(position)
+FROM campaign_recipients
+WHERE campaign_id = :id
+  AND status IN ('pending', 'sending')
+""")
+
+# Scheduled campaigns whose start time has come.
+FIND_DUE_SCHEDULED = text("""
+SELECT *
+FROM campaign_batch_state
+WHERE status = 'scheduled'
+  AND next_batch_at <= now()
+ORDER BY id
+""")
+
+# Sessions that have interrupted campaigns waiting for them.
+SESSIONS_WITH_INTERRUPTED = text("""
+SELECT DISTINCT session_name
+FROM campaign_batch_state
+WHERE status = 'interrupted'
+ORDER BY session_name
+""")
+
+# Ledger rows of a campaign (invariant 1).
+COUNT_LEDGER_ROWS = text("""
+SELECT count(*) FROM campaign_recipients WHERE campaign_id = :id
+""")
+
+# One more recipient failed in a row.
+BUMP_FAILURE_STREAK = text("""
+UPDATE campaign_batch_state
+SET failure_streak = failure_streak + 1
+WHERE id = :id
+RETURNING failure_streak
+""")
+
+# A recipient was sent: the failure streak is over.
+RESET_FAILURE_STREAK = text("""
+UPDATE campaign_batch_state SET failure_streak = 0 WHERE id = :id
+""")
+
+# Fail the still-pending recipients of a batch that kept failing.
+FAIL_OPEN_RECIPIENTS = text("""
+UPDATE campaign_recipients
+SET status = 'failed', error_code = 'batch', error_message = :error,
+    finished_at = now(), updated_at = now()
+WHERE campaign_id = :id
+  AND batch_number = :batch
+  AND status = 'pending'
+""")
+
+# Unfinished campaigns of a session (a session in use is not removed).
+COUNT_UNFINISHED_OF_SESSION = text("""
+SELECT count(*)
+FROM campaign_batch_state
+WHERE session_name = :name
+  AND status NOT IN ('completed', 'failed', 'cancelled')
+""")
+
+# Store the result of a session's health check.
+RECORD_SESSION_CHECK = text("""
+UPDATE campaign_sessions
+SET connection_status = :status, last_error = :error, last_checked_at = now()
+WHERE name = :name
+""")
+
+# A new run token for a running campaign (an operator's resume restarts its chain).
+RESTART_RUN = text("""
+UPDATE campaign_batch_state
+SET run_token = :token, heartbeat_at = now(), updated_at = now()
+WHERE id = :id
+  AND status = 'running'
+RETURNING id
 """)

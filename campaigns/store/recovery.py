@@ -8,8 +8,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import text
-
 from campaigns.domain import (
     Campaign,
     RecipientStatus,
@@ -32,11 +30,7 @@ class RecoveryVerbs(StoreBase):
         """Interrupted campaigns of a session (of every session when None), oldest first."""
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(
-                text(
-                    "SELECT * FROM campaign_batch_state WHERE status = 'interrupted'"
-                    " AND (CAST(:session AS text) IS NULL OR session_name = :session)"
-                    " ORDER BY id"
-                ),
+                queries.FIND_INTERRUPTED,
                 {"session": session},
             ).all()
         return [Campaign.from_row(r._mapping) for r in rows]
@@ -79,10 +73,7 @@ class RecoveryVerbs(StoreBase):
         and ledger. :class:`InvalidTransition` for a campaign that could still send."""
         with translate_errors(), self.engine.begin() as conn:
             row = conn.execute(
-                text(
-                    "DELETE FROM campaign_batch_state WHERE id = :id"
-                    " AND status IN ('completed', 'failed', 'cancelled') RETURNING id"
-                ),
+                queries.DELETE_ONE_FINISHED,
                 {"id": campaign_id},
             ).first()
         if row is None:
@@ -96,10 +87,7 @@ class RecoveryVerbs(StoreBase):
         """Input position of the first recipient still to send (for recovery logs)."""
         with translate_errors(), self.engine.connect() as conn:
             return conn.execute(
-                text(
-                    "SELECT min(position) FROM campaign_recipients WHERE campaign_id = :id"
-                    " AND status IN ('pending', 'sending')"
-                ),
+                queries.FIRST_PENDING_POSITION,
                 {"id": campaign_id},
             ).scalar()
 
@@ -107,10 +95,7 @@ class RecoveryVerbs(StoreBase):
         """Scheduled campaigns whose start time has come."""
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(
-                text(
-                    "SELECT * FROM campaign_batch_state WHERE status = 'scheduled'"
-                    " AND next_batch_at <= now() ORDER BY id"
-                )
+                queries.FIND_DUE_SCHEDULED
             ).all()
         return [Campaign.from_row(r._mapping) for r in rows]
 
@@ -118,10 +103,7 @@ class RecoveryVerbs(StoreBase):
         """Names of sessions that have interrupted campaigns waiting for them."""
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(
-                text(
-                    "SELECT DISTINCT session_name FROM campaign_batch_state"
-                    " WHERE status = 'interrupted' ORDER BY session_name"
-                )
+                queries.SESSIONS_WITH_INTERRUPTED
             ).all()
         return [r[0] for r in rows]
 
@@ -197,7 +179,7 @@ class RecoveryVerbs(StoreBase):
             )
             sums = conn.execute(queries.DETAILS_SUMS, {"campaign_id": campaign_id}).one()
             rows = conn.execute(
-                text("SELECT count(*) FROM campaign_recipients WHERE campaign_id = :id"),
+                queries.COUNT_LEDGER_ROWS,
                 {"id": campaign_id},
             ).scalar_one()
         state = {

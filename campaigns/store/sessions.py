@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from campaigns.domain import SenderSession
@@ -16,6 +16,7 @@ from campaigns.errors import (
     UnknownSession,
 )
 from campaigns.session_config import validate_session_options
+from campaigns.store import queries
 from campaigns.store.base import StoreBase
 from campaigns.store.db import translate_errors
 from campaigns.store.models import SessionRow
@@ -80,10 +81,7 @@ class SessionVerbs(StoreBase):
         """Remove a session that has no unfinished campaign."""
         with translate_errors(), self.engine.begin() as conn:
             busy = conn.execute(
-                text(
-                    "SELECT count(*) FROM campaign_batch_state WHERE session_name = :name"
-                    " AND status NOT IN ('completed', 'failed', 'cancelled')"
-                ),
+                queries.COUNT_UNFINISHED_OF_SESSION,
                 {"name": name},
             ).scalar_one()
             if busy:
@@ -96,9 +94,6 @@ class SessionVerbs(StoreBase):
         """Store the result of a health check of the session."""
         with translate_errors(), self.engine.begin() as conn:
             conn.execute(
-                text(
-                    "UPDATE campaign_sessions SET connection_status = :status,"
-                    " last_error = :error, last_checked_at = now() WHERE name = :name"
-                ),
+                queries.RECORD_SESSION_CHECK,
                 {"name": name, "status": status, "error": error},
             )

@@ -1,0 +1,205 @@
+"""Store verbs of the sending loop: claim a recipient, record or release its claim, heartbeat,
+finish a batch, and the failure streak. Each is one statement or one short transaction, fenced
+by the caller's run token."""
+
+from __future__ import annotations
+
+from campaigns.domain import BatchResult, ClaimedRecipient, RecipientStatus
+from campaigns.errors import InvalidTransition
+from campaigns.store import queries
+from campaigns.store.base import COUNTED_STATUSES, StoreBase, counts_by_status
+from campaigns.store.db import translate_errors
+
+
+class SendingVerbs(StoreBase):
+    """What a batch task run asks of the store, message by message."""
+
+    def claim_recipient(
+        self, campaign_id: int, batch_number: int, run_token: str
+    ) -> ClaimedRecipient | None:
+        """Claim the next pending recipient of a batch (pending → sending), if the caller
+        still holds the campaign's fence. None when the batch has nothing left to claim or
+        the fence was lost (check :meth:`heartbeat` to tell which)."""
+        with translate_errors(), self.engine.begin() as conn:
+            row = conn.execute(
+                queries.CLAIM_NEXT,
+                {"campaign_id": campaign_id, "batch_number": batch_number, "run_token": run_token},
+            ).first()
+        if row is None:
+            return None
+        return ClaimedRecipient(
+            campaign_id=campaign_id,
+            position=row.position,
+            batch_number=row.batch_number,
+            phone=row.phone,
+            variables=row.variables,
+            attempt=row.attempts,
+        )
+
+    def record_outcome(
+        self,
+        claim: ClaimedRecipient,
+        status: RecipientStatus,
+        *,
+        message_id: str | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        """Record the outcome of a claim's gateway call (sent, failed or unknown). False if
+        the claim is no longer held (recovery marked it unknown meanwhile)."""
+        if status not in (RecipientStatus.SENT, RecipientStatus.FAILED, RecipientStatus.UNKNOWN):
+            raise ValueError(f"a claim ends sent, failed or unknown, not {status}")
+        with translate_errors(), self.engine.begin() as conn:
+            count = conn.execute(
+                queries.RECORD_OUTCOME,
+                {
+                    "campaign_id": claim.campaign_id,
+                    "position": claim.position,
+                    "attempt": claim.attempt,
+                    "status": status.value,
+                    "message_id": message_id,
+                    "error_code": error_code,
+                    "error_message": error_message,
+                },
+            ).rowcount
+        return bool(count)
+
+    def release_claim(
+        self,
+        claim: ClaimedRecipient,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        counts_as_attempt: bool = True,
+    ) -> bool:
+        """Give a claim back (sending → pending): nothing was sent. A release that is no
+        fault of the recipient (throttled, session down, cancelled) does not use up one of its
+        MAX_ATTEMPTS tries: ``counts_as_attempt=False`` gives the attempt back."""
+        with translate_errors(), self.engine.begin() as conn:
+            count = conn.execute(
+                queries.RELEASE_CLAIM,
+                {
+                    "campaign_id": claim.campaign_id,
+                    "position": claim.position,
+                    "attempt": claim.attempt,
+                    "error_code": error_code,
+                    "error_message": error_message,
+                    "give_back": 0 if counts_as_attempt else 1,
+                },
+            ).rowcount
+        return bool(count)
+
+    def heartbeat(self, campaign_id: int, run_token: str) -> bool:
+        """Stamp the heartbeat; False means the caller lost the fence and must stop."""
+        with translate_errors(), self.engine.begin() as conn:
+            row = conn.execute(
+                queries.HEARTBEAT, {"campaign_id": campaign_id, "run_token": run_token}
+            ).first()
+        return row is not None
+
+    def finish_batch(
+        self,
+        campaign_id: int,
+        batch_number: int,
+        run_token: str,
+        *,
+        delay: float = 0.0,
+        error_message: str | None = None,
+    ) -> BatchResult | None:
+        """Write the batch's details row and advance the state counters, in one transaction.
+
+        The next batch is derived from the ledger; when there is none the campaign becomes
+        ``completed``. ``delay`` seconds go into ``next_batch_at``. Idempotent: finishing a
+        batch twice counts it once. None if the caller lost the fence.
+        """
+        params = {"campaign_id": campaign_id, "batch_number": batch_number}
+        with translate_errors(), self.engine.begin() as conn:
+            state = conn.execute(
+                queries.LOCK_FENCED, {"campaign_id": campaign_id, "run_token": run_token}
+            ).first()
+            if state is None:
+                return None
+            counts = counts_by_status(conn.execute(queries.BATCH_COUNTS, params))
+            still_open = counts.get(RecipientStatus.PENDING, 0) + counts.get(
+                RecipientStatus.SENDING, 0
+            )
+            if still_open:
+                raise InvalidTransition(
+                    "the batch still has recipients to send",
+                    campaign_id=campaign_id,
+                    batch_number=batch_number,
+                    open=still_open,
+                )
+            tally = {name: counts.get(status, 0) for status, name in COUNTED_STATUSES.items()}
+            inserted = conn.execute(
+                queries.INSERT_BATCH_DETAILS,
+                {
+                    **params,
+                    **tally,
+                    "success": error_message is None,
+                    "error_message": error_message,
+                },
+            ).first()
+            next_batch = conn.execute(
+                queries.NEXT_UNFINISHED_BATCH,
+                {"campaign_id": campaign_id, "total_batches": state.total_batches},
+            ).scalar()
+            completed = next_batch is None
+            if inserted is not None:
+                conn.execute(
+                    queries.ADVANCE_STATE,
+                    {
+                        "campaign_id": campaign_id,
+                        "processed": sum(tally.values()),
+                        **tally,
+                        "current_batch": state.total_batches if completed else next_batch,
+                        "completed": completed,
+                        "delay": float(delay),
+                    },
+                )
+        return BatchResult(
+            campaign_id=campaign_id,
+            batch_number=batch_number,
+            counts=counts,
+            next_batch=next_batch,
+            completed=completed,
+        )
+
+    def bump_failure_streak(self, campaign_id: int) -> int:
+        """One more recipient failed in a row; returns the streak."""
+        with translate_errors(), self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    queries.BUMP_FAILURE_STREAK,
+                    {"id": campaign_id},
+                ).scalar_one()
+            )
+
+    def reset_failure_streak(self, campaign_id: int) -> None:
+        """A recipient was sent: the failure streak is over."""
+        with translate_errors(), self.engine.begin() as conn:
+            conn.execute(
+                queries.RESET_FAILURE_STREAK,
+                {"id": campaign_id},
+            )
+
+    def fail_open_recipients(
+        self, campaign_id: int, batch_number: int, run_token: str, error: str
+    ) -> int:
+        """Mark the still-pending recipients of a batch failed with ``error`` (a batch that
+        kept failing): the chain goes on with the next batch."""
+        with translate_errors(), self.engine.begin() as conn:
+            if (
+                conn.execute(
+                    queries.HEARTBEAT, {"campaign_id": campaign_id, "run_token": run_token}
+                ).first()
+                is None
+            ):
+                return 0
+            return int(
+                conn.execute(
+                    queries.FAIL_OPEN_RECIPIENTS,
+                    {"id": campaign_id, "batch": batch_number, "error": error[:2000]},
+                ).rowcount
+            )
+

@@ -1,0 +1,93 @@
+"""Store verbs that change a campaign's status: the transitions of ``domain.TRANSITIONS``,
+pause, cancel, and starting a new run under a fresh token."""
+
+from __future__ import annotations
+
+import uuid
+
+from campaigns.domain import CampaignStatus, sources_of
+from campaigns.errors import InvalidTransition
+from campaigns.store import queries
+from campaigns.store.base import StoreBase
+from campaigns.store.db import translate_errors
+
+
+class StatusVerbs(StoreBase):
+    """Moving campaigns between statuses, always through the transition table."""
+
+    def transition(
+        self,
+        campaign_id: int,
+        target: CampaignStatus,
+        *,
+        reason: str | None = None,
+        run_token: str | None = None,
+        new_token: str | None = None,
+    ) -> bool:
+        """Move a campaign to ``target`` if its status allows it (and, with ``run_token``, if
+        the caller holds the fence). False when the guard did not match."""
+        sources = sorted(s.value for s in sources_of(target))
+        with translate_errors(), self.engine.begin() as conn:
+            row = conn.execute(
+                queries.TRANSITION,
+                {
+                    "campaign_id": campaign_id,
+                    "target": target.value,
+                    "sources": "{" + ",".join(sources) + "}",
+                    "set_reason": reason is not None or target is CampaignStatus.RUNNING,
+                    "reason": reason,
+                    "new_token": new_token,
+                    "finished": target.finished,
+                    "check_token": run_token is not None,
+                    "run_token": run_token,
+                },
+            ).first()
+        return row is not None
+
+    def _transition_or_raise(
+        self, campaign_id: int, target: CampaignStatus, reason: str | None = None
+    ) -> None:
+        if not self.transition(campaign_id, target, reason=reason):
+            current = self.get_campaign(campaign_id).status
+            raise InvalidTransition(
+                f"campaign {campaign_id} is {current.value}; it cannot become {target.value}"
+            )
+
+    def mark_interrupted(self, campaign_id: int, reason: str, run_token: str | None = None) -> bool:
+        """Interrupt a running campaign with a reason (session down, error threshold)."""
+        return self.transition(
+            campaign_id, CampaignStatus.INTERRUPTED, reason=reason, run_token=run_token
+        )
+
+    def pause(self, campaign_id: int, reason: str = "paused by operator") -> None:
+        """Pause: the running task stops before its next message."""
+        self._transition_or_raise(campaign_id, CampaignStatus.PAUSED, reason)
+
+    def cancel(self, campaign_id: int, reason: str = "cancelled by operator") -> None:
+        """Cancel for good: nothing more is sent."""
+        self._transition_or_raise(campaign_id, CampaignStatus.CANCELLED, reason)
+
+    def start_run(self, campaign_id: int) -> str:
+        """Put a paused, interrupted or scheduled campaign back to running under a new run
+        token, which fences off any task of an earlier chain. Returns the token."""
+        token = str(uuid.uuid4())
+        if not self.transition(campaign_id, CampaignStatus.RUNNING, new_token=token):
+            current = self.get_campaign(campaign_id).status
+            raise InvalidTransition(
+                f"campaign {campaign_id} is {current.value}; only a paused, interrupted or "
+                "scheduled campaign can be resumed"
+            )
+        return token
+
+    def restart_run(self, campaign_id: int) -> str:
+        """Give a running campaign a new run token whatever its heartbeat (operator resume):
+        the old chain stops before its next message. Returns the token."""
+        token = str(uuid.uuid4())
+        with translate_errors(), self.engine.begin() as conn:
+            row = conn.execute(
+                queries.RESTART_RUN,
+                {"id": campaign_id, "token": token},
+            ).first()
+        if row is None:
+            raise InvalidTransition(f"campaign {campaign_id} is not running")
+        return token
