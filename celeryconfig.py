@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from campaigns import dispatch
 from campaigns.local import resolve_settings
 from workers.limits import compute_limits
 
@@ -42,16 +43,6 @@ worker_concurrency = _limits.concurrency
 broker_transport_options = {
     "visibility_timeout": _limits.visibility_timeout,
     "max_retries": 5,
-    # A warning per campaign running longer than STUCK_HOURS (the original design's query).
-    "stuck-report": {
-        "task": "campaigns.report_stuck",
-        "schedule": float(os.environ.get("STUCK_REPORT_INTERVAL", "3600")),
-    },
-    # Completed campaigns older than CLEANUP_DAYS go, with their details and ledger.
-    "cleanup": {
-        "task": "campaigns.cleanup",
-        "schedule": float(os.environ.get("CLEANUP_INTERVAL", "86400")),
-    },
 }
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # a broker restart must never stop the worker for good
@@ -63,7 +54,7 @@ task_time_limit = _limits.hard_time_limit
 task_serializer = "json"
 accept_content = ["json"]
 # One queue per deployment (CAMPAIGNS_QUEUE) so several deployments can share a broker.
-task_default_queue = os.environ.get("CAMPAIGNS_QUEUE", "campaigns")
+task_default_queue = dispatch.queue_name()
 worker_send_task_events = True  # Flower shows tasks live
 task_send_sent_event = True
 worker_hijack_root_logger = False
@@ -73,22 +64,22 @@ beat_schedule = {
     # Resume campaigns whose chain died (heartbeat and next-batch time stale), start scheduled
     # campaigns that are due.
     "recovery-sweep": {
-        "task": "campaigns.sweep",
+        "task": dispatch.SWEEP,
         "schedule": _settings.sweep_interval,
     },
     # Ask each session with interrupted campaigns whether it is connected again.
     "session-watcher": {
-        "task": "campaigns.watch_sessions",
+        "task": dispatch.WATCH_SESSIONS,
         "schedule": _limits.session_watch_interval,
     },
     # A warning per campaign running longer than STUCK_HOURS (the original design's query).
     "stuck-report": {
-        "task": "campaigns.report_stuck",
-        "schedule": float(os.environ.get("STUCK_REPORT_INTERVAL", "3600")),
+        "task": dispatch.REPORT_STUCK,
+        "schedule": _settings.stuck_report_interval,
     },
     # Completed campaigns older than CLEANUP_DAYS go, with their details and ledger.
     "cleanup": {
-        "task": "campaigns.cleanup",
-        "schedule": float(os.environ.get("CLEANUP_INTERVAL", "86400")),
+        "task": dispatch.CLEANUP,
+        "schedule": _settings.cleanup_interval,
     },
 }

@@ -26,10 +26,11 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from campaigns.dispatch import TaskSender
 from campaigns.local import resolve_settings
-from campaigns.local.embedded import EmbeddedRedis
+from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import Child, LocalStack, wait_until
-from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
+from campaigns.processor import CampaignBatchProcessor
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager, db
 
@@ -237,7 +238,7 @@ class Client:
         self.store = CampaignStateManager(
             env["DATABASE_URL"], settings=Settings.from_env({**env, "DB_POOL_SIZE": "4"})
         )
-        self.enqueuer = BrokerEnqueuer(env["CELERY_BROKER_URL"], env["CAMPAIGNS_QUEUE"])
+        self.enqueuer = TaskSender.for_broker(env["CELERY_BROKER_URL"], env["CAMPAIGNS_QUEUE"])
 
     def processor(self, **pacing: Any) -> CampaignBatchProcessor:
         values = {

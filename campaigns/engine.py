@@ -54,7 +54,6 @@ class RunEnd(enum.StrEnum):
     COMPLETED = "completed"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
-    RETRY = "retry"
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,3 @@ class InvalidTransition(CampaignError):
 
 class StoreUnavailable(CampaignError):
     """PostgreSQL cannot be reached."""
-
-
-class GatewayError(CampaignError):
-    """The gateway could not be used."""

@@ -8,58 +8,20 @@ the workers, and can always be re-derived from PostgreSQL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from campaigns.dispatch import Enqueue, configured_enqueue
 from campaigns.domain import CampaignStatus
-from campaigns.errors import CampaignError, InvalidTransition
+from campaigns.errors import CampaignError
 from campaigns.numbers import Entry
+from campaigns.recovery import CampaignRecoveryManager
 from campaigns.settings import Pacing
 from campaigns.store import CampaignStateManager
 
 log = logging.getLogger("campaigns.processor")
-
-Enqueue = Callable[[int, int, str, float], None]
-"""(campaign_id, batch_number, run_token, countdown seconds) → puts a send_batch task on the
-broker."""
-
-
-def celery_enqueue(campaign_id: int, batch_number: int, run_token: str, countdown: float) -> None:
-    """Enqueue ``send_batch`` on the Celery app configured by ``celeryconfig``."""
-    from workers.tasks import enqueue_batch
-
-    enqueue_batch(campaign_id, batch_number, run_token, countdown)
-
-
-class BrokerEnqueuer:
-    """Enqueues ``campaigns.send_batch`` by name on a given broker and queue, without
-    importing the workers' configuration (for applications that only create campaigns)."""
-
-    def __init__(self, broker_url: str, queue: str = "campaigns") -> None:
-        from campaigns.celery_client import client_app
-
-        self.queue = queue
-        self.app = client_app(broker_url, "campaigns-client")
-
-    def __call__(
-        self, campaign_id: int, batch_number: int, run_token: str, countdown: float
-    ) -> None:
-        self.app.send_task(
-            "campaigns.send_batch",
-            kwargs={
-                "campaign_id": campaign_id,
-                "batch_number": batch_number,
-                "run_token": run_token,
-            },
-            countdown=max(countdown, 0.0),
-            queue=self.queue,
-        )
-
-    def close(self) -> None:
-        self.app.close()
-
 
 class CampaignBatchProcessor:
     """Creates campaigns and hands their batches to the workers.
@@ -85,7 +47,7 @@ class CampaignBatchProcessor:
             batch_delay_min=batch_delay_min,
             batch_delay_max=batch_delay_max,
         ).validate()
-        self._enqueue = enqueue or celery_enqueue
+        self._enqueue = enqueue or configured_enqueue
         self._state: CampaignStateManager | None = None
 
     def set_state_manager(self, state_manager: CampaignStateManager) -> None:
@@ -127,24 +89,12 @@ class CampaignBatchProcessor:
     def resume_campaign(self, campaign_id: int) -> int:
         """Resume a paused, interrupted or scheduled campaign — or restart the chain of a
         running one — from the first batch that still has work. Any task of an earlier chain
-        is fenced off by the new run token. Returns the batch it resumes from."""
-        campaign = self.state.get_campaign(campaign_id)
-        if campaign.status is CampaignStatus.RUNNING:
-            token = self.state.restart_run(campaign_id)
-        else:
-            token = self.state.start_run(campaign_id)
-        batch = self.state.first_open_batch(campaign_id)
-        if batch is None:
-            raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
-        log.info(
-            "campaign %s on %s: resuming from batch %s/%s",
-            campaign_id,
-            campaign.session_name,
-            batch,
-            campaign.total_batches,
-        )
-        self._start(campaign_id, batch, token)
-        return batch
+        is fenced off by the new run token. Returns the batch it resumes from.
+
+        The operator's resume: the same path as ``campaigns resume`` and
+        :meth:`CampaignRecoveryManager.recover_campaign`."""
+        recovery = CampaignRecoveryManager(self.state, enqueue=self._enqueue)
+        return recovery.recover_campaign(campaign_id, reason="an operator asked").batch_number
 
     def _start(self, campaign_id: int, batch: int, token: str) -> None:
         try:

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from campaigns.domain import Campaign
+from campaigns.dispatch import Enqueue, configured_enqueue
+from campaigns.domain import RESUMABLE_BY_OPERATOR, Campaign, CampaignStatus
 from campaigns.errors import InvalidTransition
-from campaigns.processor import Enqueue, celery_enqueue
 from campaigns.store import CampaignStateManager
 
 log = logging.getLogger("campaigns.recovery")
@@ -48,7 +48,7 @@ class CampaignRecoveryManager:
         settle_delay: float = RECONNECT_SETTLE_S,
     ) -> None:
         self.state = state_manager
-        self._enqueue = enqueue or celery_enqueue
+        self._enqueue = enqueue or configured_enqueue
         self.settle_delay = settle_delay
 
     def check_for_interrupted_campaigns(self, session: str | None = None) -> list[Campaign]:
@@ -62,19 +62,31 @@ class CampaignRecoveryManager:
         *,
         reason: str = "an operator asked",
         delay: float = 0.0,
-    ) -> Recovery | None:
-        """Resume one interrupted, paused or scheduled campaign (or restart a running one's
-        chain) from the first batch with work. None when there is nothing to resume."""
+        only_from: frozenset[CampaignStatus] = RESUMABLE_BY_OPERATOR,
+    ) -> Recovery:
+        """The one resume path: put an interrupted, paused or scheduled campaign back to
+        running (or restart a running one's chain) from the first batch with work, under a new
+        run token that fences off any task of an earlier chain. The operator's resume takes
+        every resumable status; automatic triggers pass a narrower ``only_from`` (the guard is
+        in the UPDATE, so a pause that lands meanwhile is never undone).
+        :class:`InvalidTransition` when it is finished or has nothing left to send."""
         campaign = self.state.get_campaign(campaign_id)
         if session is not None and campaign.session_name != session:
             raise InvalidTransition(
                 f"campaign {campaign_id} belongs to session {campaign.session_name}, not {session}"
             )
-        if campaign.status.value == "running":
+        if not campaign.status.finished and self.state.first_open_batch(campaign_id) is None:
+            # checked before the token swap: a campaign made running with nothing to enqueue
+            # would look stalled to every sweep after it
+            raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
+        if campaign.status is CampaignStatus.RUNNING and CampaignStatus.RUNNING in only_from:
             token = self.state.restart_run(campaign_id)
         else:
-            token = self.state.start_run(campaign_id)
-        return self._launch(campaign, token, reason, delay)
+            token = self.state.start_run(campaign_id, only_from=only_from)
+        recovery = self._launch(campaign, token, reason, delay)
+        if recovery is None:
+            raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
+        return recovery
 
     def sweep(self) -> list[Recovery]:
         """Take over every stalled running campaign and start every due scheduled one."""
@@ -97,9 +109,9 @@ class CampaignRecoveryManager:
                 recovered.append(result)
         for campaign in self.state.find_due_scheduled():
             try:
-                token = self.state.start_run(campaign.id)
+                token = self.state.start_run(campaign.id, only_from={CampaignStatus.SCHEDULED})
             except InvalidTransition:
-                continue
+                continue  # paused, cancelled or started meanwhile
             result = self._launch(campaign, token, "its scheduled start time came", 0.0)
             if result:
                 recovered.append(result)
@@ -109,13 +121,17 @@ class CampaignRecoveryManager:
         """A session is connected again: resume its interrupted campaigns after the settle
         delay."""
         resumed = []
-        for campaign in self.state.find_interrupted_campaigns(session):
+        for campaign in self.check_for_interrupted_campaigns(session):
             try:
                 result = self.recover_campaign(
-                    campaign.id, session, reason=reason, delay=self.settle_delay
+                    campaign.id,
+                    session,
+                    reason=reason,
+                    delay=self.settle_delay,
+                    only_from=frozenset({CampaignStatus.INTERRUPTED}),
                 )
             except InvalidTransition:
-                continue  # resumed by another watcher meanwhile
+                continue  # resumed by another watcher, or paused or cancelled, meanwhile
             if result:
                 resumed.append(result)
         return resumed

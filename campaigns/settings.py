@@ -93,6 +93,12 @@ class Settings:
     db_pool_size: int = 10
     gateway_connect_timeout: float = 5.0
     gateway_read_timeout: float = 20.0
+    stuck_hours: float = 24.0
+    """Beat warns about campaigns running longer than this (the original design's report)."""
+    stuck_report_interval: float = 3600.0
+    cleanup_days: float = 30.0
+    """Beat deletes completed campaigns finished longer ago than this, with their ledger."""
+    cleanup_interval: float = 86_400.0
 
     @property
     def pacing_redis_url(self) -> str | None:
@@ -136,6 +142,10 @@ class Settings:
             db_pool_size=int(_positive(env, "DB_POOL_SIZE", 10)),
             gateway_connect_timeout=_positive(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),
             gateway_read_timeout=_positive(env, "GATEWAY_READ_TIMEOUT", 20.0),
+            stuck_hours=_positive(env, "STUCK_HOURS", 24.0),
+            stuck_report_interval=_positive(env, "STUCK_REPORT_INTERVAL", 3600.0),
+            cleanup_days=_positive(env, "CLEANUP_DAYS", 30.0),
+            cleanup_interval=_positive(env, "CLEANUP_INTERVAL", 86_400.0),
         )
         if settings.reconnect_settle < 0:
             raise ConfigurationError(

@@ -7,8 +7,9 @@
 
 The gateway's session name is mapped to ours: WAHA's ``session`` is our session's option
 ``session`` (or its name), Evolution's ``instance`` our option ``instance``. On a reconnect of a
-known session the receiver enqueues ``campaigns.resume_session(session, reason)``; the recovery
-manager applies the settle delay, so the receiver answers at once. Unknown sessions and events
+known session the receiver enqueues ``campaigns.resume_session(session, reason)`` by name
+(:mod:`campaigns.dispatch`); the recovery manager applies the settle delay, so the receiver
+answers at once. Unknown sessions and events
 that say nothing about connectivity are answered 200 and ignored: gateways retry non-2xx
 answers, and retrying an event we do not care about helps nobody. A store or broker outage is
 answered 503, so the gateway does retry that one.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from campaigns.dispatch import TaskSender, queue_name
 from campaigns.domain import SenderSession
 from campaigns.errors import StoreUnavailable
 from campaigns.store import CampaignStateManager
@@ -179,28 +181,6 @@ class WebhookReceiver:
         return Answer(200, {"resumed": resumed})
 
 
-class CeleryResume:
-    """Enqueues ``campaigns.resume_session`` by name on a broker and queue, without importing
-    the workers' configuration."""
-
-    def __init__(self, broker_url: str, queue: str = "campaigns") -> None:
-        from campaigns.celery_client import client_app
-
-        self.queue = queue
-        self.app = client_app(broker_url, "campaigns-webhooks")
-
-    def __call__(self, session: str, reason: str) -> None:
-        self.app.send_task(
-            "campaigns.resume_session",
-            kwargs={"session": session, "reason": reason},
-            queue=self.queue,
-        )
-
-    def close(self) -> None:
-        """Release the broker connection."""
-        self.app.close()
-
-
 def make_server(host: str, port: int, receiver: WebhookReceiver) -> ThreadingHTTPServer:
     """An HTTP server (one thread per request) that hands every POST to ``receiver``."""
 
@@ -255,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = resolve_settings()
     assert settings.broker_url is not None  # resolve_settings fills every URL
     store = CampaignStateManager(settings=settings)
-    resume = CeleryResume(settings.broker_url, os.environ.get("CAMPAIGNS_QUEUE", "campaigns"))
-    receiver = WebhookReceiver(store, resume, hmac_key=os.environ.get(HMAC_KEY_ENV))
+    resume = TaskSender.for_broker(settings.broker_url, queue_name(), "campaigns-webhooks")
+    receiver = WebhookReceiver(store, resume.resume_session, hmac_key=os.environ.get(HMAC_KEY_ENV))
     server = make_server(args.host, args.port, receiver)
     # SIGTERM (systemd, docker stop) ends serve_forever from another thread, as it must
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -58,13 +58,3 @@ def _build() -> Runtime:
     runner = BatchRunner(store, pacer, gateways, settings)
     recovery = CampaignRecoveryManager(store, settle_delay=settings.reconnect_settle)
     return Runtime(settings, store, pacer, gateways, runner, recovery)
-
-
-def reset_runtime() -> None:
-    """Forget the runtime (tests)."""
-    global _runtime
-    with _lock:
-        if _runtime is not None:
-            _runtime.store.dispose()
-            _runtime.gateways.close()
-        _runtime = None

@@ -8,11 +8,13 @@ token ever goes into a task.
 from __future__ import annotations
 
 import logging
-import os
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
 
+from campaigns import dispatch
+from campaigns.dispatch import TaskSender
 from campaigns.engine import RunEnd
 from campaigns.errors import StoreUnavailable
 from campaigns.gateway_pool import gateway_for
@@ -28,15 +30,16 @@ goes on with the next batch (a failing batch never ends the campaign)."""
 UNAVAILABLE_RETRY_S = 10.0
 
 
+# the worker's own app and queue: the continuation of a chain goes where its worker listens
+_sender = TaskSender(app, app.conf.task_default_queue)
+
+
 def enqueue_batch(campaign_id: int, batch_number: int, run_token: str, countdown: float) -> None:
     """Put one ``send_batch`` on the broker."""
-    send_batch.apply_async(
-        kwargs={"campaign_id": campaign_id, "batch_number": batch_number, "run_token": run_token},
-        countdown=max(countdown, 0.0),
-    )
+    _sender.send_batch(campaign_id, batch_number, run_token, countdown)
 
 
-@app.task(name="campaigns.send_batch", bind=True, max_retries=None, acks_late=True)
+@app.task(name=dispatch.SEND_BATCH, bind=True, max_retries=None, acks_late=True)
 def send_batch(self: Task[Any, Any], campaign_id: int, batch_number: int, run_token: str) -> str:
     """Send one batch of one campaign (or the next slice of it, within the time budget)."""
     runtime = get_runtime()
@@ -81,13 +84,13 @@ def _failing_batch(
     return "failed batch"
 
 
-@app.task(name="campaigns.sweep")
+@app.task(name=dispatch.SWEEP)
 def sweep() -> int:
     """Resume stalled campaigns and start due scheduled ones."""
     return len(get_runtime().recovery.sweep())
 
 
-@app.task(name="campaigns.watch_sessions")
+@app.task(name=dispatch.WATCH_SESSIONS)
 def watch_sessions() -> int:
     """Resume interrupted campaigns of sessions that are connected again."""
     runtime = get_runtime()
@@ -105,19 +108,17 @@ def watch_sessions() -> int:
     return len(runtime.recovery.watch_sessions(is_connected))
 
 
-@app.task(name="campaigns.resume_session")
+@app.task(name=dispatch.RESUME_SESSION)
 def resume_session(session: str, reason: str) -> int:
     """A webhook said the session reconnected: resume its interrupted campaigns."""
     return len(get_runtime().recovery.resume_session(session, reason))
 
 
-@app.task(name="campaigns.report_stuck")
+@app.task(name=dispatch.REPORT_STUCK)
 def report_stuck() -> int:
     """Log a warning per campaign running for longer than STUCK_HOURS (default 24)."""
-    from datetime import timedelta
-
     runtime = get_runtime()
-    hours = float(os.environ.get("STUCK_HOURS", "24"))
+    hours = runtime.settings.stuck_hours
     stuck = runtime.store.find_stuck_campaigns(timedelta(hours=hours))
     for campaign in stuck:
         log.warning(
@@ -135,11 +136,12 @@ def report_stuck() -> int:
     return len(stuck)
 
 
-@app.task(name="campaigns.cleanup")
+@app.task(name=dispatch.CLEANUP)
 def cleanup() -> int:
     """Delete completed campaigns older than CLEANUP_DAYS (default 30), with their ledger."""
-    days = float(os.environ.get("CLEANUP_DAYS", "30"))
-    removed = get_runtime().store.cleanup_finished(days)
+    runtime = get_runtime()
+    days = runtime.settings.cleanup_days
+    removed = runtime.store.cleanup_finished(days)
     if removed:
         log.info("cleanup: removed %s completed campaigns older than %.0f days", removed, days)
     return removed

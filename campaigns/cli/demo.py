@@ -32,11 +32,12 @@ from rich.table import Table
 from campaigns.cli.app import EXIT_ERROR, EXIT_INTERRUPTED, app
 from campaigns.cli.common import duration, emit_json
 from campaigns.cli.watch import follow_with_progress
+from campaigns.dispatch import TaskSender
 from campaigns.domain import CampaignStatus, RecipientStatus, StatusSnapshot
 from campaigns.errors import CampaignError, InvalidTransition
 from campaigns.local import resolve_settings
 from campaigns.local.stack import LocalStack
-from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
+from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Pacing, Settings
 from campaigns.store import CampaignStateManager
@@ -127,8 +128,8 @@ def _uninterruptible() -> Iterator[None]:
 
 
 def _embedded_running(data_dir: Path) -> dict[str, bool]:
-    from campaigns.local.embedded import EmbeddedPostgres, EmbeddedRedis
-
+    from campaigns.local.postgres import EmbeddedPostgres
+    from campaigns.local.redis import EmbeddedRedis
     return {
         "postgres": EmbeddedPostgres(data_dir / "postgres").is_running(),
         "redis": EmbeddedRedis(data_dir / "redis").is_running(),
@@ -136,8 +137,8 @@ def _embedded_running(data_dir: Path) -> dict[str, bool]:
 
 
 def _stop_embedded(data_dir: Path, names: list[str]) -> None:
-    from campaigns.local.embedded import EmbeddedPostgres, EmbeddedRedis
-
+    from campaigns.local.postgres import EmbeddedPostgres
+    from campaigns.local.redis import EmbeddedRedis
     if "postgres" in names:
         EmbeddedPostgres(data_dir / "postgres").stop()
     if "redis" in names:
@@ -165,8 +166,7 @@ def _settings(out: Console, data_dir: Path, run: DemoRun) -> Settings:
         name for name in ("postgres", "redis") if after[name] and not before[name]
     ]
     if not configured:
-        from campaigns.local.embedded import EmbeddedPostgres
-
+        from campaigns.local.postgres import EmbeddedPostgres
         url = EmbeddedPostgres(data_dir / "postgres").create_database(DEMO_DATABASE)
         settings = dataclasses.replace(settings, database_url=url)
     out.print(
@@ -303,7 +303,7 @@ class Demo:
         self.run = DemoRun()
         self.store: CampaignStateManager | None = None
         self.stack: LocalStack | None = None
-        self.enqueuer: BrokerEnqueuer | None = None
+        self.enqueuer: TaskSender | None = None
 
     def say(self, text: str) -> None:
         self.out.print(text, markup=False, highlight=False)
@@ -331,7 +331,7 @@ class Demo:
 
         numbers_file = run_dir / "numbers.txt"
         numbers_file.write_text("\n".join(generate_numbers(self.numbers)) + "\n", "utf-8")
-        self.enqueuer = BrokerEnqueuer(settings.broker_url, env["CAMPAIGNS_QUEUE"])
+        self.enqueuer = TaskSender.for_broker(settings.broker_url, env["CAMPAIGNS_QUEUE"])
         processor = CampaignBatchProcessor(**dataclasses.asdict(PACING), enqueue=self.enqueuer)
         processor.set_state_manager(store)
         started = time.monotonic()

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from campaigns.dispatch import TaskSender
 from campaigns.domain import CampaignStatus, RecipientStatus
 from campaigns.local.stack import LocalStack, wait_until
-from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
+from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.state import CampaignStateManager
 
@@ -18,14 +19,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def enqueuer(stack_env: dict[str, str]) -> Iterator[BrokerEnqueuer]:
-    enqueue = BrokerEnqueuer(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
+def enqueuer(stack_env: dict[str, str]) -> Iterator[TaskSender]:
+    enqueue = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
     yield enqueue
     enqueue.close()
 
 
 def processor(
-    store: CampaignStateManager, enqueuer: BrokerEnqueuer, **pacing: Any
+    store: CampaignStateManager, enqueuer: TaskSender, **pacing: Any
 ) -> CampaignBatchProcessor:
     values = {"batch_size": 300, "min_interval": 0, "max_interval": 0, "batch_delay_min": 0,
               "batch_delay_max": 0.2, **pacing}
@@ -56,7 +57,7 @@ def numbers(count: int, start: int = 0) -> list[str]:
 
 def test_campaign_of_2000_numbers__every_valid_number_delivered_exactly_once(
     stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
-    record: SandboxRecord, enqueuer: BrokerEnqueuer,
+    record: SandboxRecord, enqueuer: TaskSender,
 ) -> None:
     session = add_session(e2e_store, sandbox_url)
     entries = numbers(1990) + numbers(5) + ["not a number"] * 5  # 5 repeats, 5 invalid
@@ -82,7 +83,7 @@ def test_campaign_of_2000_numbers__every_valid_number_delivered_exactly_once(
 
 def test_three_campaigns_on_one_session_with_two_workers__gap_never_below_min_interval(
     stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
-    record: SandboxRecord, enqueuer: BrokerEnqueuer,
+    record: SandboxRecord, enqueuer: TaskSender,
 ) -> None:
     session = add_session(e2e_store, sandbox_url)
     stack.start_worker(concurrency=4)
@@ -103,7 +104,7 @@ def test_three_campaigns_on_one_session_with_two_workers__gap_never_below_min_in
 
 def test_batch_delays__fall_inside_their_range(
     stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
-    record: SandboxRecord, enqueuer: BrokerEnqueuer,
+    record: SandboxRecord, enqueuer: TaskSender,
 ) -> None:
     session = add_session(e2e_store, sandbox_url)
     stack.start_worker(concurrency=2)
@@ -119,7 +120,7 @@ def test_batch_delays__fall_inside_their_range(
 
 def test_throttling__delays_but_fails_nobody(
     stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
-    sandbox: SandboxControl, record: SandboxRecord, enqueuer: BrokerEnqueuer,
+    sandbox: SandboxControl, record: SandboxRecord, enqueuer: TaskSender,
 ) -> None:
     session = add_session(e2e_store, sandbox_url, "meta", gateway="cloud-api")
     sandbox.throttle(count=4)
@@ -135,7 +136,7 @@ def test_throttling__delays_but_fails_nobody(
 
 def test_permanent_failure__is_recorded_and_the_campaign_goes_on(
     stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
-    sandbox: SandboxControl, record: SandboxRecord, enqueuer: BrokerEnqueuer,
+    sandbox: SandboxControl, record: SandboxRecord, enqueuer: TaskSender,
 ) -> None:
     session = add_session(e2e_store, sandbox_url, "evo", gateway="evolution")
     listed = numbers(6)
@@ -158,7 +159,7 @@ def test_permanent_failure__is_recorded_and_the_campaign_goes_on(
 @pytest.mark.parametrize("gateway", ["cloud-api", "waha", "evolution"])
 def test_each_gateway_dialect__sends_through_the_sandbox(
     gateway: str, stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
-    record: SandboxRecord, enqueuer: BrokerEnqueuer,
+    record: SandboxRecord, enqueuer: TaskSender,
 ) -> None:
     session = add_session(e2e_store, sandbox_url, f"s-{gateway}", gateway=gateway)
     stack.start_worker(concurrency=2)
@@ -178,7 +179,7 @@ def test_each_gateway_dialect__sends_through_the_sandbox(
 
 def test_error_threshold__a_campaign_failing_in_a_row_pauses_itself_with_the_reason(
     stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
-    sandbox: SandboxControl, record: SandboxRecord, enqueuer: BrokerEnqueuer,
+    sandbox: SandboxControl, record: SandboxRecord, enqueuer: TaskSender,
 ) -> None:
     session = add_session(e2e_store, sandbox_url, "evo", gateway="evolution")
     listed = numbers(10)

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import requests
 
+from campaigns.dispatch import TaskSender
 from campaigns.domain import CampaignStatus
-from campaigns.local.embedded import free_port
+from campaigns.local.processes import free_port
 from campaigns.local.stack import LocalStack, wait_until
-from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
+from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxRecord
 from campaigns.state import CampaignStateManager
 from tests.acceptance.conftest import SANDBOX_TOKEN
@@ -80,7 +81,7 @@ def test_flower__shows_batch_tasks_by_campaign_and_batch__and_no_recipient_data(
     wait_until(lambda: 'worker="flowerworker@' in flower.get("/metrics").text, 60,
                "Flower to see the worker's events")
     listed = [f"+5511{920000000 + i}" for i in range(9)]
-    enqueue = BrokerEnqueuer(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
+    enqueue = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
     try:
         processor = CampaignBatchProcessor(
             batch_size=3, min_interval=0, max_interval=0, batch_delay_min=0,

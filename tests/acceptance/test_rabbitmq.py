@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+from campaigns.dispatch import TaskSender
 from campaigns.domain import CampaignStatus
 from campaigns.local.stack import Child, LocalStack, wait_until
-from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
+from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxRecord
 from campaigns.state import CampaignStateManager
 from tests.acceptance.conftest import SANDBOX_TOKEN
@@ -85,7 +86,7 @@ def test_campaign_over_rabbitmq__every_valid_number_delivered_exactly_once(
     worker = rabbit_stack.start_worker(concurrency=4)
     assert "amqp://" in worker.log()
     entries = numbers(60) + numbers(3) + ["not a number"] * 2  # 3 repeats, 2 invalid
-    enqueue = BrokerEnqueuer(rabbit_env["CELERY_BROKER_URL"], rabbit_env["CAMPAIGNS_QUEUE"])
+    enqueue = TaskSender.for_broker(rabbit_env["CELERY_BROKER_URL"], rabbit_env["CAMPAIGNS_QUEUE"])
     try:
         processor = CampaignBatchProcessor(
             batch_size=20, min_interval=0, max_interval=0, batch_delay_min=0,

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from campaigns.dispatch import TaskSender
 from campaigns.domain import CampaignStatus, RecipientStatus
 from campaigns.local.stack import LocalStack, wait_until
-from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
+from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.state import CampaignStateManager
-from campaigns.webhooks import CeleryResume, WebhookReceiver, make_server
+from campaigns.webhooks import WebhookReceiver, make_server
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +25,8 @@ HMAC_KEY = "e2e-webhook-key"
 
 
 @pytest.fixture
-def enqueuer(stack_env: dict[str, str]) -> Iterator[BrokerEnqueuer]:
-    enqueue = BrokerEnqueuer(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
+def enqueuer(stack_env: dict[str, str]) -> Iterator[TaskSender]:
+    enqueue = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
     yield enqueue
     enqueue.close()
 
@@ -33,8 +34,9 @@ def enqueuer(stack_env: dict[str, str]) -> Iterator[BrokerEnqueuer]:
 @pytest.fixture
 def webhook_url(e2e_store: CampaignStateManager, stack_env: dict[str, str]) -> Iterator[str]:
     """The webhook receiver, enqueueing on the stack's broker and queue, with a WAHA key."""
-    resume = CeleryResume(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
-    server = make_server("127.0.0.1", 0, WebhookReceiver(e2e_store, resume, hmac_key=HMAC_KEY))
+    resume = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
+    receiver = WebhookReceiver(e2e_store, resume.resume_session, hmac_key=HMAC_KEY)
+    server = make_server("127.0.0.1", 0, receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -45,7 +47,7 @@ def webhook_url(e2e_store: CampaignStateManager, stack_env: dict[str, str]) -> I
         resume.close()
 
 
-def start(store: CampaignStateManager, enqueuer: BrokerEnqueuer, session: str, count: int) -> int:
+def start(store: CampaignStateManager, enqueuer: TaskSender, session: str, count: int) -> int:
     p = CampaignBatchProcessor(10, 0.05, 0.1, 0.1, 0.2, enqueue=enqueuer)
     p.set_state_manager(store)
     return p.process_large_campaign_array(
@@ -65,7 +67,7 @@ def test_reconnect_pushed_by_the_gateway_webhook__resumes_the_campaign_without_b
     sandbox_url: str,
     sandbox: SandboxControl,
     record: SandboxRecord,
-    enqueuer: BrokerEnqueuer,
+    enqueuer: TaskSender,
     webhook_url: str,
 ) -> None:
     session = f"wh-{dialect}"
@@ -109,7 +111,7 @@ def test_worker_restarted_after_a_crash__resumes_the_dead_chain_without_beat(
     e2e_store: CampaignStateManager,
     sandbox_url: str,
     record: SandboxRecord,
-    enqueuer: BrokerEnqueuer,
+    enqueuer: TaskSender,
 ) -> None:
     e2e_store.add_session("sales", "waha", sandbox_url, token_env="SANDBOX_TOKEN")
     worker = stack.start_worker(concurrency=2).name
@@ -135,7 +137,7 @@ def test_read_timeout__is_unknown_by_default_and_resent_under_resend_unknown(
     sandbox_url: str,
     sandbox: SandboxControl,
     record: SandboxRecord,
-    enqueuer: BrokerEnqueuer,
+    enqueuer: TaskSender,
 ) -> None:
     e2e_store.add_session("sales", "waha", sandbox_url, token_env="SANDBOX_TOKEN")
     # accepted, then the answer is held past GATEWAY_READ_TIMEOUT (3 s): ambiguous

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from campaigns.dispatch import TaskSender
 from campaigns.domain import CampaignStatus, RecipientStatus
-from campaigns.local.embedded import EmbeddedRedis
+from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import LocalStack, wait_until
-from campaigns.processor import BrokerEnqueuer, CampaignBatchProcessor
+from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Pacing, Settings
 from campaigns.state import CampaignStateManager
@@ -89,7 +90,7 @@ class Chaos:
     store: CampaignStateManager
     sandbox: SandboxControl
     record: SandboxRecord
-    enqueuer: BrokerEnqueuer
+    enqueuer: TaskSender
     result: ScenarioResult
     rng: random.Random = field(default_factory=lambda: random.Random(4))
 
@@ -208,7 +209,7 @@ def chaos_factory(
     chaos_redis: EmbeddedRedis, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Chaos]]:
     """Builds the scenario's world on a given database (the test's, or a private server's)."""
-    built: list[tuple[LocalStack, CampaignStateManager, SandboxControl, BrokerEnqueuer]] = []
+    built: list[tuple[LocalStack, CampaignStateManager, SandboxControl, TaskSender]] = []
 
     def build(database_url: str, **extra_env: str) -> Chaos:
         if not chaos_redis.is_running():
@@ -230,7 +231,7 @@ def chaos_factory(
         assert stack.sandbox_url
         store = CampaignStateManager(database_url, settings=Settings.from_env(env))
         control = SandboxControl(stack.sandbox_url)
-        enqueuer = BrokerEnqueuer(url, env["CAMPAIGNS_QUEUE"])
+        enqueuer = TaskSender.for_broker(url, env["CAMPAIGNS_QUEUE"])
         built.append((stack, store, control, enqueuer))
         result = ScenarioResult(request.node.name.removeprefix("test_"))
         RESULTS.append(result)

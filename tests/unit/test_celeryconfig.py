@@ -25,3 +25,17 @@ def test_settings_that_prevent_losses__are_in_force() -> None:
     assert conf.worker_pool == "threads"
     assert conf.task_soft_time_limit < conf.task_time_limit
     assert conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
+
+
+def test_transport_options__hold_only_transport_settings() -> None:
+    # the stuck-report and cleanup beat entries were once pasted in here, where kombu ignores
+    # them; beat must find them in beat_schedule only
+    options = celeryconfig.broker_transport_options
+    assert set(options) == {"visibility_timeout", "max_retries"}
+    assert {"stuck-report", "cleanup"} <= set(celeryconfig.beat_schedule)
+
+
+def test_every_task_name_the_domain_sends__is_registered_by_the_workers() -> None:
+    from campaigns import dispatch
+
+    assert set(dispatch.TASK_NAMES) <= set(app.tasks)

@@ -49,3 +49,14 @@ def test_settings__pacing_redis_defaults_to_a_redis_broker_only() -> None:
         ).pacing_redis_url
         == "redis://r/1"
     )
+
+
+@pytest.mark.parametrize(
+    "variable", ["STUCK_HOURS", "STUCK_REPORT_INTERVAL", "CLEANUP_DAYS", "CLEANUP_INTERVAL"]
+)
+def test_housekeeping_variables__are_checked_when_the_settings_load(variable: str) -> None:
+    # they used to be parsed by the beat tasks themselves, so a typo failed only at 3 a.m.
+    with pytest.raises(ConfigurationError, match=variable):
+        Settings.from_env({variable: "soon"})
+    with pytest.raises(ConfigurationError, match=variable):
+        Settings.from_env({variable: "0"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.celery_client import client_app
+from campaigns.dispatch import client_app
 
 
 def test_client_app__explicit_broker_beats_the_environment(
