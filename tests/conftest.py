@@ -40,7 +40,7 @@ def pg_server_url() -> Iterator[str]:
     if configured:
         yield make_url(configured).set(database="postgres").render_as_string(hide_password=False)
         return
-    from campaigns.local.embedded import EmbeddedPostgres
+    from campaigns.local.postgres import EmbeddedPostgres
 
     server = EmbeddedPostgres(ROOT / ".data" / "test-postgres", durable=False)
     server.start()

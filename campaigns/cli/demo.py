@@ -130,6 +130,7 @@ def _uninterruptible() -> Iterator[None]:
 def _embedded_running(data_dir: Path) -> dict[str, bool]:
     from campaigns.local.postgres import EmbeddedPostgres
     from campaigns.local.redis import EmbeddedRedis
+
     return {
         "postgres": EmbeddedPostgres(data_dir / "postgres").is_running(),
         "redis": EmbeddedRedis(data_dir / "redis").is_running(),
@@ -139,6 +140,7 @@ def _embedded_running(data_dir: Path) -> dict[str, bool]:
 def _stop_embedded(data_dir: Path, names: list[str]) -> None:
     from campaigns.local.postgres import EmbeddedPostgres
     from campaigns.local.redis import EmbeddedRedis
+
     if "postgres" in names:
         EmbeddedPostgres(data_dir / "postgres").stop()
     if "redis" in names:
@@ -167,6 +169,7 @@ def _settings(out: Console, data_dir: Path, run: DemoRun) -> Settings:
     ]
     if not configured:
         from campaigns.local.postgres import EmbeddedPostgres
+
         url = EmbeddedPostgres(data_dir / "postgres").create_database(DEMO_DATABASE)
         settings = dataclasses.replace(settings, database_url=url)
     out.print(

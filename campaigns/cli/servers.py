@@ -79,7 +79,8 @@ def webhooks(
 @services_app.command("status")
 def services_status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Show whether the embedded servers of the data folder run, and their URLs."""
-    from campaigns.local.embedded import EmbeddedPostgres, EmbeddedRedis
+    from campaigns.local.postgres import EmbeddedPostgres
+    from campaigns.local.redis import EmbeddedRedis
 
     data_dir = Settings.from_env().data_dir.absolute()
     postgres, redis = EmbeddedPostgres(data_dir / "postgres"), EmbeddedRedis(data_dir / "redis")
@@ -108,7 +109,8 @@ def services_status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP
 def services_stop(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Stop the embedded PostgreSQL and Redis of the data folder (the next command that needs
     them starts them again). Servers given by URL are never touched."""
-    from campaigns.local.embedded import EmbeddedPostgres, EmbeddedRedis
+    from campaigns.local.postgres import EmbeddedPostgres
+    from campaigns.local.redis import EmbeddedRedis
 
     data_dir = Settings.from_env().data_dir.absolute()
     postgres, redis = EmbeddedPostgres(data_dir / "postgres"), EmbeddedRedis(data_dir / "redis")

@@ -16,7 +16,7 @@ def resolve_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings.from_env(env)
     if settings.database_url and settings.broker_url and settings.pacing_redis_url:
         return settings
-    from campaigns.local.embedded import ensure_local_services
+    from campaigns.local.services import ensure_local_services
 
     services = ensure_local_services(settings.data_dir, env)
     return dataclasses.replace(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from campaigns.local.embedded import free_port
+from campaigns.local.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

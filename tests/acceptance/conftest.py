@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.local.embedded import EmbeddedRedis
+from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import LocalStack
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Settings

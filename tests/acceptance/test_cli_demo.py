@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.local.embedded import EmbeddedRedis
+from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import ROOT, wait_until
 from campaigns.sandbox import SandboxRecord
 from campaigns.state import CampaignStateManager
@@ -181,7 +181,7 @@ def test_demo__sigint_mid_run_stops_every_child_and_exits_130(
 def test_demo_on_a_fresh_machine__starts_embedded_servers_and_stops_them_afterwards(
     tmp_path: Path,
 ) -> None:
-    from campaigns.local.embedded import EmbeddedPostgres
+    from campaigns.local.postgres import EmbeddedPostgres
 
     data = tmp_path / "fresh"
     marker = uuid.uuid4().hex

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.local.embedded import ensure_local_services
+from campaigns.local.services import ensure_local_services
 from campaigns.local.stack import ROOT
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from campaigns.domain import CampaignStatus, RecipientStatus
-from campaigns.local.embedded import free_port
+from campaigns.local.processes import free_port
 from campaigns.local.stack import ROOT, LocalStack, wait_until
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Pacing

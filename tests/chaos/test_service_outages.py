@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.local.embedded import EmbeddedPostgres, EmbeddedRedis
+from campaigns.local.postgres import EmbeddedPostgres
+from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import wait_until
 from campaigns.settings import Pacing
 from campaigns.store import db

@@ -19,13 +19,10 @@ import psycopg2
 import pytest
 import redis
 
-from campaigns.local.embedded import (
-    EmbeddedPostgres,
-    EmbeddedRedis,
-    EmbeddedServerError,
-    ensure_local_services,
-    free_port,
-)
+from campaigns.local.postgres import EmbeddedPostgres
+from campaigns.local.processes import EmbeddedServerError, free_port
+from campaigns.local.redis import EmbeddedRedis
+from campaigns.local.services import ensure_local_services
 
 CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[2]
@@ -155,7 +152,7 @@ def test_postgres_left_running_by_another_process_is_adopted(tmp_path: Path) -> 
     data_dir = tmp_path / "pg"
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from campaigns.local.embedded import EmbeddedPostgres
+        from campaigns.local.postgres import EmbeddedPostgres
         server = EmbeddedPostgres(Path({str(data_dir)!r}), durable=False)
         server.start()
         print(server.port)
@@ -334,7 +331,7 @@ def test_two_processes_ensuring_services_at_once_share_one_set(tmp_path: Path) -
     script = textwrap.dedent(f"""
         import json
         from pathlib import Path
-        from campaigns.local.embedded import ensure_local_services
+        from campaigns.local.services import ensure_local_services
         s = ensure_local_services(Path({str(tmp_path)!r}), {{}})
         print(json.dumps([s.database_url, s.redis_url, sorted(s.started)]))
     """)

@@ -24,7 +24,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from campaigns.constants import PACING_STATE_TTL_S, PACING_STOP_POLL_S
-from campaigns.local.embedded import EmbeddedRedis, EmbeddedServerError
+from campaigns.local.processes import EmbeddedServerError
+from campaigns.local.redis import EmbeddedRedis
 from campaigns.pacing import PacingCancelled, PacingUnavailable, SessionPacer
 
 CI = os.environ.get("CI", "").lower() == "true"
