@@ -32,6 +32,20 @@ THROTTLE_TITLES = {
     131057: "Account in maintenance mode",
 }
 _THROTTLE_SUBCODES = {130429: 2494055}
+# Titles of the refusals tests inject (§1.5); any other code gets a generic title.
+REFUSAL_TITLES = {
+    0: "AuthException",
+    10: "Permission denied",
+    200: "Permission error",
+    368: "Temporarily blocked for policies violations",
+    130497: "Business account is restricted from messaging users in this country",
+    131031: "Account has been locked",
+    131042: "Business eligibility payment issue",
+    131045: "Incorrect certificate",
+    132001: "Template does not exist",
+    132015: "Template is Paused",
+    132016: "Template is Disabled",
+}
 
 
 def cloud_error(
@@ -202,6 +216,10 @@ def _fault_answer(decision: Decision) -> Response | None:
             subcode=_THROTTLE_SUBCODES.get(code),
             headers=headers,
         )
+    if decision.refuse is not None:
+        code = int(decision.refuse["code"])
+        title = REFUSAL_TITLES.get(code, "Request refused")
+        return cloud_error(400, code, title, f"{title} (sandbox: refused with code {code}).")
     if decision.fail is not None:
         status = int(decision.fail["http_status"])
         code = int(decision.fail["cloud_code"])

@@ -73,6 +73,15 @@ class SandboxControl:
             "share": share, "session": session, "seconds": seconds, "count": count,
             "http_status": http_status, "cloud_code": cloud_code})
 
+    def refuse(self, code: int, *, numbers: Iterable[str] | None = None,
+               session: str | None = None, seconds: float | None = None,
+               count: int | None = None) -> Any:
+        """Answer sends with the gateway's own error ``code`` (a WhatsApp refusal: template
+        not approved, timelock, payment...), only for ``numbers`` when given."""
+        return self._call("POST", "refuse", {
+            "code": code, "numbers": list(numbers or []), "session": session,
+            "seconds": seconds, "count": count})
+
     def slow(self, delay: float, *, session: str | None = None, seconds: float | None = None,
              count: int | None = None) -> Any:
         """Hold every dialect answer ``delay`` seconds (client read timeouts)."""

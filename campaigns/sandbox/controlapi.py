@@ -8,6 +8,8 @@
                            http_status?=429, retry_after?}``
 ``POST fail``              ``{share?=1.0, session?, seconds?, count?, http_status?=500,
                            cloud_code?=131000}``
+``POST refuse``            ``{code, numbers?, session?, seconds?, count?}`` (answer sends with
+                           the gateway's own error ``code``, see below)
 ``POST slow``              ``{delay, session?, seconds?, count?}``
 ``POST reject``            ``{numbers: [...], session?}``
 ``POST hang``              ``{hold, count?=1, session?}`` (accept, record, then hold the answer)
@@ -24,6 +26,12 @@
 Every verb takes and returns JSON. Fault verbs accept ``session`` (omit it for a global fault)
 and a lifetime: ``seconds`` (a deadline), ``count`` (the next K matching requests), or neither
 (until reset). The control API needs no key: it is a rehearsal tool on a trusted host.
+
+``refuse`` plays an answer about the sender, not the network: the Cloud API answers 400 with
+error ``code`` (132001 template not approved, 131042 payment, 130497 country restricted...);
+WAHA answers the 500 a WhatsApp refusal gives (``"2 UNKNOWN: server returned error <code>"``,
+§2.4: 463 is the reach-out timelock); Evolution the 400 its send path makes of any Baileys error
+(§3.4). With ``numbers`` only sends to those numbers are refused (a recipient-level answer).
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ class ControlApi:
             ("POST", "restore"): self.restore,
             ("POST", "throttle"): self.throttle,
             ("POST", "fail"): self.fail,
+            ("POST", "refuse"): self.refuse,
             ("POST", "slow"): self.slow,
             ("POST", "reject"): self.reject,
             ("POST", "hang"): self.hang,
@@ -159,6 +168,16 @@ class ControlApi:
             raise ControlError("http_status must be 5xx")
         return self._rule("fail", body, {"share": share, "http_status": status,
                                          "cloud_code": _get(body, "cloud_code", int, 131000)})
+
+    def refuse(self, body: dict[str, Any]) -> Any:
+        code = _get(body, "code", int)
+        if code is None:
+            raise ControlError("code (the gateway's error code) is required")
+        numbers = body.get("numbers") or []
+        if not isinstance(numbers, list) or not all(isinstance(n, str) for n in numbers):
+            raise ControlError("numbers must be a list of strings")
+        return self._rule("refuse", body, {"code": code,
+                                           "numbers": frozenset(map(digits_of, numbers))})
 
     def slow(self, body: dict[str, Any]) -> Any:
         delay = _get(body, "delay", float)

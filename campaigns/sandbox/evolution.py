@@ -122,6 +122,10 @@ def _send(sandbox: Sandbox, request: Request, instance: str) -> Response:
         response = evolution_error(int(decision.throttle["http_status"]), "rate-overlimit")
         response.headers.extend(retry_after(decision.throttle))
         return response
+    if decision.refuse is not None:
+        # inside the send, Evolution rethrows a Baileys error as BadRequestException (§3.4)
+        code = int(decision.refuse["code"])
+        return evolution_error(400, [f"Error: server returned error {code}"])
     if decision.fail is not None:
         return evolution_error(int(decision.fail["http_status"]), "sandbox: injected failure")
     jid = _jid(number, digits)

@@ -77,6 +77,9 @@ class Decision:
     """What the faults say about one send request, computed under one lock hold."""
 
     throttle: dict[str, Any] | None = None
+    refuse: dict[str, Any] | None = None
+    """The gateway's own error for this send (``code``): a session-level refusal, or one
+    recipient's when the rule names numbers."""
     fail: dict[str, Any] | None = None
     rejected: bool = False
     hang: float = 0.0
@@ -260,13 +263,17 @@ class FaultState:
             )
 
     def decide(self, session: str, digits: str) -> Decision:
-        """Throttle, failure, rejection and hang for one send, consuming counted rules."""
+        """Throttle, refusal, failure, rejection and hang for one send, consuming counted rules."""
         now = time.monotonic()
         with self._lock:
             throttle = self._first("throttle", session, now)
             if throttle is not None:
                 throttle.consume()
                 return Decision(throttle=throttle.params)
+            refuse = self._refusal(session, digits, now)
+            if refuse is not None:
+                refuse.consume()
+                return Decision(refuse=refuse.params)
             fail = self._first("fail", session, now)
             if fail is not None and self._random.random() < float(fail.params["share"]):
                 fail.consume()
@@ -284,6 +291,21 @@ class FaultState:
                 hang.consume()
                 hold = float(hang.params["hold"])
             return Decision(rejected=rejected, hang=hold)
+
+    def _refusal(self, session: str, digits: str, now: float) -> Rule | None:
+        # Like _first, but a rule naming numbers refuses only those (130497 is about one
+        # recipient's country, not the session). Called under the lock.
+        best: Rule | None = None
+        for rule in self._rules:
+            if rule.kind != "refuse" or not rule.matches(session) or not rule.alive(now):
+                continue
+            numbers = rule.params["numbers"]
+            if numbers and digits not in numbers:
+                continue
+            if rule.session is not None:
+                return rule
+            best = best or rule
+        return best
 
     # -- housekeeping ----------------------------------------------------------------------
     def reset(self) -> list[str]:

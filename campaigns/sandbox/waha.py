@@ -166,6 +166,10 @@ def _send(sandbox: Sandbox, request: Request) -> Response:
         response = _nest(status, "ThrottlerException: Too Many Requests")
         response.headers.extend(retry_after(decision.throttle))
         return response
+    if decision.refuse is not None:
+        # what WhatsApp's refusal looks like through WAHA (§2.4, e.g. 463)
+        refusal = f"2 UNKNOWN: server returned error {int(decision.refuse['code'])}"
+        return _failure(request, body, 500, refusal, code=2)
     if decision.fail is not None:
         return _failure(request, body, int(decision.fail["http_status"]))
     text = str(body["text"])
@@ -233,8 +237,17 @@ def _message(
     return (None if shape == "empty" else payload), message_id
 
 
-def _failure(request: Request, body: Any, status: int) -> Response:
+def _failure(
+    request: Request,
+    body: Any,
+    status: int,
+    message: str = "sandbox: injected engine failure",
+    code: int | None = None,
+) -> Response:
     """An injected engine failure, in AllExceptionsFilter's shape (§2.4)."""
+    exception: dict[str, Any] = {"message": message, "name": "Error"}
+    if code is not None:
+        exception["code"] = code
     return json_response(
         status,
         {
@@ -242,7 +255,7 @@ def _failure(request: Request, body: Any, status: int) -> Response:
             "timestamp": datetime.now(UTC)
             .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
-            "exception": {"message": "sandbox: injected engine failure", "name": "Error"},
+            "exception": exception,
             "request": {
                 "path": request.path,
                 "method": request.method,

@@ -133,6 +133,35 @@ def test_accept_then_hang_holds_waha_and_evolution_answers_too(
     assert all(m.answered_at for m in SandboxRecord(sandbox.record_path).messages())
 
 
+def test_a_refusal_answers_each_dialect_with_the_gateways_own_error_and_records_nothing(
+        client: Client, sandbox: SandboxServer) -> None:
+    client.control.refuse(132001, session="pn1")
+    client.control.refuse(463, session="wa")
+    client.control.refuse(463, session="inst")
+
+    cloud = cloud_send(client, "pn1")
+    waha = client.post("/api/sendText", json={"session": "wa", "chatId": "5511999999999",
+                                              "text": "x"}, headers={"X-Api-Key": "k"})
+    evolution = client.post("/message/sendText/inst", json={"number": "5511999999999",
+                                                            "text": "x"},
+                            headers={"apikey": "k"})
+
+    assert cloud.status_code == 400 and cloud.json()["error"]["code"] == 132001
+    assert cloud.json()["error"]["message"] == "(#132001) Template does not exist"
+    assert waha.status_code == 500
+    assert waha.json()["exception"]["message"] == "2 UNKNOWN: server returned error 463"
+    assert evolution.status_code == 400
+    assert evolution.json()["response"]["message"] == ["Error: server returned error 463"]
+    assert SandboxRecord(sandbox.record_path).count() == 0
+    assert cloud_send(client, "pn2").status_code == 200  # scoped to its session
+
+
+def test_a_refusal_naming_numbers_refuses_only_those(client: Client) -> None:
+    client.control.refuse(130497, numbers=["+5511999999999"])
+    assert cloud_send(client).json()["error"]["code"] == 130497
+    assert cloud_send(client, to="+5511988887777").status_code == 200
+
+
 def test_reset_clears_faults_drops_and_counters_and_optionally_the_record(
         client: Client, sandbox: SandboxServer) -> None:
     assert cloud_send(client).status_code == 200
@@ -175,6 +204,8 @@ def test_messages_and_stats_are_served_as_json(client: Client) -> None:
     ("throttle", {"count": 0}),
     ("throttle", {"count": 1.5}),
     ("reject", {"numbers": "5511"}),
+    ("refuse", {}),
+    ("refuse", {"code": 463, "numbers": "5511"}),
     ("config", {"waha_shape": "xml"}),
     ("webhooks", {"url": "http://x", "dialect": "cloud"}),
 ])
