@@ -33,8 +33,11 @@ FINISHED_STATUSES = frozenset(
     {CampaignStatus.COMPLETED, CampaignStatus.FAILED, CampaignStatus.CANCELLED}
 )
 
-# Which status may follow which. Recovery, pause, resume and cancel all go through this table so
-# an operator's `cancel` and a worker's `completed` can race without reviving a finished campaign.
+# Which status may follow which. Every status change goes through this table: the store's
+# TRANSITION statement is guarded by sources_of(target) (narrowed further by callers that must
+# only start one kind of campaign), and finishing the last batch (running -> completed) is
+# guarded by the fenced row lock. So an operator's `cancel` and a worker's `completed` can race
+# without reviving a finished campaign, and a test checks every pair against the SQL.
 TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = {
     CampaignStatus.SCHEDULED: frozenset(
         {CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.CANCELLED}
@@ -70,6 +73,12 @@ def sources_of(target: CampaignStatus) -> frozenset[CampaignStatus]:
     return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
 
 
+RESUMABLE_BY_OPERATOR = sources_of(CampaignStatus.RUNNING)
+"""What an operator's resume starts: paused, interrupted or scheduled. The automatic triggers
+start narrower sets (the watcher only interrupted, the scheduled sweep only scheduled), so an
+operator's pause landing between their read and their write is never undone."""
+
+
 class RecipientStatus(enum.StrEnum):
     """Status of one ledger row (``campaign_recipients.status``)."""
 
@@ -81,6 +90,47 @@ class RecipientStatus(enum.StrEnum):
     INVALID = "invalid"
     UNKNOWN = "unknown"
     SKIPPED = "skipped"
+
+
+# Which status may follow which for one ledger row. Every UPDATE of a recipient's status in
+# campaigns/store/queries.py is guarded by exactly these sources (a test parses the SQL and
+# compares). Rows are born pending or invalid (the bulk load); pending becomes duplicate when
+# the load marks later repeats. The claim is pending -> sending; a claim ends sent, failed or
+# unknown, or is given back (pending). A batch that kept failing fails its pending rows. The
+# late record of a claim that recovery settled as cut off (pending under RESEND_UNKNOWN, or
+# unknown) still takes its real outcome while its batch is not yet counted.
+RECIPIENT_TRANSITIONS: Mapping[RecipientStatus, frozenset[RecipientStatus]] = {
+    RecipientStatus.PENDING: frozenset(
+        {
+            RecipientStatus.SENDING,
+            RecipientStatus.DUPLICATE,
+            RecipientStatus.FAILED,
+            RecipientStatus.SENT,
+            RecipientStatus.UNKNOWN,
+        }
+    ),
+    RecipientStatus.SENDING: frozenset(
+        {
+            RecipientStatus.SENT,
+            RecipientStatus.FAILED,
+            RecipientStatus.UNKNOWN,
+            RecipientStatus.PENDING,
+        }
+    ),
+    RecipientStatus.UNKNOWN: frozenset(
+        {RecipientStatus.SENT, RecipientStatus.FAILED, RecipientStatus.UNKNOWN}
+    ),
+    RecipientStatus.SENT: frozenset(),
+    RecipientStatus.FAILED: frozenset(),
+    RecipientStatus.DUPLICATE: frozenset(),
+    RecipientStatus.INVALID: frozenset(),
+    RecipientStatus.SKIPPED: frozenset(),
+}
+
+
+def recipient_sources_of(target: RecipientStatus) -> frozenset[RecipientStatus]:
+    """The recipient statuses from which ``target`` may be reached."""
+    return frozenset(s for s, targets in RECIPIENT_TRANSITIONS.items() if target in targets)
 
 
 # Statuses a recipient cannot leave (unknown can, only under the opt-in resend policy).
@@ -96,9 +146,25 @@ SETTLED_RECIPIENT_STATUSES = frozenset(
 )
 
 
+class StopKind(enum.StrEnum):
+    """Why an interrupted campaign stopped, which decides who may resume it
+    (``campaign_batch_state.interrupt_kind``; design.md, "Sender protection")."""
+
+    DISCONNECTED = "disconnected"
+    """The session lost its connection: the session watcher and the gateways' webhooks resume
+    it when the session is connected again."""
+    LIMITED = "limited"
+    """A limit with a known end (``resume_at``): the recovery sweep resumes it then."""
+    BLOCKED = "blocked"
+    """WhatsApp or the configuration refuses the sender (timelock, ban, template, payment,
+    permission, token): only an operator resumes it. A healthy health check proves nothing
+    here, so nothing automatic may send again on that number."""
+
+
 @dataclass(frozen=True, slots=True)
 class Campaign:
-    """A campaign as stored in ``campaign_batch_state``."""
+    """A campaign as stored in ``campaign_batch_state``. An interrupted campaign carries the
+    kind of its stop (``interrupt_kind``) with its reason; a ``limited`` one, ``resume_at``."""
 
     id: int
     session_name: str
@@ -127,11 +193,15 @@ class Campaign:
     created_at: datetime
     updated_at: datetime
     failure_streak: int = 0
+    interrupt_kind: StopKind | None = None
+    resume_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Campaign:
         values = {name: row[name] for name in cls.__dataclass_fields__}
         values["status"] = CampaignStatus(values["status"])
+        if values["interrupt_kind"] is not None:
+            values["interrupt_kind"] = StopKind(values["interrupt_kind"])
         return cls(**values)
 
 

@@ -50,6 +50,14 @@ WHERE r.campaign_id = :campaign_id AND r.position = :position AND r.attempts = :
                              AND d.batch_number = r.batch_number)))
 """)
 
+# Taken by record_outcome before RECORD_OUTCOME, in the same transaction: waits while
+# finish_batch holds the campaign row (FOR UPDATE, from its count to its commit), so a record
+# can never commit between a batch's count and its details row. Under READ COMMITTED the
+# RECORD_OUTCOME that follows takes a new snapshot, in which a just-written details row is seen.
+LOCK_CAMPAIGN_KEY_SHARE = text("""
+SELECT id FROM campaign_batch_state WHERE id = :campaign_id FOR KEY SHARE
+""")
+
 # Give a claim back (nothing was sent: throttled, session down, transient error answer). A
 # release that is no fault of the recipient gives its attempt back (give_back = 1), so throttling
 # never uses up MAX_ATTEMPTS. Reusing the attempt number is safe: only the holder releases, and
@@ -120,7 +128,7 @@ UPDATE campaign_batch_state SET
     run_token = CASE WHEN :completed THEN NULL ELSE run_token END,
     finished_at = CASE WHEN :completed THEN now() ELSE finished_at END,
     heartbeat_at = now(), updated_at = now()
-WHERE id = :campaign_id
+WHERE id = :campaign_id AND status = 'running'
 """)
 
 # Move a campaign between statuses, guarded by its allowed source statuses (and, when given,
@@ -252,7 +260,7 @@ FROM (
         FROM campaign_recipients WHERE campaign_id = :campaign_id AND phone IS NOT NULL
     ) ranked WHERE n > 1
 ) later
-WHERE r.campaign_id = :campaign_id AND r.position = later.position
+WHERE r.campaign_id = :campaign_id AND r.position = later.position AND r.status = 'pending'
 """)
 
 # One campaign's state row.

@@ -50,6 +50,11 @@ class SendingVerbs(StoreBase):
         if status not in (RecipientStatus.SENT, RecipientStatus.FAILED, RecipientStatus.UNKNOWN):
             raise ValueError(f"a claim ends sent, failed or unknown, not {status}")
         with translate_errors(), self.engine.begin() as conn:
+            # Serialise with finish_batch, which holds the campaign row FOR UPDATE from its count
+            # to its commit: a late record of a claim settled as cut off waits here, and its
+            # UPDATE (a new snapshot) then sees the details row and leaves the counted status
+            # alone. KEY SHARE does not conflict with the heartbeats and claims of live tasks.
+            conn.execute(queries.LOCK_CAMPAIGN_KEY_SHARE, {"campaign_id": claim.campaign_id})
             count = conn.execute(
                 queries.RECORD_OUTCOME,
                 {

@@ -4,8 +4,9 @@ pause, cancel, and starting a new run under a fresh token."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
-from campaigns.domain import CampaignStatus, sources_of
+from campaigns.domain import RESUMABLE_BY_OPERATOR, CampaignStatus, sources_of
 from campaigns.errors import InvalidTransition
 from campaigns.store import queries
 from campaigns.store.base import StoreBase
@@ -23,10 +24,16 @@ class StatusVerbs(StoreBase):
         reason: str | None = None,
         run_token: str | None = None,
         new_token: str | None = None,
+        only_from: Iterable[CampaignStatus] | None = None,
     ) -> bool:
-        """Move a campaign to ``target`` if its status allows it (and, with ``run_token``, if
-        the caller holds the fence). False when the guard did not match."""
-        sources = sorted(s.value for s in sources_of(target))
+        """Move a campaign to ``target`` if the transition table allows it from its status
+        (and, with ``run_token``, if the caller holds the fence; with ``only_from``, if its
+        status is one of those). False when the guard did not match. The guard is in the
+        UPDATE itself, so a pause committed after the caller read the campaign still wins."""
+        allowed = sources_of(target)
+        if only_from is not None:
+            allowed = allowed & frozenset(only_from)
+        sources = sorted(s.value for s in allowed)
         with translate_errors(), self.engine.begin() as conn:
             row = conn.execute(
                 queries.TRANSITION,
@@ -67,15 +74,24 @@ class StatusVerbs(StoreBase):
         """Cancel for good: nothing more is sent."""
         self._transition_or_raise(campaign_id, CampaignStatus.CANCELLED, reason)
 
-    def start_run(self, campaign_id: int) -> str:
-        """Put a paused, interrupted or scheduled campaign back to running under a new run
-        token, which fences off any task of an earlier chain. Returns the token."""
+    def start_run(
+        self, campaign_id: int, *, only_from: Iterable[CampaignStatus] = RESUMABLE_BY_OPERATOR
+    ) -> str:
+        """Put a campaign back to running under a new run token, which fences off any task of
+        an earlier chain. Returns the token. ``only_from`` narrows the statuses it may come
+        from: the session watcher starts only interrupted campaigns, the scheduled sweep only
+        scheduled ones, so neither can undo an operator's pause or cancel that lands between
+        its read and this write. :class:`InvalidTransition` when the guard did not match."""
         token = str(uuid.uuid4())
-        if not self.transition(campaign_id, CampaignStatus.RUNNING, new_token=token):
+        allowed = frozenset(only_from)
+        if not self.transition(
+            campaign_id, CampaignStatus.RUNNING, new_token=token, only_from=allowed
+        ):
             current = self.get_campaign(campaign_id).status
+            names = ", ".join(sorted(s.value for s in allowed & RESUMABLE_BY_OPERATOR))
             raise InvalidTransition(
-                f"campaign {campaign_id} is {current.value}; only a paused, interrupted or "
-                "scheduled campaign can be resumed"
+                f"campaign {campaign_id} is {current.value}; only a campaign that is {names} "
+                "can be started here"
             )
         return token
 
