@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated, Any
 
 import typer
@@ -13,20 +12,15 @@ from campaigns.cli.common import JSON_HELP, console, emit_json, new_table, open_
 from campaigns.domain import SenderSession
 from campaigns.errors import InvalidInput
 from campaigns.gateway_pool import gateway_for
-from campaigns.session_config import GATEWAY_KINDS
+from campaigns.gateways import GATEWAY_KINDS
 
+def _gateway_kind(value: str) -> str:
+    """The choice of ``--gateway``, from the one catalogue of kinds (campaigns.gateways), so
+    the command line cannot drift from what the store and the workers accept."""
+    if value not in GATEWAY_KINDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(GATEWAY_KINDS)}")
+    return value
 
-class GatewayKind(enum.StrEnum):
-    """The gateway kinds, as the choice of ``--gateway``."""
-
-    CLOUD_API = "cloud-api"
-    WAHA = "waha"
-    EVOLUTION = "evolution"
-    CONSOLE = "console"
-
-
-# the choice must follow the kinds the store accepts
-assert {k.value for k in GatewayKind} == set(GATEWAY_KINDS)
 
 sessions_app = typer.Typer(help="WhatsApp sender sessions.", no_args_is_help=True)
 
@@ -59,7 +53,14 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
 
 @sessions_app.command("add")
 def add(
-    gateway: Annotated[GatewayKind, typer.Option("--gateway", help="Gateway kind.")],
+    gateway: Annotated[
+        str,
+        typer.Option(
+            "--gateway",
+            help=f"Gateway kind: {', '.join(GATEWAY_KINDS)}.",
+            callback=_gateway_kind,
+        ),
+    ],
     name: str = typer.Argument(..., help="Session name, e.g. sales."),
     base_url: str = typer.Option(..., "--base-url", help="Base URL of the gateway's HTTP API."),
     token_env: str | None = typer.Option(
@@ -79,7 +80,7 @@ def add(
     """Register a sender session."""
     options = parse_options(option or [])
     with open_store() as store:
-        session = store.add_session(name, str(gateway), base_url, token_env, **options)
+        session = store.add_session(name, gateway, base_url, token_env, **options)
     if as_json:
         emit_json(session_data(session))
     else:

@@ -1,6 +1,9 @@
 """Gateway adapters: one module per HTTP dialect, chosen by a session's gateway kind.
 
-``build_gateway(kind, config)`` validates the options of that kind and returns the adapter.
+This module is the one catalogue of gateway kinds and their options: ``sessions add`` checks a
+new session with :func:`session_options`, the workers build adapters with :func:`build_gateway`,
+and both apply the same :func:`validate_options`. ``build_gateway(kind, config)`` validates the
+options of that kind and returns the adapter.
 Options are plain strings (they come from the sessions table or the command line):
 
 ============  ===================================  =======================================
@@ -20,8 +23,9 @@ without the check the operator asked for.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from urllib.parse import urlparse
 
-from campaigns.errors import ConfigurationError
+from campaigns.errors import ConfigurationError, InvalidInput
 from campaigns.gateways.base import Gateway, GatewayConfig
 from campaigns.gateways.cloud_api import CloudApiGateway
 from campaigns.gateways.console import ConsoleGateway
@@ -36,6 +40,12 @@ _OPTIONS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "waha": ((), ("session", "check_exists")),
     "evolution": ((), ("instance",)),
     "console": ((), ()),
+}
+
+# options whose default is the session's own name
+_NAMED_AFTER_SESSION: Mapping[str, tuple[str, ...]] = {
+    "waha": ("session",),
+    "evolution": ("instance",),
 }
 
 _FACTORIES: Mapping[str, Callable[[GatewayConfig], Gateway]] = {
@@ -83,6 +93,36 @@ def validate_options(kind: str, options: Mapping[str, str]) -> None:
         parse_bool_option(options["check_exists"], "check_exists")
 
 
+def session_options(
+    kind: str, name: str, base_url: str, options: Mapping[str, str]
+) -> dict[str, str]:
+    """The options to store for a new session of ``kind``, checked the way the workers will
+    check them (:func:`validate_options`), with defaulted names filled in. A session refused
+    here would otherwise be stored and fail every batch of every campaign on it later.
+    Raises :class:`InvalidInput` saying what is wrong and how to fix it."""
+    if kind not in _OPTIONS:
+        raise InvalidInput(f"unknown gateway {kind!r}; choose one of {', '.join(GATEWAY_KINDS)}")
+    if kind != "console":
+        parsed = urlparse(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise InvalidInput(f"--base-url must be an http(s) URL, got {base_url!r}")
+    if any("token" in key.lower() or "secret" in key.lower() for key in options):
+        raise InvalidInput(
+            "tokens are never stored: put the token in an environment variable and pass its "
+            "name with --token-env"
+        )
+    checked = {str(k): str(v) for k, v in options.items()}
+    try:
+        validate_options(kind, checked)
+    except ConfigurationError as exc:
+        raise InvalidInput(f"{exc}; nothing was stored") from None
+    # the gateway's own name for the session defaults to ours; stored so that lists show it
+    # and webhooks can map it back
+    for option in _NAMED_AFTER_SESSION.get(kind, ()):
+        checked.setdefault(option, name)
+    return checked
+
+
 def build_gateway(kind: str, config: GatewayConfig) -> Gateway:
     """The adapter for ``kind``, configured by ``config``. Raises
     :class:`ConfigurationError` for an unknown kind or invalid options."""
@@ -99,5 +139,6 @@ __all__ = [
     "build_gateway",
     "known_options",
     "required_options",
+    "session_options",
     "validate_options",
 ]

@@ -15,7 +15,7 @@ from campaigns.errors import (
     SessionInUse,
     UnknownSession,
 )
-from campaigns.session_config import validate_session_options
+from campaigns.gateways import session_options
 from campaigns.store import queries
 from campaigns.store.base import StoreBase
 from campaigns.store.db import translate_errors
@@ -40,7 +40,7 @@ class SessionVerbs(StoreBase):
         name = name.strip()
         if not name:
             raise InvalidInput("a session needs a name")
-        options = validate_session_options(gateway, name, base_url, dict(options))
+        options = session_options(gateway, name, base_url, options)
         if token_env is not None and not token_env.replace("_", "").isalnum():
             raise InvalidInput(
                 f"--token-env takes the NAME of an environment variable, got {token_env!r}"

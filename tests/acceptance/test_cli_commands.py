@@ -145,6 +145,20 @@ def test_sessions_add__a_token_value_in_options_is_refused_and_nothing_stored(
             ["--gateway", "waha", "--base-url", "http://w", "--token-env", "MY TOKEN"],
             "NAME of an environment variable",
         ),
+        # a mistyped option used to be stored, and every batch on the session failed with it
+        (
+            ["--gateway", "waha", "--base-url", "http://w", "-o", "check_exist=true"],
+            "does not know option check_exist",
+        ),
+        (
+            ["--gateway", "waha", "--base-url", "http://w", "-o", "check_exists=maybe"],
+            "check_exists must be true or false",
+        ),
+        (
+            ["--gateway", "cloud-api", "--base-url", "https://g", "-o", "phone_number_id=1",
+             "-o", "api_versoin=v25.0"],
+            "does not know option api_versoin",
+        ),
     ],
 )
 def test_sessions_add__bad_settings_print_one_line_and_store_nothing(
