@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.domain import CampaignStatus, RecipientStatus, StopKind
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -42,6 +42,11 @@ campaign_status = Enum(
 recipient_status = Enum(
     RecipientStatus,
     name="recipient_status",
+    values_callable=lambda e: [m.value for m in e],
+)
+stop_kind = Enum(
+    StopKind,
+    name="stop_kind",
     values_callable=lambda e: [m.value for m in e],
 )
 
@@ -102,6 +107,10 @@ class CampaignBatchState(Base):
     interrupt_reason: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failure_streak: Mapped[int] = mapped_column(Integer, server_default="0")
+    # who may resume an interrupted campaign (NULL unless interrupted), and when a limited one
+    # resumes by itself
+    interrupt_kind: Mapped[StopKind | None] = mapped_column(stop_kind)
+    resume_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         # the sweep: running campaigns by heartbeat

@@ -133,11 +133,16 @@ WHERE id = :campaign_id AND status = 'running'
 
 # Move a campaign between statuses, guarded by its allowed source statuses (and, when given,
 # the caller's run token). Leaving `running` clears the token, which stops every task of the
-# old chain before its next message.
+# old chain before its next message. The kind of a stop (and a limited one's resume_at) is set
+# by the interruption and lives only as long as it: any other status clears them.
 TRANSITION = text("""
 UPDATE campaign_batch_state SET
     status = CAST(:target AS campaign_status),
     interrupt_reason = CASE WHEN :set_reason THEN :reason ELSE interrupt_reason END,
+    interrupt_kind = CASE WHEN CAST(:target AS campaign_status) = 'interrupted'
+                          THEN CAST(:kind AS stop_kind) END,
+    resume_at = CASE WHEN CAST(:target AS campaign_status) = 'interrupted'
+                     THEN CAST(:resume_at AS timestamptz) END,
     run_token = :new_token,
     failure_streak = CASE WHEN :new_token IS NULL THEN failure_streak ELSE 0 END,
     heartbeat_at = CASE WHEN :new_token IS NULL THEN heartbeat_at ELSE now() END,
@@ -321,12 +326,23 @@ ORDER BY position
 LIMIT :limit
 """)
 
-# Interrupted campaigns, optionally of one session, oldest first.
+# Interrupted campaigns, optionally of one session and of one stop kind, oldest first.
 FIND_INTERRUPTED = text("""
 SELECT *
 FROM campaign_batch_state
 WHERE status = 'interrupted'
   AND (CAST(:session AS text) IS NULL OR session_name = :session)
+  AND (CAST(:kind AS stop_kind) IS NULL OR interrupt_kind = CAST(:kind AS stop_kind))
+ORDER BY id
+""")
+
+# Campaigns interrupted by a limit whose end has come (the sweep resumes them).
+FIND_DUE_LIMITED = text("""
+SELECT *
+FROM campaign_batch_state
+WHERE status = 'interrupted'
+  AND interrupt_kind = 'limited'
+  AND resume_at <= now()
 ORDER BY id
 """)
 
@@ -356,11 +372,12 @@ WHERE status = 'scheduled'
 ORDER BY id
 """)
 
-# Sessions that have interrupted campaigns waiting for them.
+# Sessions that have interrupted campaigns (optionally of one stop kind) waiting for them.
 SESSIONS_WITH_INTERRUPTED = text("""
 SELECT DISTINCT session_name
 FROM campaign_batch_state
 WHERE status = 'interrupted'
+  AND (CAST(:kind AS stop_kind) IS NULL OR interrupt_kind = CAST(:kind AS stop_kind))
 ORDER BY session_name
 """)
 

@@ -11,6 +11,7 @@ from typing import Any
 from campaigns.domain import (
     Campaign,
     RecipientStatus,
+    StopKind,
 )
 from campaigns.errors import (
     InvalidInput,
@@ -26,13 +27,23 @@ log = logging.getLogger(__name__)
 class RecoveryVerbs(StoreBase):
     """Finding campaigns that need a hand, taking them over, and checking the ledger."""
 
-    def find_interrupted_campaigns(self, session: str | None = None) -> list[Campaign]:
-        """Interrupted campaigns of a session (of every session when None), oldest first."""
+    def find_interrupted_campaigns(
+        self, session: str | None = None, *, kind: StopKind | None = None
+    ) -> list[Campaign]:
+        """Interrupted campaigns of a session (of every session when None), oldest first;
+        with ``kind``, only those whose stop is of that kind (the session watcher and the
+        webhooks resume only ``disconnected`` ones)."""
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(
                 queries.FIND_INTERRUPTED,
-                {"session": session},
+                {"session": session, "kind": kind.value if kind else None},
             ).all()
+        return [Campaign.from_row(r._mapping) for r in rows]
+
+    def find_due_limited(self) -> list[Campaign]:
+        """Campaigns interrupted by a limit (``limited``) whose ``resume_at`` has come."""
+        with translate_errors(), self.engine.connect() as conn:
+            rows = conn.execute(queries.FIND_DUE_LIMITED).all()
         return [Campaign.from_row(r._mapping) for r in rows]
 
     def find_stalled_campaigns(self, stall_timeout: float | None = None) -> list[Campaign]:
@@ -99,11 +110,12 @@ class RecoveryVerbs(StoreBase):
             ).all()
         return [Campaign.from_row(r._mapping) for r in rows]
 
-    def sessions_with_interrupted_campaigns(self) -> list[str]:
-        """Names of sessions that have interrupted campaigns waiting for them."""
+    def sessions_with_interrupted_campaigns(self, kind: StopKind | None = None) -> list[str]:
+        """Names of sessions that have interrupted campaigns (of ``kind``, when given) waiting
+        for them."""
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(
-                queries.SESSIONS_WITH_INTERRUPTED
+                queries.SESSIONS_WITH_INTERRUPTED, {"kind": kind.value if kind else None}
             ).all()
         return [r[0] for r in rows]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
-from campaigns.domain import RESUMABLE_BY_OPERATOR, CampaignStatus, sources_of
-from campaigns.errors import InvalidTransition
+from campaigns.domain import RESUMABLE_BY_OPERATOR, CampaignStatus, StopKind, sources_of
+from campaigns.errors import InvalidInput, InvalidTransition
 from campaigns.store import queries
 from campaigns.store.base import StoreBase
 from campaigns.store.db import translate_errors
@@ -25,6 +26,8 @@ class StatusVerbs(StoreBase):
         run_token: str | None = None,
         new_token: str | None = None,
         only_from: Iterable[CampaignStatus] | None = None,
+        kind: StopKind | None = None,
+        resume_at: datetime | None = None,
     ) -> bool:
         """Move a campaign to ``target`` if the transition table allows it from its status
         (and, with ``run_token``, if the caller holds the fence; with ``only_from``, if its
@@ -47,6 +50,9 @@ class StatusVerbs(StoreBase):
                     "finished": target.finished,
                     "check_token": run_token is not None,
                     "run_token": run_token,
+                    # only an interruption keeps them (the statement clears them otherwise)
+                    "kind": (kind or StopKind.DISCONNECTED).value,
+                    "resume_at": resume_at,
                 },
             ).first()
         return row is not None
@@ -60,10 +66,27 @@ class StatusVerbs(StoreBase):
                 f"campaign {campaign_id} is {current.value}; it cannot become {target.value}"
             )
 
-    def mark_interrupted(self, campaign_id: int, reason: str, run_token: str | None = None) -> bool:
-        """Interrupt a running campaign with a reason (session down, error threshold)."""
+    def mark_interrupted(
+        self,
+        campaign_id: int,
+        reason: str,
+        run_token: str | None = None,
+        *,
+        kind: StopKind = StopKind.DISCONNECTED,
+        resume_at: datetime | None = None,
+    ) -> bool:
+        """Interrupt a running campaign with a reason and the kind of the stop, which decides
+        who resumes it: the session watcher and webhooks (``disconnected``), the sweep at
+        ``resume_at`` (``limited``: required), or only an operator (``blocked``)."""
+        if kind is StopKind.LIMITED and resume_at is None:
+            raise InvalidInput("a limited stop needs resume_at: nothing would ever resume it")
         return self.transition(
-            campaign_id, CampaignStatus.INTERRUPTED, reason=reason, run_token=run_token
+            campaign_id,
+            CampaignStatus.INTERRUPTED,
+            reason=reason,
+            run_token=run_token,
+            kind=kind,
+            resume_at=resume_at if kind is StopKind.LIMITED else None,
         )
 
     def pause(self, campaign_id: int, reason: str = "paused by operator") -> None:

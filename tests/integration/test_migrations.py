@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.domain import CampaignStatus, RecipientStatus, StopKind
 from campaigns.store import db
 from campaigns.store.models import Base
 
@@ -54,6 +54,31 @@ def _enum_labels(url: str, name: str) -> list[str]:
 def test_status_enums__python_and_postgresql_agree(database_url: str) -> None:
     assert _enum_labels(database_url, "campaign_status") == [s.value for s in CampaignStatus]
     assert _enum_labels(database_url, "recipient_status") == [s.value for s in RecipientStatus]
+    assert _enum_labels(database_url, "stop_kind") == [k.value for k in StopKind]
+
+
+def test_migration_0003__gives_campaigns_interrupted_before_it_the_disconnected_kind(
+    empty_database_url: str,
+) -> None:
+    db.upgrade(empty_database_url, "0002")
+    engine = create_engine(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO campaign_batch_state (session_name, status, message, batch_size,"
+                " min_interval, max_interval, batch_delay_min, batch_delay_max) VALUES"
+                " ('sales', 'interrupted', 'Hi', 3, 0, 0, 0, 0),"
+                " ('sales', 'running', 'Hi', 3, 0, 0, 0, 0)"
+            )
+        )
+    db.upgrade(empty_database_url)
+    with engine.connect() as conn:
+        kinds = conn.execute(
+            text("SELECT status, interrupt_kind FROM campaign_batch_state ORDER BY id")
+        ).all()
+    engine.dispose()
+    # before kinds existed every interrupted campaign was resumed on reconnect
+    assert [tuple(k) for k in kinds] == [("interrupted", "disconnected"), ("running", None)]
 
 
 def test_original_design_columns__are_kept_with_their_names(database_url: str) -> None:
