@@ -57,11 +57,13 @@ def sweep_on_start(**_: Any) -> None:
     """A restarted server resumes its campaigns without waiting for beat: sweep now, and again
     once the stall timeout has passed (chains killed just before the restart look alive until
     then)."""
-    from workers.tasks import sweep
+    from campaigns.dispatch import SWEEP
 
+    # by name: importing workers.tasks here would close the circle app -> tasks -> app
     stall = float(app.conf.get("campaigns_stall_timeout", 40.0))
-    sweep.apply_async(countdown=0)
-    sweep.apply_async(countdown=stall + 1)
+    queue = app.conf.task_default_queue
+    app.send_task(SWEEP, countdown=0, queue=queue)
+    app.send_task(SWEEP, countdown=stall + 1, queue=queue)
 
 
 @after_setup_logger.connect

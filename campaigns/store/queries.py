@@ -1,5 +1,8 @@
 """Every SQL statement the store runs, named, each with a one-line description.
 
+Longer than 400 lines on purpose: it is the catalogue of the store's SQL, one statement a few
+lines each, and keeping them together keeps the locking rules in one place.
+
 The locking rules live here, next to the data: the claim locks the campaign row (the fence) and
 skips recipients another worker holds; ``finish_batch`` locks the campaign row; takeover is one
 conditional UPDATE. Python code never builds SQL from strings.
