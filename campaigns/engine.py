@@ -5,7 +5,13 @@ Per pending recipient, in input order: wait for the session's send turn (Redis p
 done (the details row and the state advance in one transaction), when its time budget is spent
 (the task enqueues a continuation of the same batch), when the fence is lost (another chain
 took over, or an operator paused or cancelled: exit quietly), or when the session is down
-(interrupt the campaign with the reason).
+(interrupt the campaign with the reason and the kind of the stop: ``disconnected`` for the
+session watcher to resume on reconnect, ``limited`` for the sweep to resume at a known time,
+``blocked`` for an operator).
+
+The module is longer than the house's ~400 lines because one task run is one piece of state
+(its fence, deadline, streaks and gateway) that every outcome branch reads and changes; split
+across modules, each branch would take that whole state as arguments.
 """
 
 from __future__ import annotations
@@ -17,9 +23,16 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from campaigns.domain import Campaign, CampaignStatus, ClaimedRecipient, RecipientStatus
+from campaigns.domain import (
+    Campaign,
+    CampaignStatus,
+    ClaimedRecipient,
+    RecipientStatus,
+    StopKind,
+)
 from campaigns.errors import InvalidTransition, StoreUnavailable
 from campaigns.gateway_pool import GatewayPool
 from campaigns.gateways.base import (
@@ -40,6 +53,9 @@ BACKOFF_BASE_S = 2.0
 """First wait after a transient gateway error; doubles per consecutive error."""
 BACKOFF_CAP_S = 120.0
 """Longest wait after consecutive transient errors or throttling without a Retry-After."""
+LIMITED_WAIT_S = 3600.0
+"""How long a ``limited`` stop waits when its outcome does not say (adapters give the limit's end
+when the gateway tells it)."""
 RECORD_RETRY_WINDOW_S = 90.0
 """How long a worker keeps trying to record a send it made while PostgreSQL is unreachable
 (a restart takes seconds): giving up turns a sent message into an unknown."""
@@ -213,9 +229,11 @@ class _Run:
         gateway = self.r.gateways.get(self.session)
         health = gateway.health()
         if _conclusively_down(health):
+            # a refused token stays refused through any reconnect: an operator fixes it
             return self.interrupt(
                 f"session {self.session} is not connected ({health.state}"
-                f"{': ' + health.detail if health.detail else ''})"
+                f"{': ' + health.detail if health.detail else ''})",
+                StopKind.BLOCKED if health.auth_failure else StopKind.DISCONNECTED,
             )
         while True:
             if self.r.clock() >= self.deadline:
@@ -287,13 +305,24 @@ class _Run:
         )
         return self.result(RunEnd.STOPPED)
 
-    def interrupt(self, reason: str) -> RunResult:
-        self.r.store.mark_interrupted(self.campaign.id, reason, run_token=self.token)
-        self.r.store.record_session_check(self.session, "disconnected", reason)
+    def interrupt(
+        self,
+        reason: str,
+        kind: StopKind = StopKind.DISCONNECTED,
+        resume_at: datetime | None = None,
+    ) -> RunResult:
+        """Stop the campaign with the kind of the stop, which decides who resumes it: the
+        session watcher (disconnected), the sweep at ``resume_at`` (limited), an operator
+        (blocked)."""
+        self.r.store.mark_interrupted(
+            self.campaign.id, reason, run_token=self.token, kind=kind, resume_at=resume_at
+        )
+        self.r.store.record_session_check(self.session, kind.value, reason)
         log.warning(
-            "campaign %s on %s: interrupted at batch %s: %s",
+            "campaign %s on %s: interrupted (%s) at batch %s: %s",
             self.campaign.id,
             self.session,
+            kind.value,
             self.batch,
             reason,
         )
@@ -343,7 +372,12 @@ class _Run:
             reason = outcome.error_message or "the session is down"
             if outcome.auth_failure:
                 reason = f"{reason} (the gateway refused the token: fix it, then resume)"
-            return self.interrupt(reason)
+            stop = outcome.stop_kind
+            resume_at = None
+            if stop is StopKind.LIMITED:
+                wait = outcome.retry_after or LIMITED_WAIT_S
+                resume_at = datetime.now(UTC) + timedelta(seconds=wait)
+            return self.interrupt(reason, stop, resume_at)
         return None
 
     def ambiguous(self, claim: ClaimedRecipient, outcome: SendOutcome) -> None:

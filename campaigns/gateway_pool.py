@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from campaigns.domain import SenderSession
+from campaigns.domain import SenderSession, StopKind
 from campaigns.gateways import build_gateway
 from campaigns.gateways.base import (
     Gateway,
@@ -32,7 +32,8 @@ fixes a base URL or an option sees it applied within a minute, without restartin
 
 class MissingTokenGateway:
     """Stands in for a session whose token variable is not set on this worker: every send is
-    SESSION_DOWN with a reason that says which variable to set."""
+    SESSION_DOWN with a reason that says which variable to set, a ``blocked`` stop (setting it
+    needs a person and a worker restart; no reconnect fixes it)."""
 
     kind = "missing-token"
 
@@ -48,6 +49,7 @@ class MissingTokenGateway:
             error_code="no_token",
             error_message=self.reason,
             auth_failure=True,
+            stop=StopKind.BLOCKED,
         )
 
     def health(self) -> SessionHealth:

@@ -1,8 +1,10 @@
 """CampaignRecoveryManager: resumes every interrupted or dead campaign, untouched by a human.
 
 Three triggers call it: the beat-scheduled sweep (chains that died: heartbeat and next-batch
-time stale), the session watcher and webhook receiver (a session is connected again), and the
-worker_ready signal (a restarted server). What remains is always computed from the ledger, and
+time stale; limited stops whose end has come), the session watcher and webhook receiver (a
+session is connected again: its disconnected campaigns only), and the worker_ready signal (a
+restarted server). A blocked stop is resumed by nothing automatic: only the operator's
+``recover_campaign``. What remains is always computed from the ledger, and
 every takeover is one conditional UPDATE that swaps the run token, so two beats, many workers
 and redelivered tasks can race safely: one wins, the others' tasks see the mismatch and stop.
 """
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from campaigns.dispatch import Enqueue, configured_enqueue
-from campaigns.domain import RESUMABLE_BY_OPERATOR, Campaign, CampaignStatus
+from campaigns.domain import RESUMABLE_BY_OPERATOR, Campaign, CampaignStatus, StopKind
 from campaigns.errors import InvalidTransition
 from campaigns.store import CampaignStateManager
 
@@ -51,9 +53,12 @@ class CampaignRecoveryManager:
         self._enqueue = enqueue or configured_enqueue
         self.settle_delay = settle_delay
 
-    def check_for_interrupted_campaigns(self, session: str | None = None) -> list[Campaign]:
-        """Interrupted campaigns of a session (of all sessions when None)."""
-        return self.state.find_interrupted_campaigns(session)
+    def check_for_interrupted_campaigns(
+        self, session: str | None = None, kind: StopKind | None = None
+    ) -> list[Campaign]:
+        """Interrupted campaigns of a session (of all sessions when None), of one stop kind
+        when given."""
+        return self.state.find_interrupted_campaigns(session, kind=kind)
 
     def recover_campaign(
         self,
@@ -89,7 +94,8 @@ class CampaignRecoveryManager:
         return recovery
 
     def sweep(self) -> list[Recovery]:
-        """Take over every stalled running campaign and start every due scheduled one."""
+        """Take over every stalled running campaign, start every due scheduled one, and resume
+        every limited one whose limit has ended."""
         recovered = []
         stall = self.state.settings.stall_timeout
         for campaign in self.state.find_stalled_campaigns():
@@ -115,13 +121,27 @@ class CampaignRecoveryManager:
             result = self._launch(campaign, token, "its scheduled start time came", 0.0)
             if result:
                 recovered.append(result)
+        for campaign in self.state.find_due_limited():
+            try:
+                recovered.append(
+                    self.recover_campaign(
+                        campaign.id,
+                        reason=f"its limit ended ({campaign.interrupt_reason})",
+                        only_from=frozenset({CampaignStatus.INTERRUPTED}),
+                    )
+                )
+            except InvalidTransition:
+                continue  # resumed, paused or cancelled meanwhile, or nothing left to send
         return recovered
 
     def resume_session(self, session: str, reason: str) -> list[Recovery]:
-        """A session is connected again: resume its interrupted campaigns after the settle
-        delay."""
+        """A session is connected again: resume its disconnected campaigns after the settle
+        delay. Blocked and limited ones stay: a reconnect fixes neither a timelock, a template
+        nor a cap."""
         resumed = []
         for campaign in self.check_for_interrupted_campaigns(session):
+            if campaign.interrupt_kind is not StopKind.DISCONNECTED:
+                continue  # a reconnect says nothing about a blocked or limited stop
             try:
                 result = self.recover_campaign(
                     campaign.id,
@@ -137,10 +157,11 @@ class CampaignRecoveryManager:
         return resumed
 
     def watch_sessions(self, is_connected: Callable[[str], tuple[bool, str]]) -> list[Recovery]:
-        """Ask each session with interrupted campaigns whether it is connected again;
-        resume the campaigns of those that are."""
+        """Ask each session with disconnected campaigns whether it is connected again;
+        resume the campaigns of those that are. Sessions whose campaigns are only blocked or
+        limited are not polled: their health says nothing about those stops."""
         resumed = []
-        for session in self.state.sessions_with_interrupted_campaigns():
+        for session in self.state.sessions_with_interrupted_campaigns(StopKind.DISCONNECTED):
             connected, state = is_connected(session)
             self.state.record_session_check(session, "connected" if connected else state)
             if connected:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from campaigns.domain import StopKind
+
 
 class OutcomeKind(enum.StrEnum):
     """What the engine does with a recipient after a gateway call."""
@@ -23,8 +25,9 @@ class OutcomeKind(enum.StrEnum):
     THROTTLED = "throttled"
     """Rate limited; nothing was sent. Release the claim, wait ``retry_after`` seconds, go on."""
     SESSION_DOWN = "session_down"
-    """The sender session cannot send (disconnected, logged out, bad token). Release the claim,
-    interrupt the campaign with ``error_message`` as the reason."""
+    """The sender session cannot send (disconnected, logged out, bad token, timelocked,
+    template refused...). Release the claim, interrupt the campaign with ``error_message`` as
+    the reason and ``stop`` as the kind of the stop, which decides who may resume it."""
     TRANSIENT = "transient"
     """An explicit temporary error answer, or the request never reached the gateway (connect
     error); nothing was sent. Safe to retry a bounded number of times, then failed."""
@@ -42,10 +45,24 @@ class SendOutcome:
     error_code: str | None = None
     error_message: str | None = None
     retry_after: float | None = None
-    """Seconds to wait before sending again on this session (THROTTLED, TRANSIENT)."""
+    """Seconds to wait before sending again on this session (THROTTLED, TRANSIENT; SESSION_DOWN
+    with ``stop`` LIMITED: when the limit ends)."""
     auth_failure: bool = False
     """SESSION_DOWN because the credentials were refused: a human must fix the token."""
     http_status: int | None = None
+    stop: StopKind | None = None
+    """SESSION_DOWN only: ``disconnected`` when a reconnect of the session fixes it (the watcher
+    resumes on the next healthy check), ``limited`` when it ends by itself after
+    ``retry_after``, ``blocked`` when only a person can fix it (a healthy health check proves
+    nothing then: resuming automatically would hit WhatsApp again with the same refusal)."""
+
+    @property
+    def stop_kind(self) -> StopKind:
+        """The kind of stop of a SESSION_DOWN outcome; one that names none is a disconnection
+        unless the credentials were refused."""
+        if self.stop is not None:
+            return self.stop
+        return StopKind.BLOCKED if self.auth_failure else StopKind.DISCONNECTED
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,27 @@ Answers are classified on ``error.code`` only, as Meta asks: never on ``error_su
 (deprecated, still present in examples) and on the HTTP status only when the body carries no
 code (a proxy's HTML page, an empty 5xx).
 
+=============================================  ================================================
+``error.code``                                 outcome
+=============================================  ================================================
+130429, 131056, 131048, 80007, 4, 133016,      THROTTLED, a default wait per code
+131064, 131057
+0, 190 (token), 3, 10, 200–299, 131005         SESSION_DOWN, ``blocked``: a person fixes the
+(permission)                                   token or its permissions (``auth_failure``)
+368 (policy), 131031 (account locked),         SESSION_DOWN, ``blocked``: account-wide, WhatsApp
+131042 (payment), 131045 (registration)        refuses every send until a person acts
+132001, 132015, 132016 (template-wide)         SESSION_DOWN, ``blocked``: fix the template
+130497 (country restricted), 131026, 131047,   RECIPIENT_FAILED: that recipient only
+131049, 131050, 130403, 131021, 131008,
+131009, 100, the rest of 1320xx
+131000, 1, 131016, 2, and any unknown code     TRANSIENT
+=============================================  ================================================
+
+Every SESSION_DOWN of this gateway is ``blocked``: a Cloud API "session" is a token and a phone
+number id, with no connection to lose, and its health check (reading the phone number) answers
+200 through a template, payment or policy refusal. A stop resumed on that check would send the
+same refused request again at every watcher cycle.
+
 Decisions where Meta's pages are silent or UNCONFIRMED (each one errs towards never losing a
 recipient to a problem that is not the recipient's):
 
@@ -14,6 +35,10 @@ recipient to a problem that is not the recipient's):
   so the campaign is interrupted with a reason telling the operator to fix the template.
   Errors that depend on each recipient's filled parameters (132000 count mismatch, 132012
   format, the rest of 1320xx) are RECIPIENT_FAILED.
+* **130497** is listed by Meta with the integrity codes, but it says the business may not
+  message users *in the recipient's country*: recipients elsewhere still go through, so it
+  fails that recipient and the campaign goes on (stopping it would hold the whole list for
+  one country).
 * 131057 (maintenance, "up to 1 min") is THROTTLED for 60 s rather than TRANSIENT, so the
   wait costs no recipient its bounded retries; 131016 and 2 (service down) are TRANSIENT with
   a pause hint.
@@ -33,6 +58,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from campaigns.domain import StopKind
 from campaigns.errors import ConfigurationError
 from campaigns.gateways.base import (
     GatewayConfig,
@@ -63,7 +89,6 @@ AUTH_CODES = frozenset({0, 190, 3, 10, 131005, *range(200, 300)})
 ACCOUNT_CODES: Mapping[int, str] = {
     368: "the account is restricted for policy violations",
     131031: "the business account is restricted or disabled",
-    130497: "the business account is restricted from messaging users in this country",
     131042: "there is a problem with the account's payment method",
     131045: "the phone number is not registered correctly",
 }
@@ -73,7 +98,19 @@ TEMPLATE_WIDE_CODES: Mapping[int, str] = {
     132016: "the template is disabled",
 }
 RECIPIENT_CODES = frozenset(
-    {131026, 131047, 131049, 131050, 130403, 131021, 131008, 131009, 100, *range(132000, 132100)}
+    {
+        130497,  # the recipient's country is restricted for this business: not the session
+        131026,
+        131047,
+        131049,
+        131050,
+        130403,
+        131021,
+        131008,
+        131009,
+        100,
+        *range(132000, 132100),
+    }
 )
 TRANSIENT_CODES: Mapping[int, float | None] = {
     131000: None,  # unknown error: "retry"
@@ -207,6 +244,7 @@ def classify_send(answer: HttpAnswer) -> SendOutcome:
             error_message=reason,
             auth_failure=auth,
             http_status=answer.status,
+            stop=StopKind.BLOCKED,  # see the module docstring: no reconnect fixes any of them
         )
     retry_after: float | None = None
     if kind in (OutcomeKind.THROTTLED, OutcomeKind.TRANSIENT):

@@ -4,9 +4,27 @@ Evolution has no "not connected" guard: a closed connection surfaces as a Bailey
 status and shape vary by version (§3.4). So the adapter looks at the *text* first:
 
 * "Connection Closed" anywhere in ``response.message`` (string, list, nested), whatever the
-  status → SESSION_DOWN.
-* "Cannot read properties of undefined" (the instance is not loaded in memory) → SESSION_DOWN.
+  status → SESSION_DOWN, ``disconnected``.
+* "Cannot read properties of undefined" (the instance is not loaded in memory) → SESSION_DOWN,
+  ``disconnected``.
 * A 400 whose message lists ``{"exists": false, ...}`` → RECIPIENT_FAILED (not on WhatsApp).
+
+=================================================  ============================================
+answer                                             outcome
+=================================================  ============================================
+"Connection Closed", instance not loaded, 404      SESSION_DOWN, ``disconnected``: the watcher
+                                                   resumes once the state is ``open`` again
+400 from schema validation                         SESSION_DOWN, ``blocked`` (configuration)
+401/403 (API key refused)                          SESSION_DOWN, ``blocked`` (token)
+"error 463" (WhatsApp's reach-out timelock)        SESSION_DOWN, ``blocked``
+a template message                                 SESSION_DOWN, ``blocked`` (text only)
+400 listing ``exists: false``                      RECIPIENT_FAILED
+429                                                THROTTLED
+other 400, 5xx                                     TRANSIENT (504: AMBIGUOUS)
+=================================================  ============================================
+
+``blocked`` stops wait for an operator: the connection state stays ``open`` through them, so a
+resume on the health check would send the same refused request again at every watcher cycle.
 
 Decisions where the contract leaves a choice:
 
@@ -16,6 +34,9 @@ Decisions where the contract leaves a choice:
 * Any other 400 is TRANSIENT: inside the send's try block Evolution turns *every* Baileys
   error into a 400 (``BadRequestException(error.toString())``), and most of those (timeouts,
   stream errors) are not about the recipient.
+* One Baileys error is not transient: WhatsApp's error 463 (the reach-out timelock WAHA
+  reports, §2.4) is WhatsApp refusing the number, whatever relays it. Its text through
+  Evolution is UNCONFIRMED; a 4xx/5xx whose message names "error 463" is read as it.
 * Other 5xx are TRANSIENT; a 504 from a proxy in front is AMBIGUOUS (see ``http.py``).
 """
 
@@ -27,6 +48,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from campaigns.domain import StopKind
 from campaigns.gateways.base import (
     GatewayConfig,
     OutcomeKind,
@@ -49,6 +71,7 @@ logger = logging.getLogger(__name__)
 _CLOSED = "connection closed"
 _NOT_LOADED = "cannot read properties of undefined"
 _SCHEMA_ERROR = re.compile(r"requires property|is required|is not allowed|must be", re.I)
+_BAN = re.compile(r"\berror 463\b", re.I)
 
 
 class EvolutionGateway:
@@ -71,6 +94,7 @@ class EvolutionGateway:
                 OutcomeKind.SESSION_DOWN,
                 error_code="unsupported_message",
                 error_message="Evolution sends text only; this campaign has a template message",
+                stop=StopKind.BLOCKED,
             )
         else:
             body = {"number": digits(message.to), "text": message.text}
@@ -155,12 +179,19 @@ def classify_send(answer: HttpAnswer) -> SendOutcome:
     lowered = [text.lower() for text in _texts(message)]
     detail = _describe(answer)
     reason: str | None = None
+    stop = StopKind.DISCONNECTED
     if any(_CLOSED in text for text in lowered):
         reason = f"the WhatsApp connection of the instance is closed: {detail}"
     elif any(_NOT_LOADED in text for text in lowered):
         reason = f"the instance is not loaded in Evolution (restart or reconnect it): {detail}"
     elif answer.status == 404:
         reason = f"the Evolution instance does not exist: {detail}"
+    elif any(_BAN.search(text) for text in lowered):
+        reason = (
+            f"WhatsApp refused to send (error 463: reach-out timelock, ban or reputation "
+            f"block): {detail}; check the number before resuming"
+        )
+        stop = StopKind.BLOCKED
     elif answer.status == 400 and _not_on_whatsapp(message):
         return SendOutcome(
             OutcomeKind.RECIPIENT_FAILED,
@@ -170,11 +201,15 @@ def classify_send(answer: HttpAnswer) -> SendOutcome:
         )
     elif answer.status == 400 and any(_SCHEMA_ERROR.search(text) for text in lowered):
         reason = f"Evolution rejected the request body (v1 server?): {detail}"
+        stop = StopKind.BLOCKED
     if reason is not None:
-        return session_down(answer, reason)
+        return session_down(answer, reason, stop=stop)
     if answer.status in (401, 403):
         return session_down(
-            answer, "Evolution refused the API key; fix the session's token", auth=True
+            answer,
+            "Evolution refused the API key; fix the session's token",
+            stop=StopKind.BLOCKED,
+            auth=True,
         )
     if answer.status == 400:
         return SendOutcome(

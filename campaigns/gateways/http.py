@@ -27,6 +27,7 @@ from typing import Any
 import requests
 import urllib3.exceptions
 
+from campaigns.domain import StopKind
 from campaigns.gateways.base import GatewayConfig, OutcomeKind, SendOutcome
 from campaigns.masking import mask_phone
 
@@ -77,14 +78,24 @@ class HttpAnswer:
 # --------------------------------------------------------------------------- helpers
 
 
-def session_down(answer: HttpAnswer, reason: str, *, auth: bool = False) -> SendOutcome:
-    """SESSION_DOWN for an HTTP answer: the campaign is interrupted with ``reason``."""
+def session_down(
+    answer: HttpAnswer,
+    reason: str,
+    *,
+    stop: StopKind,
+    auth: bool = False,
+    retry_after: float | None = None,
+) -> SendOutcome:
+    """SESSION_DOWN for an HTTP answer: the campaign is interrupted with ``reason`` and a stop
+    of kind ``stop`` (each adapter decides it: nothing here knows what a reconnect fixes)."""
     return SendOutcome(
         OutcomeKind.SESSION_DOWN,
         error_code=str(answer.status),
         error_message=reason,
         auth_failure=auth,
         http_status=answer.status,
+        stop=stop,
+        retry_after=retry_after,
     )
 
 
@@ -160,6 +171,7 @@ def classify_exception(exc: BaseException, *, sends: bool) -> SendOutcome:
             OutcomeKind.SESSION_DOWN,
             error_code="invalid_request",
             error_message=f"the gateway URL or headers are invalid ({name}); fix the session",
+            stop=StopKind.BLOCKED,  # a configuration mistake: no reconnect fixes it
         )
     if failed_to_connect(exc):
         return SendOutcome(
@@ -194,6 +206,7 @@ def status_fallback(answer: HttpAnswer, *, sends: bool) -> SendOutcome:
             error_message="the gateway refused the credentials; fix the session's token",
             auth_failure=True,
             http_status=answer.status,
+            stop=StopKind.BLOCKED,
         )
     if answer.status == 429:
         return SendOutcome(

@@ -1,16 +1,43 @@
 """WAHA adapter (devlikeapro/waha; docs/gateways.md §2).
 
+===================================================  ==========================================
+answer                                               outcome
+===================================================  ==========================================
+2xx                                                  SENT
+422 with the session's status (not WORKING)          SESSION_DOWN, ``disconnected``
+404 (no such session)                                SESSION_DOWN, ``disconnected``
+422 without a status (2024 core: only ``default``)   SESSION_DOWN, ``blocked`` (configuration)
+400 (request validation)                             SESSION_DOWN, ``blocked`` (configuration)
+401/403 (API key refused)                            SESSION_DOWN, ``blocked`` (token)
+500 mentioning error 463 (reach-out timelock, ban)   SESSION_DOWN, ``blocked``
+500 mentioning error 475 (capping)                   SESSION_DOWN, ``limited``
+a template message                                   SESSION_DOWN, ``blocked`` (WAHA sends text)
+429                                                  THROTTLED
+other 5xx, connect errors                            TRANSIENT (504, read timeout: AMBIGUOUS)
+===================================================  ==========================================
+
+``disconnected`` stops are resumed by the session watcher once ``GET /api/sessions/{session}``
+says WORKING again (or by a ``session.status`` webhook). ``blocked`` ones wait for an operator:
+the health check says WORKING all through a timelock or a version mismatch, so resuming on it
+would send the same refused request again at every watcher cycle — for 463, hitting WhatsApp on
+a number it has just restricted.
+
 Decisions where the contract is UNCONFIRMED or leaves a choice:
 
 * The 201 body is the engine's raw message and may be empty: any 2xx is SENT, and the id is
   taken from whichever shape is there (NOWEB ``key.id``, WEBJS ``id._serialized``/``id.id``,
   the documented ``WAMessage`` ``id`` string), else ``None``.
 * Any 422 is SESSION_DOWN: WAHA answers 422 when the session is not WORKING after its 5 s
-  wait (the reason carries the status) and, in the 2024 core, for a session name other than
-  ``default``. Both need an operator.
+  wait (the reason carries the status: a reconnect fixes it) and, in the 2024 core, for a
+  session name other than ``default`` (no status: only a configuration change fixes it).
 * A 500 whose exception mentions error 463 is SESSION_DOWN: that is WhatsApp refusing the
-  number (ban or reputation block, §2.4); sending on would make it worse. Any other 500 is
-  TRANSIENT (an engine error before the send).
+  number (ban, reputation block or reach-out timelock, §2.4); sending on would make it worse.
+  Any other 500 is TRANSIENT (an engine error before the send).
+* Error 475 (capping until the end of a cycle, named in design.md) is UNCONFIRMED: no source
+  read gives its shape or how the cycle end is told. It is read like 463 (a 500 whose text
+  names the error) and stops the campaign as ``limited``, resuming after ``Retry-After`` when
+  the answer has one, else after :data:`CAPPING_WAIT_S` — long, because resuming early only
+  spends a call on a number that is still capped.
 * A 400 is SESSION_DOWN: it comes from WAHA's request validation, so the body shape does not
   match the WAHA version, and every recipient would fail the same way.
 * sendText does not reject numbers that are not on WhatsApp (§2.6). With option
@@ -27,6 +54,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from campaigns.domain import StopKind
 from campaigns.errors import ConfigurationError
 from campaigns.gateways.base import (
     GatewayConfig,
@@ -48,6 +76,11 @@ from campaigns.masking import mask_phone
 logger = logging.getLogger(__name__)
 
 _BAN = re.compile(r"\b463\b")
+_CAPPED = re.compile(r"\b475\b")
+
+CAPPING_WAIT_S = 24 * 3600.0
+"""How long a campaign stopped by WAHA 475 (capping) waits when the answer does not say: the
+rolling day the caps of design.md are counted over."""
 
 
 def parse_bool_option(value: str, name: str) -> bool:
@@ -145,6 +178,7 @@ def _unsupported() -> SendOutcome:
         OutcomeKind.SESSION_DOWN,
         error_code="unsupported_message",
         error_message="WAHA sends text only; this campaign has a template message",
+        stop=StopKind.BLOCKED,
     )
 
 
@@ -189,11 +223,16 @@ def classify_send(answer: HttpAnswer, *, sends: bool = True) -> SendOutcome:
             OutcomeKind.SENT, message_id=message_id(answer.body), http_status=answer.status
         )
     text = _message(answer)
-    reason = _session_down_reason(answer, text)
-    if reason is not None:
-        return session_down(answer, reason)
+    stopped = _session_down(answer, text)
+    if stopped is not None:
+        return stopped
     if answer.status in (401, 403):
-        return session_down(answer, "WAHA refused the API key; fix the session's token", auth=True)
+        return session_down(
+            answer,
+            "WAHA refused the API key; fix the session's token",
+            stop=StopKind.BLOCKED,
+            auth=True,
+        )
     fallback = status_fallback(answer, sends=sends)
     if fallback.kind is OutcomeKind.TRANSIENT:
         return SendOutcome(
@@ -206,21 +245,38 @@ def classify_send(answer: HttpAnswer, *, sends: bool = True) -> SendOutcome:
     return fallback
 
 
-def _session_down_reason(answer: HttpAnswer, text: str) -> str | None:
+def _session_down(answer: HttpAnswer, text: str) -> SendOutcome | None:
+    """The SESSION_DOWN outcome of a WAHA answer, with the kind of its stop; None otherwise."""
     body = answer.body if isinstance(answer.body, Mapping) else {}
     if answer.status == 422:
         status = body.get("status")
         session = body.get("session")
         if isinstance(status, str):
-            return redact(f"WAHA session {session!r} is {status}, not WORKING: {text}")
-        return f"WAHA cannot use the session: {text}"
+            reason = redact(f"WAHA session {session!r} is {status}, not WORKING: {text}")
+            return session_down(answer, reason, stop=StopKind.DISCONNECTED)
+        return session_down(answer, f"WAHA cannot use the session: {text}", stop=StopKind.BLOCKED)
     if answer.status == 404:
-        return f"WAHA session not found: {text}"
+        # resumes once the session exists and is WORKING: the watcher's check says so
+        return session_down(answer, f"WAHA session not found: {text}", stop=StopKind.DISCONNECTED)
     if answer.status == 400:
-        return f"WAHA rejected the request body (version mismatch?): {text}"
+        return session_down(
+            answer,
+            f"WAHA rejected the request body (version mismatch?): {text}",
+            stop=StopKind.BLOCKED,
+        )
     if answer.status >= 500 and _BAN.search(text):
-        return (
-            f"WhatsApp refused to send (error 463: ban or reputation block): {text}; "
-            "check the number before resuming"
+        return session_down(
+            answer,
+            f"WhatsApp refused to send (error 463: reach-out timelock, ban or reputation "
+            f"block): {text}; check the number before resuming",
+            stop=StopKind.BLOCKED,
+        )
+    if answer.status >= 500 and _CAPPED.search(text):
+        wait = answer.retry_after if answer.retry_after else CAPPING_WAIT_S
+        return session_down(
+            answer,
+            f"WhatsApp capped the number (error 475): {text}",
+            stop=StopKind.LIMITED,
+            retry_after=wait,
         )
     return None

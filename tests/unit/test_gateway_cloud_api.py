@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from campaigns.domain import StopKind
 from campaigns.errors import ConfigurationError
 from campaigns.gateways.base import (
     GatewayConfig,
@@ -195,14 +196,14 @@ CODE_TABLE = [
     # integrity and account
     (368, OutcomeKind.SESSION_DOWN),
     (131031, OutcomeKind.SESSION_DOWN),
-    (130497, OutcomeKind.SESSION_DOWN),
     (131042, OutcomeKind.SESSION_DOWN),
     (131045, OutcomeKind.SESSION_DOWN),
     # template-wide: every recipient would fail
     (132001, OutcomeKind.SESSION_DOWN),
     (132015, OutcomeKind.SESSION_DOWN),
     (132016, OutcomeKind.SESSION_DOWN),
-    # recipient
+    # recipient; 130497 (country restricted) too: recipients elsewhere still go through
+    (130497, OutcomeKind.RECIPIENT_FAILED),
     (131026, OutcomeKind.RECIPIENT_FAILED),
     (131047, OutcomeKind.RECIPIENT_FAILED),
     (131049, OutcomeKind.RECIPIENT_FAILED),
@@ -235,6 +236,9 @@ def test_send__cloud_error_code_decides_the_outcome(
     assert outcome.error_code == str(code)
     assert outcome.http_status == 400
     assert outcome.message_id is None
+    # no reconnect fixes a Cloud API refusal (its health check reads 200 through all of
+    # them): every session-level answer waits for an operator
+    assert outcome.stop is (StopKind.BLOCKED if kind is OutcomeKind.SESSION_DOWN else None)
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 500])
@@ -362,6 +366,7 @@ def test_send__cloud_answer_without_code_falls_back_to_http_status(
 
     assert outcome.kind is kind
     assert outcome.http_status == status
+    assert outcome.stop is (StopKind.BLOCKED if kind is OutcomeKind.SESSION_DOWN else None)
 
 
 def test_send__cloud_429_without_code_honours_retry_after_date(

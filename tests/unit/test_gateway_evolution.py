@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from campaigns.domain import StopKind
 from campaigns.gateways.base import (
     GatewayConfig,
     OutcomeKind,
@@ -120,7 +121,7 @@ def test_send__evolution_template_stops_the_campaign_without_calling(
 ) -> None:
     outcome = gateway.send(OutgoingMessage(to=NUMBER, template=TemplateSpec("t", "en")))
 
-    assert outcome.kind is OutcomeKind.SESSION_DOWN
+    assert (outcome.kind, outcome.stop) == (OutcomeKind.SESSION_DOWN, StopKind.BLOCKED)
     assert stub.requests == []
 
 
@@ -149,43 +150,38 @@ def test_send__evolution_201_is_sent_with_key_id(
 
 NOT_ON_WHATSAPP = [{"jid": f"{DIGITS}@s.whatsapp.net", "exists": False, "number": DIGITS}]
 
-ERROR_TABLE: list[tuple[str, int, Any, OutcomeKind, bool]] = [
-    ("400-not-on-whatsapp", 400, NOT_ON_WHATSAPP, OutcomeKind.RECIPIENT_FAILED, False),
-    ("500-closed-string", 500, "Connection Closed", OutcomeKind.SESSION_DOWN, False),
-    ("500-closed-list", 500, ["Error: Connection Closed"], OutcomeKind.SESSION_DOWN, False),
-    ("400-closed-list", 400, ["Error: Connection Closed"], OutcomeKind.SESSION_DOWN, False),
-    ("400-closed-nested", 400, [{"error": "Connection Closed"}], OutcomeKind.SESSION_DOWN, False),
+D, B = StopKind.DISCONNECTED, StopKind.BLOCKED
+DOWN = OutcomeKind.SESSION_DOWN
+ERROR_TABLE: list[tuple[str, int, Any, OutcomeKind, bool, StopKind | None]] = [
+    ("400-not-on-whatsapp", 400, NOT_ON_WHATSAPP, OutcomeKind.RECIPIENT_FAILED, False, None),
+    # a closed connection: the watcher resumes once connectionState says open again
+    ("500-closed-string", 500, "Connection Closed", DOWN, False, D),
+    ("500-closed-list", 500, ["Error: Connection Closed"], DOWN, False, D),
+    ("400-closed-list", 400, ["Error: Connection Closed"], DOWN, False, D),
+    ("400-closed-nested", 400, [{"error": "Connection Closed"}], DOWN, False, D),
     (
         "500-not-loaded",
         500,
         "Cannot read properties of undefined (reading 'textMessage')",
-        OutcomeKind.SESSION_DOWN,
+        DOWN,
         False,
+        D,
     ),
-    (
-        "404-no-instance",
-        404,
-        ['The "sales" instance does not exist'],
-        OutcomeKind.SESSION_DOWN,
-        False,
-    ),
-    ("401", 401, "Unauthorized", OutcomeKind.SESSION_DOWN, True),
-    (
-        "400-schema-v1-server",
-        400,
-        [['instance requires property "textMessage"']],
-        OutcomeKind.SESSION_DOWN,
-        False,
-    ),
-    ("400-text-required", 400, ["Text is required"], OutcomeKind.SESSION_DOWN, False),
-    ("400-other-baileys", 400, ["Error: Timed Out"], OutcomeKind.TRANSIENT, False),
-    ("500-other", 500, "Internal error", OutcomeKind.TRANSIENT, False),
-    ("503", 503, "Service Unavailable", OutcomeKind.TRANSIENT, False),
+    ("404-no-instance", 404, ['The "sales" instance does not exist'], DOWN, False, D),
+    # the state stays open through these: only an operator resumes
+    ("401", 401, "Unauthorized", DOWN, True, B),
+    ("403", 403, "Forbidden", DOWN, True, B),
+    ("400-schema-v1-server", 400, [['instance requires property "textMessage"']], DOWN, False, B),
+    ("400-text-required", 400, ["Text is required"], DOWN, False, B),
+    ("400-463-timelock", 400, ["Error: server returned error 463"], DOWN, False, B),
+    ("400-other-baileys", 400, ["Error: Timed Out"], OutcomeKind.TRANSIENT, False, None),
+    ("500-other", 500, "Internal error", OutcomeKind.TRANSIENT, False, None),
+    ("503", 503, "Service Unavailable", OutcomeKind.TRANSIENT, False, None),
 ]
 
 
 @pytest.mark.parametrize(
-    ("status", "message", "kind", "auth"),
+    ("status", "message", "kind", "auth", "stop"),
     [row[1:] for row in ERROR_TABLE],
     ids=[row[0] for row in ERROR_TABLE],
 )
@@ -196,12 +192,14 @@ def test_send__evolution_error_answer_is_classified(
     message: Any,
     kind: OutcomeKind,
     auth: bool,
+    stop: StopKind | None,
 ) -> None:
     outcome = send_answered(stub, gateway, status, envelope(status, message))
 
     assert outcome.kind is kind
     assert outcome.auth_failure is auth
     assert outcome.http_status == status
+    assert outcome.stop is stop
 
 
 def test_send__evolution_connection_closed_wins_over_any_status(

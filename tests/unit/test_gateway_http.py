@@ -17,7 +17,14 @@ import pytest
 import requests
 import urllib3.exceptions
 
-from campaigns.gateways.base import Gateway, GatewayConfig, OutcomeKind, OutgoingMessage
+from campaigns.domain import StopKind
+from campaigns.gateways.base import (
+    Gateway,
+    GatewayConfig,
+    OutcomeKind,
+    OutgoingMessage,
+    SendOutcome,
+)
 from campaigns.gateways.cloud_api import CloudApiGateway
 from campaigns.gateways.evolution import EvolutionGateway
 from campaigns.gateways.http import (
@@ -162,6 +169,7 @@ def test_invalid_base_url_stops_the_campaign_instead_of_failing_recipients() -> 
     outcome = gateway.send(MESSAGE)
 
     assert outcome.kind is OutcomeKind.SESSION_DOWN
+    assert outcome.stop is StopKind.BLOCKED  # a configuration mistake: no reconnect fixes it
     assert outcome.error_message is not None
     assert TOKEN not in outcome.error_message
 
@@ -206,6 +214,16 @@ def test_classify_exception__only_a_failure_to_connect_is_transient_on_a_send(
     make_exc: Callable[[], BaseException], kind: OutcomeKind
 ) -> None:
     assert classify_exception(make_exc(), sends=True).kind is kind
+
+
+def test_session_down_without_a_stop__is_disconnected_unless_the_token_was_refused() -> None:
+    # outcomes built before stops had kinds (test doubles, adapters of other projects) keep
+    # their old meaning: resumed on reconnect, except a refused token
+    assert SendOutcome(OutcomeKind.SESSION_DOWN).stop_kind is StopKind.DISCONNECTED
+    refused = SendOutcome(OutcomeKind.SESSION_DOWN, auth_failure=True)
+    assert refused.stop_kind is StopKind.BLOCKED
+    limited = SendOutcome(OutcomeKind.SESSION_DOWN, stop=StopKind.LIMITED, retry_after=60)
+    assert limited.stop_kind is StopKind.LIMITED
 
 
 @pytest.mark.parametrize("make_exc", [_aborted, _reset, lambda: requests.ReadTimeout("t")])
