@@ -76,6 +76,10 @@ def campaign_data(campaign: Campaign) -> dict[str, Any]:
         "batch_delay_max": campaign.batch_delay_max,
         "message_length": len(campaign.message),
         "interrupt_reason": campaign.interrupt_reason,
+        # who resumes an interrupted campaign: the watcher (disconnected), the sweep at
+        # resume_at (limited), or only an operator (blocked)
+        "interrupt_kind": campaign.interrupt_kind.value if campaign.interrupt_kind else None,
+        "resume_at": campaign.resume_at,
         "heartbeat_at": campaign.heartbeat_at,
         "next_batch_at": campaign.next_batch_at,
         "created_at": campaign.created_at,

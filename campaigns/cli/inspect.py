@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from campaigns.cli.app import app
 from campaigns.cli.common import (
@@ -19,8 +20,38 @@ from campaigns.cli.common import (
     snapshot_data,
     when,
 )
-from campaigns.domain import Campaign, CampaignStatus, RecipientStatus
+from campaigns.domain import Campaign, CampaignStatus, RecipientStatus, StopKind
 from campaigns.masking import mask_phone
+
+
+def _clock(value: datetime) -> str:
+    """A local time to the minute, with the date only when it is not today."""
+    local = value.astimezone()
+    same_day = local.date() == datetime.now().astimezone().date()
+    return local.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+
+
+def status_label(c: Campaign) -> str:
+    """The status with the kind of its stop: ``interrupted (blocked)``, ``interrupted (limited
+    until 14:05)``; the bare status otherwise."""
+    if c.status is not CampaignStatus.INTERRUPTED or c.interrupt_kind is None:
+        return c.status.value
+    if c.interrupt_kind is StopKind.LIMITED and c.resume_at is not None:
+        return f"interrupted (limited until {_clock(c.resume_at)})"
+    return f"interrupted ({c.interrupt_kind.value})"
+
+
+def stop_line(c: Campaign) -> str | None:
+    """Why an interrupted campaign stopped and who resumes it (None when not interrupted):
+    the operator must act only on a blocked one, and must be told so."""
+    if c.status is not CampaignStatus.INTERRUPTED:
+        return None
+    said = f"{status_label(c)}: {c.interrupt_reason or 'no reason given'}"
+    if c.interrupt_kind is StopKind.BLOCKED:
+        return f"{said} — resume with `campaigns resume {c.id}` once fixed"
+    if c.interrupt_kind is StopKind.LIMITED:
+        return f"{said}; resumes by itself"
+    return f"{said}; resumes by itself when session {c.session_name} reconnects"
 
 
 def _campaign_table(campaigns: list[Campaign], title: str | None = None) -> None:
@@ -36,11 +67,14 @@ def _campaign_table(campaigns: list[Campaign], title: str | None = None) -> None
         "created",
         title=title,
     )
+    if any(c.interrupt_kind for c in campaigns):
+        # room for "(disconnected)" on its own line: folded mid-word it reads as nothing
+        table.columns[2].min_width = len("(disconnected)")
     for c in campaigns:
         table.add_row(
             str(c.id),
             c.session_name,
-            c.status.value,
+            status_label(c),
             f"{c.success_count}/{c.total_numbers}",
             str(c.failed_count),
             str(c.unknown_count),
@@ -83,7 +117,7 @@ def status(
         return
     c = snapshot.campaign
     counts = snapshot.counts
-    table = new_table("", "", title=f"campaign {c.id} on {c.session_name}: {c.status.value}")
+    table = new_table("", "", title=f"campaign {c.id} on {c.session_name}: {status_label(c)}")
     rows = [
         ("entries", str(c.total_numbers)),
         ("batch", f"{c.current_batch}/{c.total_batches} ({snapshot.batches_done} done)"),
@@ -100,8 +134,12 @@ def status(
         ("last error", snapshot.last_error or "-"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, Text(value))  # Text: a gateway's reason may hold [brackets]
     console.print(table)
+    stopped = stop_line(c)
+    if stopped:
+        # below the table, unwrapped: what to do next is the line an operator copies from
+        console.print(Text(stopped))
 
 
 @app.command()
