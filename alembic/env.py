@@ -9,6 +9,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from campaigns.inputs import database_url
 from campaigns.store.models import Base
 
 config = context.config
@@ -28,7 +29,8 @@ def run_migrations_online() -> None:
     url = config.attributes.get("url") or os.environ.get("DATABASE_URL")
     if not url:
         raise RuntimeError("no database URL: set DATABASE_URL or use `campaigns db upgrade`")
-    engine = create_engine(url, poolclass=pool.NullPool)
+    # `alembic upgrade` run by hand reads DATABASE_URL as users write it (postgresql://...)
+    engine = create_engine(database_url(url), poolclass=pool.NullPool)
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=target_metadata)
         with context.begin_transaction():

@@ -46,6 +46,14 @@ class InvalidNumberFile(InvalidInput):
     """The number file cannot be read; nothing was created."""
 
 
+class InvalidArgument(InvalidInput):
+    """An argument has the wrong type or is out of range; nothing was written."""
+
+
+class UnsupportedDatabaseUrl(ConfigurationError):
+    """DATABASE_URL must be a PostgreSQL URL for psycopg2 (postgresql://user@host:5432/db)."""
+
+
 class UnknownSession(CampaignError):
     """No sender session has that name; add it with `campaigns sessions add`."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from campaigns.dispatch import Enqueue, configured_enqueue
 from campaigns.domain import CampaignStatus
-from campaigns.errors import CampaignError
+from campaigns.errors import CampaignError, InvalidArgument
 from campaigns.numbers import Entry
 from campaigns.recovery import CampaignRecoveryManager
 from campaigns.settings import Pacing
@@ -40,6 +40,11 @@ class CampaignBatchProcessor:
         *,
         enqueue: Enqueue | None = None,
     ) -> None:
+        # Pacing.validate checks every number (type, finiteness, range) and names it
+        if enqueue is not None and not callable(enqueue):
+            raise InvalidArgument(
+                f"enqueue must be a callable or None, got {type(enqueue).__name__}"
+            )
         self.pacing = Pacing(
             batch_size=batch_size,
             min_interval=min_interval,

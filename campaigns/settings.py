@@ -14,7 +14,17 @@ from typing import TypeVar
 
 import phonenumbers
 
-from campaigns.errors import ConfigurationError
+from campaigns.errors import ConfigurationError, InvalidArgument, InvalidInput
+from campaigns.inputs import (
+    MAX_BATCH_SIZE,
+    MAX_DAYS,
+    MAX_INT,
+    database_url,
+    finite_number,
+    finite_seconds,
+    positive_int,
+    whole_number,
+)
 
 T = TypeVar("T")
 
@@ -30,31 +40,27 @@ class Pacing:
     batch_delay_max: float = 30.0
 
     def validate(self, names: Mapping[str, str] | None = None) -> Pacing:
-        """Raise :class:`ConfigurationError` naming the offending setting."""
+        """The pacing with whole batch size and float seconds; raise
+        :class:`InvalidArgument` naming the offending setting (its ``names`` label, if given).
+
+        A NaN would pass every ``<`` check (it compares false with everything), and a bool or
+        text would fail deep inside the engine, so types and finiteness come first."""
         label = dict(names or {})
 
         def name(key: str) -> str:
             return label.get(key, key)
 
-        if self.batch_size < 1:
-            raise ConfigurationError(
-                f"{name('batch_size')} must be at least 1, got {self.batch_size}"
-            )
-        for key in ("min_interval", "max_interval", "batch_delay_min", "batch_delay_max"):
-            value = getattr(self, key)
-            if value < 0:
-                raise ConfigurationError(f"{name(key)} must not be negative, got {value}")
-        if self.min_interval > self.max_interval:
-            raise ConfigurationError(
-                f"{name('min_interval')} ({self.min_interval}) is above "
-                f"{name('max_interval')} ({self.max_interval})"
-            )
-        if self.batch_delay_min > self.batch_delay_max:
-            raise ConfigurationError(
-                f"{name('batch_delay_min')} ({self.batch_delay_min}) is above "
-                f"{name('batch_delay_max')} ({self.batch_delay_max})"
-            )
-        return self
+        batch_size = positive_int(self.batch_size, name("batch_size"), MAX_BATCH_SIZE)
+        seconds = {
+            key: finite_seconds(getattr(self, key), name(key))
+            for key in ("min_interval", "max_interval", "batch_delay_min", "batch_delay_max")
+        }
+        for low, high in (("min_interval", "max_interval"), ("batch_delay_min", "batch_delay_max")):
+            if seconds[low] > seconds[high]:
+                raise InvalidArgument(
+                    f"{name(low)} ({seconds[low]:g}) is above {name(high)} ({seconds[high]:g})"
+                )
+        return Pacing(batch_size=batch_size, **seconds)
 
 
 PACING_VARIABLES = {
@@ -118,15 +124,19 @@ class Settings:
             raise ConfigurationError(
                 f"DEFAULT_REGION {region!r} is not a region phonenumbers knows (e.g. BR, US, IN)"
             )
-        pacing = Pacing(
-            batch_size=_read(env, "BATCH_SIZE", int, 300),
-            min_interval=_read(env, "MIN_INTERVAL", float, 4.0),
-            max_interval=_read(env, "MAX_INTERVAL", float, 10.0),
-            batch_delay_min=_read(env, "BATCH_DELAY_MIN", float, 15.0),
-            batch_delay_max=_read(env, "BATCH_DELAY_MAX", float, 30.0),
-        ).validate(PACING_VARIABLES)
+        try:
+            pacing = Pacing(
+                batch_size=_read(env, "BATCH_SIZE", int, 300),
+                min_interval=_read(env, "MIN_INTERVAL", float, 4.0),
+                max_interval=_read(env, "MAX_INTERVAL", float, 10.0),
+                batch_delay_min=_read(env, "BATCH_DELAY_MIN", float, 15.0),
+                batch_delay_max=_read(env, "BATCH_DELAY_MAX", float, 30.0),
+            ).validate(PACING_VARIABLES)
+        except InvalidInput as exc:
+            # the Python API's checks, but a variable is configuration, not an argument
+            raise ConfigurationError(str(exc)) from None
         settings = cls(
-            database_url=env.get("DATABASE_URL") or None,
+            database_url=_database_url(env),
             broker_url=env.get("CELERY_BROKER_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
             data_dir=Path(env.get("CAMPAIGNS_DATA_DIR", ".data")),
@@ -135,22 +145,18 @@ class Settings:
             stall_timeout=_positive(env, "STALL_TIMEOUT", 40.0),
             sweep_interval=_positive(env, "SWEEP_INTERVAL", 15.0),
             task_time_budget=_positive(env, "TASK_TIME_BUDGET", 240.0),
-            max_attempts=int(_positive(env, "MAX_ATTEMPTS", 3)),
-            failure_streak_limit=_read(env, "FAILURE_STREAK_LIMIT", int, 20),
-            reconnect_settle=_read(env, "RECONNECT_SETTLE", float, 5.0),
+            max_attempts=_count(env, "MAX_ATTEMPTS", 3),
+            failure_streak_limit=_count(env, "FAILURE_STREAK_LIMIT", 20, minimum=0),
+            reconnect_settle=_positive(env, "RECONNECT_SETTLE", 5.0, zero_ok=True),
             resend_unknown=_flag(env, "RESEND_UNKNOWN"),
-            db_pool_size=int(_positive(env, "DB_POOL_SIZE", 10)),
+            db_pool_size=_count(env, "DB_POOL_SIZE", 10),
             gateway_connect_timeout=_positive(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),
             gateway_read_timeout=_positive(env, "GATEWAY_READ_TIMEOUT", 20.0),
-            stuck_hours=_positive(env, "STUCK_HOURS", 24.0),
+            stuck_hours=_positive(env, "STUCK_HOURS", 24.0, unit="hours", maximum=MAX_DAYS * 24),
             stuck_report_interval=_positive(env, "STUCK_REPORT_INTERVAL", 3600.0),
-            cleanup_days=_positive(env, "CLEANUP_DAYS", 30.0),
+            cleanup_days=_positive(env, "CLEANUP_DAYS", 30.0, unit="days", maximum=MAX_DAYS),
             cleanup_interval=_positive(env, "CLEANUP_INTERVAL", 86_400.0),
         )
-        if settings.reconnect_settle < 0:
-            raise ConfigurationError(
-                f"RECONNECT_SETTLE must not be negative, got {settings.reconnect_settle}"
-            )
         call = settings.gateway_connect_timeout + settings.gateway_read_timeout
         if settings.stall_timeout <= call:
             # a live task blocked in one gateway call must never look stalled, or the sweep
@@ -158,11 +164,6 @@ class Settings:
             raise ConfigurationError(
                 f"STALL_TIMEOUT ({settings.stall_timeout}) must exceed GATEWAY_CONNECT_TIMEOUT "
                 f"+ GATEWAY_READ_TIMEOUT ({call})"
-            )
-        if settings.database_url and not settings.database_url.startswith("postgresql"):
-            raise ConfigurationError(
-                "DATABASE_URL must be a PostgreSQL SQLAlchemy URL "
-                "(postgresql+psycopg2://user@host:5432/db)"
             )
         if settings.broker_url and not settings.broker_url.startswith(
             ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
@@ -178,14 +179,43 @@ def _read(env: Mapping[str, str], name: str, kind: Callable[[str], T], default: 
     try:
         return kind(raw.strip())
     except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigurationError(f"{name} must be {what}, got {raw!r}") from None
 
 
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+_MAX_SETTING = MAX_DAYS * 86_400
+"""Timeouts and beat intervals need no tighter bound than finiteness and a sane ceiling (a
+century of seconds): ``float("nan")`` and ``"inf"`` parse, and would pass a plain ``<= 0``."""
+
+
+def _positive(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    unit: str = "seconds",
+    maximum: float = _MAX_SETTING,
+    zero_ok: bool = False,
+) -> float:
     value = _read(env, name, float, default)
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be above 0, got {value}")
-    return value
+    try:
+        return finite_number(value, name, unit=unit, maximum=maximum, above_minimum=not zero_ok)
+    except InvalidInput as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    value = _read(env, name, int, default)
+    try:
+        return whole_number(value, name, minimum=minimum, maximum=MAX_INT)
+    except InvalidInput as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _database_url(env: Mapping[str, str]) -> str | None:
+    """DATABASE_URL with the project's driver; None when unset (the embedded server)."""
+    raw = env.get("DATABASE_URL", "").strip()
+    return database_url(raw, "DATABASE_URL") if raw else None
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

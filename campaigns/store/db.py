@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from campaigns.errors import StoreUnavailable
+from campaigns.inputs import database_url
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
@@ -26,9 +27,13 @@ def create_db_engine(url: str, pool_size: int = 10, *, pre_ping: bool = True) ->
     the webhook receiver, tests) never sees a connection that died in a PostgreSQL restart. The
     sending workers turn it off: it costs a round trip per transaction, two per message, and
     they recover anyway (SQLAlchemy invalidates the whole pool on the first dead connection, the
-    engine retries records, the task retries runs)."""
+    engine retries records, the task retries runs).
+
+    ``url`` may be ``postgresql://``, ``postgres://`` or ``postgresql+psycopg2://``: every
+    URL that enters the store goes through :func:`campaigns.inputs.database_url`, so it always
+    means psycopg2 (SQLAlchemy 2.1 alone would pick psycopg 3 for ``postgresql://``)."""
     return create_engine(
-        url,
+        database_url(url),
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=60,
@@ -55,7 +60,7 @@ def _alembic_config(url: str) -> object:
     from alembic.config import Config
 
     config = Config(str(ALEMBIC_INI))
-    config.attributes["url"] = url
+    config.attributes["url"] = database_url(url)
     config.attributes["configure_logging"] = False
     return config
 
@@ -78,7 +83,7 @@ def current_revision(url: str) -> str | None:
     """The revision the database is at, or None before the first migration."""
     from alembic.migration import MigrationContext
 
-    engine = create_engine(url, pool_size=1)
+    engine = create_engine(database_url(url), pool_size=1)
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
