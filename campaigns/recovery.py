@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from campaigns import inputs
 from campaigns.dispatch import Enqueue, configured_enqueue
 from campaigns.domain import RESUMABLE_BY_OPERATOR, Campaign, CampaignStatus, StopKind
 from campaigns.errors import InvalidTransition
@@ -75,6 +76,10 @@ class CampaignRecoveryManager:
         every resumable status; automatic triggers pass a narrower ``only_from`` (the guard is
         in the UPDATE, so a pause that lands meanwhile is never undone).
         :class:`InvalidTransition` when it is finished or has nothing left to send."""
+        campaign_id = inputs.campaign_id(campaign_id)
+        session = inputs.optional_name(session, "session")
+        reason = inputs.reason_text(reason)
+        delay = inputs.finite_seconds(delay, "delay")
         campaign = self.state.get_campaign(campaign_id)
         if session is not None and campaign.session_name != session:
             raise InvalidTransition(

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from campaigns import inputs
 from campaigns.domain import (
     Campaign,
     RecipientStatus,
@@ -42,6 +43,7 @@ class StoreBase:
 
     def get_campaign(self, campaign_id: int) -> Campaign:
         """The campaign; :class:`CampaignNotFound` if there is none."""
+        campaign_id = inputs.campaign_id(campaign_id)  # not a driver error for "7" or 2**40
         with translate_errors(), self.engine.connect() as conn:
             row = conn.execute(
                 queries.GET_CAMPAIGN, {"id": campaign_id}

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert
 
+from campaigns import inputs
 from campaigns.domain import (
     Campaign,
     CampaignStatus,
@@ -24,10 +25,10 @@ from campaigns.domain import (
 from campaigns.errors import (
     ConfigurationError,
     EmptyNumberList,
-    InvalidMessage,
+    InvalidArgument,
     NoValidNumber,
 )
-from campaigns.numbers import Entry, entries_from, read_number_file
+from campaigns.numbers import Entry
 from campaigns.settings import Pacing, Settings
 from campaigns.store import queries
 from campaigns.store.base import counts_by_status
@@ -41,7 +42,6 @@ from campaigns.store.status import StatusVerbs
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_LENGTH = 4096
 NumberSource = Iterable[str | Mapping[str, str] | Entry] | Path
 
 
@@ -87,17 +87,19 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
         caller enqueues its first batch. Bad input raises a specific
         :class:`campaigns.errors.InvalidInput` and leaves nothing behind.
         """
+        # Every argument is checked before the first write. The entries are checked one by
+        # one as COPY consumes them (a list may hold millions), inside the transaction below,
+        # which an error rolls back whole.
+        if pacing is not None and not isinstance(pacing, Pacing):
+            raise InvalidArgument(f"pacing must be a Pacing or None, got {type(pacing).__name__}")
         pacing = (pacing or self.settings.pacing).validate()
-        region = (region or self.settings.default_region).upper()
-        if not message or not message.strip():
-            raise InvalidMessage("the message is empty; nothing was created")
-        if len(message) > MAX_MESSAGE_LENGTH:
-            raise InvalidMessage(
-                f"the message has {len(message)} characters, over WhatsApp's limit of "
-                f"{MAX_MESSAGE_LENGTH}; nothing was created"
-            )
+        region = inputs.region_code(region) or self.settings.default_region
+        message = inputs.message_text(message)
+        session = inputs.session_name(session)
+        template = inputs.template_spec(template)
+        start_at = inputs.start_time(start_at)
+        entries = inputs.number_entries(numbers)
         self.get_session(session)
-        entries = read_number_file(numbers) if isinstance(numbers, Path) else entries_from(numbers)
         status = CampaignStatus.SCHEDULED if start_at else CampaignStatus.RUNNING
         token = None if start_at else str(uuid.uuid4())
         with translate_errors(), self.engine.begin() as conn:
@@ -180,6 +182,9 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
         self, status: CampaignStatus | None = None, session: str | None = None, limit: int = 100
     ) -> list[Campaign]:
         """Campaigns, newest first, filtered by status and session."""
+        status = inputs.optional_member(status, "status", CampaignStatus)
+        session = inputs.optional_name(session, "session")
+        limit = inputs.positive_int(limit, "limit")
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(
                 queries.LIST_CAMPAIGNS,
@@ -214,6 +219,9 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
         self, campaign_id: int, status: RecipientStatus | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Ledger rows of a campaign in input order (for operators and tests)."""
+        campaign_id = inputs.campaign_id(campaign_id)
+        status = inputs.optional_member(status, "status", RecipientStatus)
+        limit = None if limit is None else inputs.positive_int(limit, "limit")
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(
                 queries.LIST_RECIPIENTS,

@@ -8,13 +8,13 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from campaigns import inputs
 from campaigns.domain import (
     Campaign,
     RecipientStatus,
     StopKind,
 )
 from campaigns.errors import (
-    InvalidInput,
     InvalidTransition,
 )
 from campaigns.store import queries
@@ -65,9 +65,11 @@ class RecoveryVerbs(StoreBase):
     def cleanup_finished(self, older_than_days: float = 30, *, dry_run: bool = False) -> int:
         """Delete completed campaigns finished more than ``older_than_days`` ago, with their
         batch details and recipient ledger. Returns how many (would be, with ``dry_run``)."""
-        if older_than_days < 0:
-            raise InvalidInput(f"older_than_days must not be negative, got {older_than_days}")
-        params = {"days": float(older_than_days)}
+        days = inputs.finite_number(
+            older_than_days, "older_than_days", unit="days", maximum=inputs.MAX_DAYS
+        )
+        dry_run = inputs.flag(dry_run, "dry_run")
+        params = {"days": days}
         with translate_errors(), self.engine.begin() as conn:
             if dry_run:
                 return int(conn.execute(queries.COUNT_FINISHED, params).scalar_one())

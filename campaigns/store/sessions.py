@@ -8,6 +8,7 @@ import logging
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from campaigns import inputs
 from campaigns.domain import SenderSession
 from campaigns.errors import (
     InvalidInput,
@@ -37,9 +38,12 @@ class SessionVerbs(StoreBase):
     ) -> SenderSession:
         """Register a sender session. ``token_env`` is the *name* of the environment variable
         holding the gateway token; the token itself is never stored."""
-        name = name.strip()
-        if not name:
-            raise InvalidInput("a session needs a name")
+        name = inputs.session_name(name, "name").strip()
+        gateway = inputs.name_text(gateway, "gateway")
+        base_url = inputs.name_text(base_url, "base_url", max_length=2000)
+        token_env = inputs.optional_name(token_env, "token_env", max_length=200)
+        for key, value in options.items():
+            inputs.name_text(value, f"option {key}", max_length=2000, blank_ok=True)
         options = session_options(gateway, name, base_url, options)
         if token_env is not None and not token_env.replace("_", "").isalnum():
             raise InvalidInput(

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
+from campaigns import inputs
 from campaigns.domain import RESUMABLE_BY_OPERATOR, CampaignStatus, StopKind, sources_of
 from campaigns.errors import InvalidInput, InvalidTransition
 from campaigns.store import queries
@@ -91,10 +92,12 @@ class StatusVerbs(StoreBase):
 
     def pause(self, campaign_id: int, reason: str = "paused by operator") -> None:
         """Pause: the running task stops before its next message."""
+        campaign_id, reason = inputs.campaign_id(campaign_id), inputs.reason_text(reason)
         self._transition_or_raise(campaign_id, CampaignStatus.PAUSED, reason)
 
     def cancel(self, campaign_id: int, reason: str = "cancelled by operator") -> None:
         """Cancel for good: nothing more is sent."""
+        campaign_id, reason = inputs.campaign_id(campaign_id), inputs.reason_text(reason)
         self._transition_or_raise(campaign_id, CampaignStatus.CANCELLED, reason)
 
     def start_run(
