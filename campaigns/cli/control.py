@@ -9,13 +9,14 @@ from typing import Any
 
 import typer
 
+from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import JSON_HELP, console, emit_json, open_store
 from campaigns.gateway_pool import gateway_for
 from campaigns.processor import CampaignBatchProcessor
 from campaigns.recovery import CampaignRecoveryManager, Recovery
 
-ID = typer.Argument(..., metavar="ID", help="Campaign id.")
+ID = typer.Argument(..., metavar="ID", help="Campaign id.", callback=options.campaign_id)
 
 
 def _changed(campaign_id: int, status: str, text: str, as_json: bool, **extra: Any) -> None:
@@ -28,7 +29,9 @@ def _changed(campaign_id: int, status: str, text: str, as_json: bool, **extra: A
 @app.command()
 def pause(
     campaign_id: int = ID,
-    reason: str = typer.Option("paused by operator", help="Reason stored with the campaign."),
+    reason: str = typer.Option(
+        "paused by operator", help="Reason stored with the campaign.", callback=options.reason
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Pause a campaign: its running task stops before its next message."""
@@ -45,7 +48,9 @@ def pause(
 @app.command()
 def cancel(
     campaign_id: int = ID,
-    reason: str = typer.Option("cancelled by operator", help="Reason stored with the campaign."),
+    reason: str = typer.Option(
+        "cancelled by operator", help="Reason stored with the campaign.", callback=options.reason
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Cancel a campaign for good: nothing more is sent, from the next message on."""
@@ -102,7 +107,10 @@ def recovery_line(r: Recovery) -> str:
 @app.command()
 def recover(
     campaign_id: int | None = typer.Argument(
-        None, metavar="[ID]", help="Campaign id (default: sweep every campaign)."
+        None,
+        metavar="[ID]",
+        help="Campaign id (default: sweep every campaign).",
+        callback=options.campaign_id,
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -148,7 +156,9 @@ def recover(
 
 @app.command()
 def cleanup(
-    days: float = typer.Option(30.0, min=0, help="Completed more than this many days ago."),
+    days: float = typer.Option(
+        30.0, help="Completed more than this many days ago.", callback=options.days
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import (
     JSON_HELP,
@@ -89,8 +90,12 @@ def list_campaigns(
     status: Annotated[
         CampaignStatus | None, typer.Option("--status", help="Only this status.")
     ] = None,
-    session: str | None = typer.Option(None, "--session", help="Only this session."),
-    limit: int = typer.Option(100, min=1, help="At most this many, newest first."),
+    session: str | None = typer.Option(
+        None, "--session", help="Only this session.", callback=options.name
+    ),
+    limit: int = typer.Option(
+        100, help="At most this many, newest first.", callback=options.count()
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List campaigns, newest first."""
@@ -106,7 +111,9 @@ def list_campaigns(
 
 @app.command()
 def status(
-    campaign_id: int = typer.Argument(..., metavar="ID", help="Campaign id."),
+    campaign_id: int = typer.Argument(
+        ..., metavar="ID", help="Campaign id.", callback=options.campaign_id
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Counters, current batch, ETA and last error of a campaign."""
@@ -144,7 +151,9 @@ def status(
 
 @app.command()
 def unknowns(
-    campaign_id: int = typer.Argument(..., metavar="ID", help="Campaign id."),
+    campaign_id: int = typer.Argument(
+        ..., metavar="ID", help="Campaign id.", callback=options.campaign_id
+    ),
     full_numbers: bool = typer.Option(False, "--full-numbers", help="Do not mask the numbers."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -191,7 +200,9 @@ def unknowns(
 
 @app.command()
 def stuck(
-    hours: float = typer.Option(24.0, min=0, help="Running for longer than this many hours."),
+    hours: float = typer.Option(
+        24.0, help="Running for longer than this many hours.", callback=options.hours
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Campaigns running for longer than a threshold (a person should look at them)."""

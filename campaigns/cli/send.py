@@ -10,6 +10,7 @@ from typing import Annotated
 import phonenumbers
 import typer
 
+from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import JSON_HELP, emit_json, open_store, snapshot_data
 from campaigns.domain import RecipientStatus
@@ -63,7 +64,9 @@ def send(
             dir_okay=False,
         ),
     ],
-    session: str = typer.Option(..., "--session", "-s", help="Sender session name."),
+    session: str = typer.Option(
+        ..., "--session", "-s", help="Sender session name.", callback=options.name
+    ),
     message: str | None = typer.Option(None, "--message", "-m", help="Message text."),
     message_file: Annotated[
         Path | None,
@@ -71,18 +74,26 @@ def send(
             "--message-file", help="Read the message from this UTF-8 file.", dir_okay=False
         ),
     ] = None,
-    batch_size: int | None = typer.Option(None, help="Recipients per batch [BATCH_SIZE]."),
+    batch_size: int | None = typer.Option(
+        None, help="Recipients per batch [BATCH_SIZE].", callback=options.batch_size
+    ),
     min_interval: float | None = typer.Option(
-        None, help="Least seconds between two messages of the session [MIN_INTERVAL]."
+        None,
+        help="Least seconds between two messages of the session [MIN_INTERVAL].",
+        callback=options.interval,
     ),
     max_interval: float | None = typer.Option(
-        None, help="Most seconds between two messages [MAX_INTERVAL]."
+        None, help="Most seconds between two messages [MAX_INTERVAL].", callback=options.interval
     ),
     batch_delay_min: float | None = typer.Option(
-        None, help="Least seconds between two batches [BATCH_DELAY_MIN]."
+        None,
+        help="Least seconds between two batches [BATCH_DELAY_MIN].",
+        callback=options.interval,
     ),
     batch_delay_max: float | None = typer.Option(
-        None, help="Most seconds between two batches [BATCH_DELAY_MAX]."
+        None,
+        help="Most seconds between two batches [BATCH_DELAY_MAX].",
+        callback=options.interval,
     ),
     start_at: str | None = typer.Option(
         None, "--start-at", help="Scheduled start, ISO 8601 (local time without a zone)."

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
 
+from campaigns.cli import options
 from campaigns.cli.app import EXIT_ERROR, app
 from campaigns.cli.common import (
     console,
@@ -162,8 +163,12 @@ def _follow_json(store: CampaignStateManager, campaign_id: int, interval: float)
 
 @app.command()
 def watch(
-    campaign_id: int = typer.Argument(..., metavar="ID", help="Campaign id."),
-    interval: float = typer.Option(0.5, min=0.05, help="Seconds between two reads."),
+    campaign_id: int = typer.Argument(
+        ..., metavar="ID", help="Campaign id.", callback=options.campaign_id
+    ),
+    interval: float = typer.Option(
+        0.5, help="Seconds between two reads.", callback=options.seconds(minimum=0.05)
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print a JSON object per change (one per line) instead of a bar."
     ),
