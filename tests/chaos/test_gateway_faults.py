@@ -18,7 +18,9 @@ DROP_S = 5.0
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("gateway", ["waha", "evolution", "cloud-api"])
+# not cloud-api: the sandbox drops a Cloud API session as its token expiring (190), a blocked
+# stop that only an operator resumes (tests/integration/test_stop_kinds.py)
+@pytest.mark.parametrize("gateway", ["waha", "evolution"])
 def test_session_drop__interrupted_with_the_reason_then_resumed_from_the_exact_recipient(
     chaos: Chaos, gateway: str
 ) -> None:

@@ -325,3 +325,29 @@ def test_a_token_missing_on_the_worker__blocks_the_campaign_before_any_call(
     )
     assert campaign.interrupt_reason and "STOP_KINDS_UNSET_TOKEN" in campaign.interrupt_reason
     assert harness.queue == [] and sends(sandbox, control) == {}
+
+
+def test_a_cloud_api_token_that_expires__blocks_until_the_operator_resumes_even_once_valid(
+    harness: Harness, sandbox: SandboxServer, control: SandboxControl
+) -> None:
+    store = harness.store
+    store.add_session(
+        "sales", "cloud-api", sandbox.url, token_env=TOKEN_ENV, phone_number_id="sales"
+    )
+    cid = harness.start("sales")
+    control.drop("sales")  # the sandbox's Cloud API "drop": code 190, the token expired
+
+    assert harness.drain() == [RunEnd.INTERRUPTED]
+    control.restore("sales")  # a new token is valid again...
+    harness.watch()  # ...but nothing automatic resumes a refused token
+    harness.recovery.sweep()
+    campaign = store.get_campaign(cid)
+    assert (campaign.status, campaign.interrupt_kind) == (
+        CampaignStatus.INTERRUPTED,
+        StopKind.BLOCKED,
+    )
+    assert campaign.interrupt_reason and "token" in campaign.interrupt_reason
+
+    harness.processor.resume_campaign(cid)
+    harness.drain()
+    assert store.get_campaign(cid).status is CampaignStatus.COMPLETED
