@@ -3,6 +3,7 @@ in its own process, and a fresh PostgreSQL database per test."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from campaigns.local.stack import LocalStack
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
-from tests.conftest import ROOT
+from tests.conftest import TEST_DATA
 
 SANDBOX_TOKEN = "sandbox-token"
 
@@ -34,11 +35,16 @@ FAST_ENV = {
 
 @pytest.fixture(scope="session")
 def private_redis() -> Iterator[EmbeddedRedis]:
-    """A Redis of the tests' own (never the machine's shared one): tests flush and restart it."""
-    server = EmbeddedRedis(ROOT / ".data" / f"test-redis-{uuid.uuid4().hex[:6]}")
-    server.start()
-    yield server
-    server.stop()
+    """A Redis of the tests' own (never the machine's shared one): tests flush and restart it.
+    Its folder is this session's alone, so it goes with the server."""
+    folder = TEST_DATA / f"test-redis-{uuid.uuid4().hex[:6]}"
+    server = EmbeddedRedis(folder)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

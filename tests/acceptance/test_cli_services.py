@@ -17,6 +17,13 @@ from campaigns.local.stack import ROOT
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def tmp_path(server_tmp_path: Path) -> Path:
+    """Every server of this module lives outside pytest's temporary root (see
+    tests/conftest.py server_tmp_path)."""
+    return server_tmp_path
+
+
 def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         k: v

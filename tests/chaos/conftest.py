@@ -8,6 +8,7 @@ the end of the run.
 from __future__ import annotations
 
 import random
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Pacing, Settings
 from campaigns.state import CampaignStateManager
 from tests.acceptance.conftest import FAST_ENV, SANDBOX_TOKEN
-from tests.conftest import ROOT
+from tests.conftest import TEST_DATA
 
 # Fast pacing so a campaign of hundreds of messages runs in seconds; small batches so faults
 # land inside and between batches alike.
@@ -198,10 +199,14 @@ class Chaos:
 @pytest.fixture(scope="session")
 def chaos_redis() -> Iterator[EmbeddedRedis]:
     """A Redis of the chaos suite's own: scenarios flush and restart it."""
-    server = EmbeddedRedis(ROOT / ".data" / f"chaos-redis-{uuid.uuid4().hex[:6]}")
-    server.start()
-    yield server
-    server.stop()
+    folder = TEST_DATA / f"chaos-redis-{uuid.uuid4().hex[:6]}"
+    server = EmbeddedRedis(folder)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -42,6 +42,13 @@ def started(server: Server) -> Server:
 
 
 @pytest.fixture
+def tmp_path(server_tmp_path: Path) -> Path:
+    """Every server of this module lives outside pytest's temporary root (see
+    tests/conftest.py server_tmp_path)."""
+    return server_tmp_path
+
+
+@pytest.fixture
 def pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     server = started(EmbeddedPostgres(tmp_path / "pg", durable=False))
     yield server
