@@ -114,8 +114,9 @@ class ConfiguredEnqueue:
             if cls._sender is None:
                 from campaigns.local import resolve_settings
 
-                broker = resolve_settings().broker_url
-                assert broker is not None  # resolve_settings fills every URL in
+                # the broker only: a client that sends tasks needs no pacing Redis
+                broker = resolve_settings(need=("broker",)).broker_url
+                assert broker is not None  # resolve_settings fills every needed URL in
                 cls._sender = TaskSender.for_broker(broker, queue_name())
             return cls._sender
 

@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from campaigns.local import resolve_settings
 
-    settings = resolve_settings()
-    assert settings.broker_url is not None  # resolve_settings fills every URL
+    settings = resolve_settings(need=("database", "broker"))  # no pacing Redis: it sends none
+    assert settings.broker_url is not None  # resolve_settings fills every needed URL
     store = CampaignStateManager(settings=settings)
     resume = TaskSender.for_broker(settings.broker_url, queue_name(), "campaigns-webhooks")
     receiver = WebhookReceiver(store, resume.resume_session, hmac_key=os.environ.get(HMAC_KEY_ENV))

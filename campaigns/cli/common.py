@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from campaigns.domain import Campaign, RecipientStatus, StatusSnapshot
-from campaigns.local import resolve_settings
+from campaigns.local import DATABASE, resolve_settings
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
 
@@ -25,10 +25,19 @@ console = Console(highlight=False, soft_wrap=True)
 
 @contextmanager
 def open_store(settings: Settings | None = None) -> Iterator[CampaignStateManager]:
-    """The store on the configured database; with no DATABASE_URL (or broker) configured, the
-    embedded servers in the data folder are started or adopted: the production code path."""
-    store = CampaignStateManager(settings=settings or resolve_settings())
+    """The store on the configured database, its schema checked first; with no DATABASE_URL,
+    the embedded PostgreSQL of the data folder is started or adopted (the production code path)
+    and migrated on first use.
+
+    Only the database is resolved here: a command that sends tasks gets its broker when it
+    first sends one (:mod:`campaigns.dispatch`), so reading a campaign never starts a Redis.
+    A configured database whose schema is missing or behind is not migrated: the command
+    stops with one line saying to run ``campaigns db upgrade``."""
+    from campaigns.store.schema import require_current
+
+    store = CampaignStateManager(settings=settings or resolve_settings(need=DATABASE))
     try:
+        require_current(store.engine)
         yield store
     finally:
         store.dispose()

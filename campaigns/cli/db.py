@@ -6,15 +6,16 @@ from __future__ import annotations
 import typer
 
 from campaigns.cli.common import JSON_HELP, console, emit_json
-from campaigns.local import resolve_settings
+from campaigns.local import DATABASE, resolve_settings
 from campaigns.store import db as migrations
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 
 
 def _database_url() -> str:
-    url = resolve_settings().database_url
-    assert url is not None  # resolve_settings fills every URL in
+    # the database only (no broker), and not migrated on the way: these commands migrate it
+    url = resolve_settings(need=DATABASE, migrate=False).database_url
+    assert url is not None  # resolve_settings fills every needed URL in
     return url
 
 

@@ -1,24 +1,49 @@
-"""Settings with every URL filled in: configured ones as given, missing ones pointing at the
-embedded PostgreSQL and Redis (started or adopted in the data folder)."""
+"""The servers of a laptop: settings with every needed URL filled in, configured ones as given,
+missing ones pointing at the embedded PostgreSQL and Redis (started or adopted in the data
+folder). The servers themselves are in :mod:`campaigns.local.postgres` and
+:mod:`campaigns.local.redis`; :mod:`campaigns.local.stack` runs the engine's processes."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Literal
 
 from campaigns.settings import Settings
 
+Need = Literal["database", "broker", "redis"]
+"""What a caller uses: the database, the Celery broker, the Redis for pacing and locks."""
 
-def resolve_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read the settings; start embedded servers for the URLs that are not configured."""
+EVERYTHING: tuple[Need, ...] = ("database", "broker", "redis")
+"""What a worker uses; the default, so callers written before ``need`` keep their servers."""
+DATABASE: tuple[Need, ...] = ("database",)
+"""What the commands that only read or change the store use."""
+
+
+def resolve_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    need: Iterable[Need] = EVERYTHING,
+    migrate: bool = True,
+) -> Settings:
+    """Read the settings; start embedded servers for the URLs in ``need`` that are not
+    configured. URLs not needed are left as configured (None when unset), so no server is
+    started for them. With ``migrate`` the embedded database is brought to head when behind
+    (never a configured one)."""
     env = os.environ if env is None else env
     settings = Settings.from_env(env)
-    if settings.database_url and settings.broker_url and settings.pacing_redis_url:
+    needed = set(need)
+    missing = {
+        "database": settings.database_url is None,
+        "broker": settings.broker_url is None,
+        "redis": settings.pacing_redis_url is None,
+    }
+    if not any(missing[name] for name in needed):
         return settings
     from campaigns.local.services import ensure_local_services
 
-    services = ensure_local_services(settings.data_dir, env)
+    services = ensure_local_services(settings.data_dir, env, needed, migrate=migrate)
     return dataclasses.replace(
         settings,
         database_url=services.database_url,

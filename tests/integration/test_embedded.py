@@ -19,6 +19,7 @@ import psycopg2
 import pytest
 import redis
 
+from campaigns.local import resolve_settings
 from campaigns.local.postgres import EmbeddedPostgres
 from campaigns.local.processes import EmbeddedServerError, free_port
 from campaigns.local.redis import EmbeddedRedis
@@ -291,6 +292,34 @@ def test_ensure_local_services_uses_configured_urls_and_starts_nothing(tmp_path:
     assert services.postgres is None and services.redis is None
     assert services.started == frozenset()
     assert not (tmp_path / "postgres").exists()
+
+
+def test_ensure_local_services__starts_only_what_the_caller_needs(tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": "postgresql+psycopg2://u@db.example/x",
+        "CELERY_BROKER_URL": "amqp://guest@mq.example//",
+    }
+    services = ensure_local_services(tmp_path, env, ("database", "broker"))
+    assert (services.database_url, services.broker_url) == (
+        env["DATABASE_URL"],
+        env["CELERY_BROKER_URL"],
+    )
+    assert services.redis_url is None  # pacing is not needed: no Redis for it
+    assert services.redis is None and services.started == frozenset()
+    assert list(tmp_path.iterdir()) == []  # the data folder was not even touched
+
+
+def test_resolve_settings__without_need_fills_every_url_as_before(tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": "postgresql+psycopg2://u@db.example/x",
+        "REDIS_URL": "redis://redis.example:6379/1",
+        "CAMPAIGNS_DATA_DIR": str(tmp_path),
+    }
+    settings = resolve_settings(env)
+    assert settings.broker_url == settings.pacing_redis_url == env["REDIS_URL"]
+    only_database = resolve_settings(env, need=("database",))
+    assert only_database.database_url == env["DATABASE_URL"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ensure_local_services_with_rabbitmq_still_needs_a_redis(tmp_path: Path) -> None:
