@@ -29,9 +29,8 @@ MAX_INT = 2**31 - 1
 """Ids, positions and counters are PostgreSQL ``integer``: beyond, only the driver fails."""
 
 MAX_BATCH_SIZE = 100_000
-"""A batch is the unit of progress, of the pause between batches and of a task's work. At the
-default pacing 100,000 recipients already take about 8 days in one batch; a bigger batch is a
-typo (a whole list in one batch makes progress and resumption per batch meaningless)."""
+"""A batch is the unit of progress and of the pause between batches: 100,000 recipients already
+take about 8 days at the default pacing; a bigger batch is a typo, not a plan."""
 
 MAX_SECONDS = 86_400.0
 """A wait of more than a day between two messages or two batches is a schedule, not pacing
@@ -55,10 +54,9 @@ POSTGRES_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+psycopg2"})
 longer knows ``postgres://``; the project's driver is psycopg2, so all three mean it."""
 DRIVER_SCHEME = "postgresql+psycopg2"
 
-# In text: C0 and C1 control characters except tab, newline and carriage return (a message has
-# lines, and a Windows file ends them with CR LF), and every surrogate code point: a Python str
-# can hold a lone surrogate ("\ud800"), which has no UTF-8 encoding, so neither PostgreSQL nor
-# a gateway can take it.
+# In text: C0 and C1 controls but tab, newline and CR (a Windows file ends lines with CR LF), and
+# every surrogate: a Python str can hold a lone one ("\ud800"), which has no UTF-8 encoding, so
+# neither PostgreSQL nor a gateway can take it.
 _FORBIDDEN_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # In names (sessions, environment variables, URLs) not even tab or newline belong.
 _FORBIDDEN_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -224,6 +222,13 @@ def session_name(value: object, name: str = "session") -> str:
 def optional_name(value: object, name: str, *, max_length: int = MAX_NAME_LENGTH) -> str | None:
     """None, or a name as :func:`name_text`."""
     return None if value is None else name_text(value, name, max_length=max_length)
+
+
+def any_text(value: object, name: str) -> str:
+    """Any str: for text only logged, e.g. a recovery's reason quoting a gateway's answer."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be text (str), got {_shown(value)}")
+    return value
 
 
 def reason_text(value: object, name: str = "reason") -> str:

@@ -78,7 +78,7 @@ class CampaignRecoveryManager:
         :class:`InvalidTransition` when it is finished or has nothing left to send."""
         campaign_id = inputs.campaign_id(campaign_id)
         session = inputs.optional_name(session, "session")
-        reason = inputs.reason_text(reason)
+        reason = inputs.any_text(reason, "reason")  # only logged; may quote a gateway's answer
         delay = inputs.finite_seconds(delay, "delay")
         campaign = self.state.get_campaign(campaign_id)
         if session is not None and campaign.session_name != session:

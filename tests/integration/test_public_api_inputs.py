@@ -192,6 +192,17 @@ def test_recover_campaign__session_reason_and_delay_are_checked(
     assert store.get_campaign(cid).status.value == "paused"
 
 
+def test_recover_campaign__a_reason_quoting_a_gateway_answer_is_not_refused(
+    processor: Any, store: CampaignStateManager, console_session: str
+) -> None:
+    # the sweep builds reasons from stored gateway answers; they are only logged, so any text
+    cid = processor.process_large_campaign_array(NUMBERS, "Hi", console_session)
+    store.pause(cid)
+    recovery = CampaignRecoveryManager(store, enqueue=lambda *a: None)
+    reason = "its limit ended (HTTP 429:\r\n\x1b[0m" + "x" * 2000 + ")"
+    assert recovery.recover_campaign(cid, reason=reason).reason == reason
+
+
 def test_pause_and_cancel__reason_is_checked_and_nothing_changes(
     processor: Any, store: CampaignStateManager, console_session: str
 ) -> None:
