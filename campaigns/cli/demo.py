@@ -17,9 +17,8 @@ import secrets
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,13 +26,13 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from campaigns.cli.app import EXIT_ERROR, EXIT_INTERRUPTED, app
-from campaigns.cli.common import duration, emit_json
+from campaigns.cli.common import emit_json
+from campaigns.cli.demo_story import SESSION, DemoRun, print_summary, story, summarize
 from campaigns.cli.watch import follow_with_progress
 from campaigns.dispatch import TaskSender
-from campaigns.domain import CampaignStatus, RecipientStatus, StatusSnapshot
+from campaigns.domain import CampaignStatus, RecipientStatus
 from campaigns.errors import CampaignError, InvalidTransition
 from campaigns.local import resolve_settings
 from campaigns.local.stack import LocalStack
@@ -43,14 +42,10 @@ from campaigns.settings import Pacing, Settings
 from campaigns.store import CampaignStateManager
 from campaigns.store import db as migrations
 
-SESSION = "demo-sandbox"
 TOKEN_ENV = "DEMO_SANDBOX_TOKEN"
 DEMO_DATABASE = "campaigns_demo"
 """With the embedded PostgreSQL the demo keeps its campaigns in a database of their own, so its
 fast-paced worker never touches the operator's campaigns."""
-DROP_SECONDS = 5.0
-DROP_AT = 0.4
-"""Share of the valid numbers sent when the demo drops the session."""
 
 PACING = Pacing(
     batch_size=50, min_interval=0.03, max_interval=0.08, batch_delay_min=0.5, batch_delay_max=1.0
@@ -87,19 +82,6 @@ def generate_numbers(count: int, seed: int | None = None) -> list[str]:
     for i in range(invalid):
         numbers.insert(rng.randrange(len(numbers)), ("12345", "not a number", "+99 0")[i % 3])
     return numbers
-
-
-@dataclass
-class DemoRun:
-    """What the run learned, for the story and the summary."""
-
-    campaign_id: int | None = None
-    valid: int = 0
-    dropped_at: int | None = None
-    interrupted: bool = False
-    reconnected: bool = False
-    resumed_from: tuple[int | None, int | None] | None = None
-    started_servers: list[str] = field(default_factory=list)
 
 
 @contextmanager
@@ -209,92 +191,6 @@ def _fresh_session(store: CampaignStateManager, base_url: str) -> None:
     store.add_session(SESSION, "waha", base_url, token_env=TOKEN_ENV)
 
 
-def _story(
-    run: DemoRun, store: CampaignStateManager, control: SandboxControl
-) -> Callable[[StatusSnapshot, Callable[[str], None]], None]:
-    """Each tick of the progress bar: drop the session once enough is sent, then narrate the
-    interruption, the reconnection and the resume as they happen."""
-
-    def tick(snapshot: StatusSnapshot, say: Callable[[str], None]) -> None:
-        c = snapshot.campaign
-        sent = snapshot.counts.get(RecipientStatus.SENT, 0)
-        if run.dropped_at is None and sent >= DROP_AT * run.valid:
-            control.drop(SESSION, seconds=DROP_SECONDS)
-            run.dropped_at = sent
-            say(
-                f"WhatsApp session {SESSION} dropped after {sent} messages (the sandbox "
-                f"disconnects it for {DROP_SECONDS:.0f}s) ..."
-            )
-            return
-        if c.status is CampaignStatus.INTERRUPTED:
-            run.interrupted = True
-        if run.interrupted and not run.reconnected:
-            if store.get_session(SESSION).connection_status == "connected":
-                run.reconnected = True
-                say(f"session {SESSION} reconnected (seen by the session watcher)")
-
-    return tick
-
-
-def _summary(
-    snapshot: StatusSnapshot, record: SandboxRecord, elapsed: float, run: DemoRun
-) -> dict[str, Any]:
-    counts = snapshot.counts
-    return {
-        "campaign_id": snapshot.campaign.id,
-        "status": snapshot.campaign.status.value,
-        "entries": snapshot.campaign.total_numbers,
-        "sent": counts.get(RecipientStatus.SENT, 0),
-        "failed": counts.get(RecipientStatus.FAILED, 0),
-        "duplicates": counts.get(RecipientStatus.DUPLICATE, 0),
-        "invalid": counts.get(RecipientStatus.INVALID, 0),
-        "unknown": counts.get(RecipientStatus.UNKNOWN, 0),
-        "duration_seconds": round(elapsed, 1),
-        "interrupted": run.interrupted,
-        "resumed_from": None
-        if run.resumed_from is None
-        else {"batch": run.resumed_from[0], "position": run.resumed_from[1]},
-        "sandbox_messages": record.count(SESSION),
-        "sandbox_duplicates": len(record.duplicates(SESSION)),
-        "sandbox_record": str(record.path),
-    }
-
-
-def _print_summary(out: Console, summary: dict[str, Any]) -> None:
-    table = Table(
-        title=f"campaign {summary['campaign_id']}: {summary['status']}",
-        show_header=False,
-        show_edge=False,
-    )
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    rows = (
-        ("entries", "entries"),
-        ("sent", "sent"),
-        ("failed", "failed"),
-        ("duplicates (not sent)", "duplicates"),
-        ("invalid (not sent)", "invalid"),
-        ("unknown", "unknown"),
-        ("messages the sandbox accepted", "sandbox_messages"),
-        ("sandbox duplicates", "sandbox_duplicates"),
-    )
-    for label, key in rows:
-        table.add_row(label, str(summary[key]))
-    table.add_row("duration", duration(summary["duration_seconds"]))
-    resumed = summary["resumed_from"]
-    if resumed:
-        table.add_row(
-            "resumed after the drop from",
-            f"batch {resumed['batch']}, recipient #{resumed['position']}",
-        )
-    out.print(table)
-    out.print(
-        f"sandbox record (SQLite, every accepted message): {summary['sandbox_record']}",
-        markup=False,
-        highlight=False,
-    )
-
-
 class Demo:
     """One demo run: what it started, so that cleanup stops exactly that."""
 
@@ -357,11 +253,11 @@ class Demo:
                 cid,
                 self.out,
                 interval=0.25,
-                on_tick=_story(self.run, store, control),
+                on_tick=story(self.run, store, control),
                 on_resume=self._resumed,
             )
         elapsed = time.monotonic() - started
-        return _summary(last, record, elapsed, self.run)
+        return summarize(last, record, elapsed, self.run)
 
     def _resumed(self, batch: int | None, position: int | None) -> None:
         self.run.resumed_from = (batch, position)
@@ -435,7 +331,7 @@ def demo(
     if as_json:
         emit_json(summary)
     else:
-        _print_summary(out, summary)
+        print_summary(out, summary)
     out.print("; ".join(done), markup=False, highlight=False)  # stderr with --json
     ok = (
         summary["status"] == CampaignStatus.COMPLETED.value

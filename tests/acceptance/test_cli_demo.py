@@ -179,11 +179,11 @@ def test_demo__sigint_mid_run_stops_every_child_and_exits_130(
 
 
 def test_demo_on_a_fresh_machine__starts_embedded_servers_and_stops_them_afterwards(
-    tmp_path: Path,
+    server_tmp_path: Path,
 ) -> None:
     from campaigns.local.postgres import EmbeddedPostgres
 
-    data = tmp_path / "fresh"
+    data = server_tmp_path / "fresh"
     marker = uuid.uuid4().hex
     env = {
         k: v
@@ -208,3 +208,19 @@ def test_demo_on_a_fresh_machine__starts_embedded_servers_and_stops_them_afterwa
     assert not EmbeddedPostgres(data / "postgres").is_running()
     assert not EmbeddedRedis(data / "redis").is_running()
     assert processes_with(marker) == []
+
+    # what a newcomer types next: the embedded database is migrated on first use
+    try:
+        listed = subprocess.run(
+            [sys.executable, "-m", "campaigns.cli", "list", "--json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == []
+        assert not EmbeddedRedis(data / "redis").is_running()  # list needs no Redis
+    finally:
+        EmbeddedPostgres(data / "postgres").stop()
