@@ -69,12 +69,14 @@ class CampaignRecoveryManager:
         reason: str = "an operator asked",
         delay: float = 0.0,
         only_from: frozenset[CampaignStatus] = RESUMABLE_BY_OPERATOR,
+        if_kind: StopKind | None = None,
     ) -> Recovery:
         """The one resume path: put an interrupted, paused or scheduled campaign back to
         running (or restart a running one's chain) from the first batch with work, under a new
         run token that fences off any task of an earlier chain. The operator's resume takes
-        every resumable status; automatic triggers pass a narrower ``only_from`` (the guard is
-        in the UPDATE, so a pause that lands meanwhile is never undone).
+        every resumable status; automatic triggers pass a narrower ``only_from`` and the kind
+        of stop they resume (``if_kind``); the guard is in the UPDATE, so a pause, or a stop
+        that became blocked, landing meanwhile is never undone.
         :class:`InvalidTransition` when it is finished or has nothing left to send."""
         campaign_id = inputs.campaign_id(campaign_id)
         session = inputs.optional_name(session, "session")
@@ -92,7 +94,7 @@ class CampaignRecoveryManager:
         if campaign.status is CampaignStatus.RUNNING and CampaignStatus.RUNNING in only_from:
             token = self.state.restart_run(campaign_id)
         else:
-            token = self.state.start_run(campaign_id, only_from=only_from)
+            token = self.state.start_run(campaign_id, only_from=only_from, if_kind=if_kind)
         recovery = self._launch(campaign, token, reason, delay)
         if recovery is None:
             raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
@@ -133,6 +135,7 @@ class CampaignRecoveryManager:
                         campaign.id,
                         reason=f"its limit ended ({campaign.interrupt_reason})",
                         only_from=frozenset({CampaignStatus.INTERRUPTED}),
+                        if_kind=StopKind.LIMITED,
                     )
                 )
             except InvalidTransition:
@@ -154,6 +157,7 @@ class CampaignRecoveryManager:
                     reason=reason,
                     delay=self.settle_delay,
                     only_from=frozenset({CampaignStatus.INTERRUPTED}),
+                    if_kind=StopKind.DISCONNECTED,
                 )
             except InvalidTransition:
                 continue  # resumed by another watcher, or paused or cancelled, meanwhile

@@ -14,6 +14,7 @@ from campaigns.errors import InvalidInput
 from campaigns.gateway_pool import gateway_for
 from campaigns.gateways import GATEWAY_KINDS
 
+
 def _gateway_kind(value: str) -> str:
     """The choice of ``--gateway``, from the one catalogue of kinds (campaigns.gateways), so
     the command line cannot drift from what the store and the workers accept."""

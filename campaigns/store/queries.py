@@ -154,6 +154,7 @@ UPDATE campaign_batch_state SET
 WHERE id = :campaign_id
   AND status = ANY(CAST(:sources AS campaign_status[]))
   AND (NOT :check_token OR run_token = :run_token)
+  AND (CAST(:if_kind AS stop_kind) IS NULL OR interrupt_kind = CAST(:if_kind AS stop_kind))
 RETURNING id
 """)
 

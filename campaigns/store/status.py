@@ -29,11 +29,13 @@ class StatusVerbs(StoreBase):
         only_from: Iterable[CampaignStatus] | None = None,
         kind: StopKind | None = None,
         resume_at: datetime | None = None,
+        if_kind: StopKind | None = None,
     ) -> bool:
         """Move a campaign to ``target`` if the transition table allows it from its status
         (and, with ``run_token``, if the caller holds the fence; with ``only_from``, if its
-        status is one of those). False when the guard did not match. The guard is in the
-        UPDATE itself, so a pause committed after the caller read the campaign still wins."""
+        status is one of those; with ``if_kind``, if its stop is of that kind). False when the
+        guard did not match. The guard is in the UPDATE itself, so a pause committed after the
+        caller read the campaign still wins, and so does a stop that became blocked."""
         allowed = sources_of(target)
         if only_from is not None:
             allowed = allowed & frozenset(only_from)
@@ -54,6 +56,7 @@ class StatusVerbs(StoreBase):
                     # only an interruption keeps them (the statement clears them otherwise)
                     "kind": (kind or StopKind.DISCONNECTED).value,
                     "resume_at": resume_at,
+                    "if_kind": if_kind.value if if_kind else None,
                 },
             ).first()
         return row is not None
@@ -101,7 +104,11 @@ class StatusVerbs(StoreBase):
         self._transition_or_raise(campaign_id, CampaignStatus.CANCELLED, reason)
 
     def start_run(
-        self, campaign_id: int, *, only_from: Iterable[CampaignStatus] = RESUMABLE_BY_OPERATOR
+        self,
+        campaign_id: int,
+        *,
+        only_from: Iterable[CampaignStatus] = RESUMABLE_BY_OPERATOR,
+        if_kind: StopKind | None = None,
     ) -> str:
         """Put a campaign back to running under a new run token, which fences off any task of
         an earlier chain. Returns the token. ``only_from`` narrows the statuses it may come
@@ -111,7 +118,7 @@ class StatusVerbs(StoreBase):
         token = str(uuid.uuid4())
         allowed = frozenset(only_from)
         if not self.transition(
-            campaign_id, CampaignStatus.RUNNING, new_token=token, only_from=allowed
+            campaign_id, CampaignStatus.RUNNING, new_token=token, only_from=allowed, if_kind=if_kind
         ):
             current = self.get_campaign(campaign_id).status
             names = ", ".join(sorted(s.value for s in allowed & RESUMABLE_BY_OPERATOR))

@@ -167,3 +167,33 @@ def _wait_for_lock_wait(conn: object, table: str) -> None:
                 return
             time.sleep(0.02)
     raise AssertionError(f"nobody waited for {table}")
+
+
+def test_a_stop_that_became_blocked_between_the_watchers_read_and_write__stays_blocked(
+    store: CampaignStateManager, console_session: str, database_url: str
+) -> None:
+    cid = _interrupted(store, console_session)  # disconnected
+    engine = create_engine(database_url, pool_size=1)
+    enqueued: list[tuple[object, ...]] = []
+
+    class BlockedAfterRead(CampaignRecoveryManager):
+        def check_for_interrupted_campaigns(self, session: str | None = None) -> list:  # type: ignore[type-arg]
+            found = super().check_for_interrupted_campaigns(session)
+            with engine.begin() as conn:  # e.g. a webhook or a second run said: timelocked
+                conn.execute(
+                    text(
+                        "UPDATE campaign_batch_state SET interrupt_kind = 'blocked' WHERE id = :id"
+                    ),
+                    {"id": cid},
+                )
+            return found
+
+    watcher = BlockedAfterRead(store, enqueue=lambda *call: enqueued.append(call), settle_delay=0)
+    try:
+        assert watcher.resume_session(console_session, "session sales reconnected") == []
+    finally:
+        engine.dispose()
+    assert enqueued == []
+    campaign = store.get_campaign(cid)
+    assert campaign.status is CampaignStatus.INTERRUPTED
+    assert campaign.interrupt_kind == "blocked"
