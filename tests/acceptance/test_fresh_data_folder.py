@@ -23,6 +23,7 @@ from campaigns.local.processes import free_port
 from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import ROOT, wait_until
 from campaigns.store import db
+from campaigns.store.schema import head_revision
 from tests.leftovers import processes_in
 
 pytestmark = pytest.mark.slow
@@ -203,7 +204,7 @@ def test_configured_database_without_schema__commands_say_to_run_db_upgrade(
 
     check(run(env, "db", "upgrade", "0001"), 0)
     behind = check(run(env, "list"), 1)
-    head = db_head()
+    head = head_revision()
     assert behind == (
         f"error: the database at {empty_database_url} is at revision 0001, head is {head}: "
         "run `campaigns db upgrade`"
@@ -226,9 +227,3 @@ def test_db_upgrade_and_list_with_a_configured_database__start_no_redis(
     assert not (data / "redis" / "redis.pid").exists()
     assert not EmbeddedRedis(data / "redis").is_running()
     assert processes_in(data) == []
-
-
-def db_head() -> str:
-    from campaigns.store.schema import head_revision
-
-    return head_revision()
