@@ -68,13 +68,14 @@ class CampaignRecoveryManager:
         *,
         reason: str = "an operator asked",
         delay: float = 0.0,
-        only_from: frozenset[CampaignStatus] = RESUMABLE_BY_OPERATOR,
+        only_from: frozenset[CampaignStatus] | None = None,
         if_kind: StopKind | None = None,
     ) -> Recovery:
         """The one resume path: put an interrupted, paused or scheduled campaign back to
         running (or restart a running one's chain) from the first batch with work, under a new
-        run token that fences off any task of an earlier chain. The operator's resume takes
-        every resumable status; automatic triggers pass a narrower ``only_from`` and the kind
+        run token that fences off any task of an earlier chain. The operator's resume
+        (``only_from`` None) takes every resumable status and restarts the chain of a running
+        campaign; automatic triggers pass a narrower ``only_from`` and the kind
         of stop they resume (``if_kind``); the guard is in the UPDATE, so a pause, or a stop
         that became blocked, landing meanwhile is never undone.
         :class:`InvalidTransition` when it is finished or has nothing left to send."""
@@ -91,10 +92,12 @@ class CampaignRecoveryManager:
             # checked before the token swap: a campaign made running with nothing to enqueue
             # would look stalled to every sweep after it
             raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
-        if campaign.status is CampaignStatus.RUNNING and CampaignStatus.RUNNING in only_from:
+        if only_from is None and campaign.status is CampaignStatus.RUNNING:
             token = self.state.restart_run(campaign_id)
         else:
-            token = self.state.start_run(campaign_id, only_from=only_from, if_kind=if_kind)
+            token = self.state.start_run(
+                campaign_id, only_from=only_from or RESUMABLE_BY_OPERATOR, if_kind=if_kind
+            )
         recovery = self._launch(campaign, token, reason, delay)
         if recovery is None:
             raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")

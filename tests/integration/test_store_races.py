@@ -197,3 +197,18 @@ def test_a_stop_that_became_blocked_between_the_watchers_read_and_write__stays_b
     campaign = store.get_campaign(cid)
     assert campaign.status is CampaignStatus.INTERRUPTED
     assert campaign.interrupt_kind == "blocked"
+
+
+def test_operator_resume_of_a_running_campaign__restarts_its_chain_under_a_new_token(
+    store: CampaignStateManager, console_session: str
+) -> None:
+    campaign = store.create_campaign(NUMBERS, "Hi", console_session)
+    enqueued: list[tuple[object, ...]] = []
+    manager = CampaignRecoveryManager(store, enqueue=lambda *call: enqueued.append(call))
+
+    recovery = manager.recover_campaign(campaign.id)
+
+    after = store.get_campaign(campaign.id)
+    assert after.status is CampaignStatus.RUNNING
+    assert after.run_token not in (None, campaign.run_token)
+    assert enqueued == [(campaign.id, recovery.batch_number, after.run_token, 0.0)]
