@@ -8,17 +8,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping
-from typing import Literal
 
+from campaigns.local.needs import DATABASE, EVERYTHING, Need
 from campaigns.settings import Settings
 
-Need = Literal["database", "broker", "redis"]
-"""What a caller uses: the database, the Celery broker, the Redis for pacing and locks."""
-
-EVERYTHING: tuple[Need, ...] = ("database", "broker", "redis")
-"""What a worker uses; the default, so callers written before ``need`` keep their servers."""
-DATABASE: tuple[Need, ...] = ("database",)
-"""What the commands that only read or change the store use."""
+__all__ = ["DATABASE", "EVERYTHING", "Need", "resolve_settings"]
 
 
 def resolve_settings(

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from campaigns.local import EVERYTHING, Need
+from campaigns.local.needs import EVERYTHING, Need
 from campaigns.local.postgres import EmbeddedPostgres
 from campaigns.local.processes import file_lock
 from campaigns.local.redis import EmbeddedRedis
