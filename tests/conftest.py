@@ -55,6 +55,18 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_MARKER] = uuid.uuid4().hex
 
 
+def _interpreter_helper(proc: Proc) -> bool:
+    """multiprocessing's resource tracker (started by the tests that use processes) is this
+    interpreter's own helper: it outlives those tests by design and exits with pytest."""
+    if "multiprocessing.resource_tracker" not in proc.cmdline:
+        return False
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return int(stat[1]) == os.getpid()  # the parent pid: ours, not a leaked process's
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if a process it started is still alive (servers daemonize, so they are
     found by the marker they inherited, not as children). They are then terminated."""
@@ -63,7 +75,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     deadline = time.monotonic() + 10  # a stopped server's last backends take a moment
     while True:
-        left = [p for p in processes_with_env(SESSION_MARKER, marker) if not _handed_over(p)]
+        left = [
+            p
+            for p in processes_with_env(SESSION_MARKER, marker)
+            if not _handed_over(p) and not _interpreter_helper(p)
+        ]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.2)
