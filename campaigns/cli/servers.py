@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import JSON_HELP, console, emit_json
 from campaigns.errors import CampaignError
@@ -35,6 +36,18 @@ def sandbox(
         5.0, help="Seconds WAHA sends wait for a WORKING session before answering 422."
     ),
     seed: int | None = typer.Option(None, help="Seed of the fault randomness."),
+    cloud_throughput: int = typer.Option(
+        80,
+        help="Cloud API sends per second per phone_number_id before it answers 130429"
+        " (Meta's default is 80; 0: no limit).",
+        callback=options.count(maximum=100_000, minimum=0),
+    ),
+    latency: float = typer.Option(
+        0.0,
+        help="Seconds added before every gateway answer (e.g. 0.25 for a realistic round"
+        " trip).",
+        callback=options.seconds(maximum=600.0),
+    ),
     verbose: bool = typer.Option(False, help="Log every request."),
 ) -> None:
     """Run the sandbox WhatsApp gateway (Cloud API, WAHA and Evolution dialects) until
@@ -51,6 +64,10 @@ def sandbox(
         str(record),
         "--waha-wait",
         str(waha_wait),
+        "--cloud-throughput",
+        str(cloud_throughput),
+        "--latency",
+        str(latency),
     ]
     for key in api_key or []:
         argv += ["--api-key", key]

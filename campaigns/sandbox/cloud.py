@@ -6,6 +6,11 @@
 Errors use the §1.4 envelope. HTTP statuses are the sandbox's choice because Meta documents
 none: 400 for message-level errors, ``settings.cloud_auth_status`` (401 by default) for code 190,
 the fault's own status for injected 5xx.
+
+Each phone_number_id has Meta's throughput (80 sends per second by default, over a sliding
+window of one second on arrival times, see :mod:`campaigns.sandbox.limits`): past it a send is
+answered 130429 "Rate limit hit" with HTTP 400, exactly Meta's example of §1.4, and recorded as
+refused. Every answer waits the configured latency before it leaves.
 """
 
 from __future__ import annotations
@@ -119,11 +124,16 @@ def _auth_error(sandbox: Sandbox, details: str) -> Response:
 
 
 def _node(sandbox: Sandbox, request: Request, session: str) -> Response:
+    response = _node_inner(sandbox, request, session)
+    response.delay = sandbox.latency.of("cloud", session)
+    sandbox.count(f"cloud.node.{response.status}")
+    return response
+
+
+def _node_inner(sandbox: Sandbox, request: Request, session: str) -> Response:
     refused = _gate(sandbox, request, session)
     if refused is not None:
-        sandbox.count(f"cloud.node.{refused.status}")
         return refused
-    sandbox.count("cloud.node.200")
     answer: dict[str, Any] = {"id": session}
     known = {
         "throughput": {"level": "STANDARD"},
@@ -141,6 +151,7 @@ def _node(sandbox: Sandbox, request: Request, session: str) -> Response:
 
 def _send(sandbox: Sandbox, request: Request, session: str) -> Response:
     response = _send_inner(sandbox, request, session)
+    response.delay = sandbox.latency.of("cloud", session)
     sandbox.count(f"cloud.send.{response.status}")
     return response
 
@@ -158,17 +169,31 @@ def _send_inner(sandbox: Sandbox, request: Request, session: str) -> Response:
         return cloud_error(400, *problem)
     to = str(body["to"])
     digits = digits_of(to)
+
+    def refusal(response: Response, fault: str, code: int) -> Response:
+        return sandbox.refused(
+            response, dialect="cloud", session=session, recipient=to, digits=digits,
+            fault=fault, code=code, received_at=request.received_at,
+        )  # fmt: skip
+
+    # Before the faults: a send refused for throughput consumes no counted fault rule.
+    if not sandbox.throughput.admit(session, request.received_at):
+        return refusal(throughput_error(), "throughput", 130429)
     decision = sandbox.faults.decide(session, digits)
-    refused = _fault_answer(decision)
-    if refused is not None:
-        return refused
+    fault = _fault_answer(decision)
+    if fault is not None:
+        return refusal(*fault)
     if decision.rejected:
-        return cloud_error(
-            400,
+        return refusal(
+            cloud_error(
+                400,
+                131026,
+                "Message Undeliverable",
+                "Message failed to send because the recipient is not a WhatsApp user, has not"
+                " accepted the new Terms of Service, or uses an old WhatsApp version.",
+            ),
+            "reject",
             131026,
-            "Message Undeliverable",
-            "Message failed to send because the recipient is not a WhatsApp user, has not"
-            " accepted the new Terms of Service, or uses an old WhatsApp version.",
         )
     template = body.get("template") if body.get("type") == "template" else None
     text = None if template is not None else str(body["text"]["body"])
@@ -201,14 +226,26 @@ def _send_inner(sandbox: Sandbox, request: Request, session: str) -> Response:
     return response
 
 
-def _fault_answer(decision: Decision) -> Response | None:
+def throughput_error() -> Response:
+    """Meta's answer past a number's throughput: gateways.md §1.4's own example."""
+    return cloud_error(
+        400,
+        130429,
+        THROTTLE_TITLES[130429],
+        "Cloud API message throughput has been reached.",
+        subcode=_THROTTLE_SUBCODES[130429],
+    )
+
+
+def _fault_answer(decision: Decision) -> tuple[Response, str, int] | None:
+    """The injected fault's answer, with the fault's name and the code answered."""
     headers = []
     if decision.throttle is not None:
         params = decision.throttle
         if params.get("retry_after") is not None:
             headers.append(("Retry-After", str(params["retry_after"])))
         code = int(params["code"])
-        return cloud_error(
+        answer = cloud_error(
             int(params["cloud_status"]),
             code,
             THROTTLE_TITLES.get(code, "Rate limit hit"),
@@ -216,17 +253,20 @@ def _fault_answer(decision: Decision) -> Response | None:
             subcode=_THROTTLE_SUBCODES.get(code),
             headers=headers,
         )
+        return answer, "throttle", code
     if decision.refuse is not None:
         code = int(decision.refuse["code"])
         title = REFUSAL_TITLES.get(code, "Request refused")
-        return cloud_error(400, code, title, f"{title} (sandbox: refused with code {code}).")
+        answer = cloud_error(400, code, title, f"{title} (sandbox: refused with code {code}).")
+        return answer, "refuse", code
     if decision.fail is not None:
         status = int(decision.fail["http_status"])
         code = int(decision.fail["cloud_code"])
-        return cloud_error(
+        answer = cloud_error(
             status,
             code,
             "Something went wrong",
             "Message failed to send because of an unknown error. Please try again later.",
         )
+        return answer, "fail", code
     return None

@@ -32,8 +32,10 @@ class SandboxControl:
         self.close()
 
     def _call(self, method: str, verb: str, body: dict[str, Any] | None = None,
-              params: dict[str, Any] | None = None) -> Any:
-        clean = None if body is None else {k: v for k, v in body.items() if v is not None}
+              params: dict[str, Any] | None = None, *, nulls: tuple[str, ...] = ()) -> Any:
+        # None means "not given" and is left out, except where null itself means something
+        clean = None if body is None else {k: v for k, v in body.items()
+                                           if v is not None or k in nulls}
         answer = self._http.request(
             method, f"{self.base_url}/_sandbox/{verb}", json=clean,
             params=None if params is None else {k: v for k, v in params.items() if v is not None},
@@ -101,6 +103,19 @@ class SandboxControl:
         """Restrict the existing session names (None = every name exists)."""
         return self._call("POST", "sessions",
                           {"names": None if names is None else list(names)})
+
+    def throughput(self, rate: int | None, *, session: str | None = None) -> Any:
+        """Let ``session`` (a Cloud API phone_number_id; None: every number without its own
+        limit) send ``rate`` messages per second, answering 130429 past it; None: no limit."""
+        return self._call("POST", "throughput", {"session": session, "rate": rate},
+                          nulls=("rate",))
+
+    def latency(self, seconds: float, *, dialect: str | None = None,
+                session: str | None = None) -> Any:
+        """Add ``seconds`` before each answer of ``dialect`` (cloud, waha, evolution) and/or
+        ``session``; None: every one. The most precise setting wins."""
+        return self._call("POST", "latency", {"seconds": seconds, "dialect": dialect,
+                                              "session": session})
 
     def config(self, **changes: Any) -> Any:
         """Read (no argument) or change settings: waha_wait, waha_shape,

@@ -14,11 +14,16 @@
 ``POST reject``            ``{numbers: [...], session?}``
 ``POST hang``              ``{hold, count?=1, session?}`` (accept, record, then hold the answer)
 ``POST sessions``          ``{names: [...] | null}`` (restrict which names exist)
+``POST throughput``        ``{rate: int | null, session?}`` (Cloud API sends per second per
+                           phone_number_id before 130429; null: no limit; no session: the
+                           limit of every number without its own)
+``POST latency``           ``{seconds, dialect?, session?}`` (added before each answer)
 ``GET/POST config``        ``{waha_wait?, waha_shape?, evolution_closed_form?,
                            cloud_auth_status?, api_keys?}``
 ``GET/POST webhooks``      ``{url, dialect: waha|evolution, hmac_key?, session?}``;
                            ``DELETE webhooks/{id}``
-``POST reset``             ``{record?: false}``
+``POST reset``             ``{record?: false}`` (also throughput and latency back to the
+                           values the sandbox started with)
 ``GET  messages``          ``?session=&dialect=&limit=`` → ``{"count", "messages"}``
 ``GET  stats`` / ``state``  counters / dropped sessions, live rules, settings
 =========================  ==================================================================
@@ -93,6 +98,8 @@ class ControlApi:
             ("POST", "reject"): self.reject,
             ("POST", "hang"): self.hang,
             ("POST", "sessions"): self.sessions,
+            ("POST", "throughput"): self.throughput,
+            ("POST", "latency"): self.latency,
             ("GET", "config"): lambda _: sandbox.settings.to_json(),
             ("POST", "config"): self.config,
             ("GET", "webhooks"): self.list_webhooks,
@@ -197,6 +204,20 @@ class ControlApi:
             raise ControlError("hold (seconds) is required")
         return self._rule("hang", body | {"count": body.get("count", 1)}, {"hold": hold})
 
+    # -- the gateway's own limits --------------------------------------------------------
+    def throughput(self, body: dict[str, Any]) -> Any:
+        if "rate" not in body:
+            raise ControlError("rate (sends per second, or null for no limit) is required")
+        self.sandbox.throughput.set(body["rate"], _get(body, "session", str))
+        return {"throughput": self.sandbox.throughput.snapshot()}
+
+    def latency(self, body: dict[str, Any]) -> Any:
+        if body.get("seconds") is None:
+            raise ControlError("seconds is required")
+        self.sandbox.latency.set(body["seconds"], dialect=_get(body, "dialect", str),
+                                 session=_get(body, "session", str))
+        return {"latency": self.sandbox.latency.snapshot()}
+
     # -- settings, webhooks, reset --------------------------------------------------------
     def config(self, body: dict[str, Any]) -> Any:
         self.sandbox.settings.update(body)
@@ -216,6 +237,8 @@ class ControlApi:
         """Clear faults, webhooks and counters (and the record with ``record: true``)."""
         self.webhooks.clear()
         restored = self.sandbox.faults.reset()
+        self.sandbox.throughput.reset()
+        self.sandbox.latency.reset()
         self.sandbox.reset_counters()
         if body.get("record") is True:
             self.sandbox.record.clear()
@@ -239,9 +262,14 @@ class ControlApi:
             "by_session": record.tally("session"),
             "by_dialect": record.tally("dialect"),
             "duplicates": len(record.duplicates()),
+            "refused": len(record.refusals()),
             "requests": self.sandbox.counters(),
             "webhook_deliveries": len(self.webhooks.deliveries()),
         }
 
     def state(self, _: dict[str, Any]) -> Any:
-        return self.sandbox.faults.snapshot() | {"settings": self.sandbox.settings.to_json()}
+        return self.sandbox.faults.snapshot() | {
+            "settings": self.sandbox.settings.to_json(),
+            "throughput": self.sandbox.throughput.snapshot(),
+            "latency": self.sandbox.latency.snapshot(),
+        }

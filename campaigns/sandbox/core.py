@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from campaigns.sandbox.faults import FaultState
+from campaigns.sandbox.limits import DEFAULT_CLOUD_THROUGHPUT, Latency, Throughput
 from campaigns.sandbox.record import RecordWriter
 
 WAHA_SHAPES = ("noweb", "webjs", "empty")
@@ -48,12 +49,14 @@ class Request:
 @dataclass(slots=True)
 class Response:
     """One HTTP answer. ``held_row`` names a record row whose ``answered_at`` must be stamped
-    after the answer is written (accept-then-hang)."""
+    after the answer is written (accept-then-hang); ``delay`` is the latency to wait before
+    writing it (see :mod:`campaigns.sandbox.limits`)."""
 
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     held_row: int | None = None
+    delay: float = 0.0
 
 
 def json_response(
@@ -121,9 +124,13 @@ class Sandbox:
         *,
         settings: SandboxSettings | None = None,
         seed: int | None = None,
+        cloud_throughput: int | None = DEFAULT_CLOUD_THROUGHPUT,
+        latency: float = 0.0,
     ) -> None:
         self.settings = settings or SandboxSettings()
         self.faults = FaultState(seed)
+        self.throughput = Throughput(cloud_throughput)
+        self.latency = Latency(latency)
         self.record = RecordWriter(record_path)
         self.base_url = ""
         self._ids = itertools.count(1)
@@ -177,7 +184,9 @@ class Sandbox:
         deliverable: bool = True,
     ) -> int | None:
         """Record an accepted message (committed before the answer leaves). With ``hang``,
-        hold the answer afterwards and return the row id to stamp once it is sent."""
+        hold the answer afterwards and return the row id to stamp once it is sent.
+        ``answered_at`` counts the dialect's latency in: the server waits it out right after."""
+        latency = self.latency.of(dialect, session)
         row = self.record.add(
             dialect=dialect,
             session=session,
@@ -187,13 +196,38 @@ class Sandbox:
             template=template,
             gateway_message_id=gateway_message_id,
             received_at=received_at,
-            answered_at=None if hang > 0 else time.time(),
+            answered_at=None if hang > 0 else time.time() + latency,
             deliverable=deliverable,
         )
         if hang <= 0:
             return None
         time.sleep(hang)  # accepted and recorded, but the client hears nothing yet
         return row
+
+    def refused(
+        self,
+        response: Response,
+        *,
+        dialect: str,
+        session: str,
+        recipient: str,
+        digits: str,
+        fault: str,
+        code: int | None,
+        received_at: float,
+    ) -> Response:
+        """Record a send refused on purpose (a fault, the throughput); returns ``response``."""
+        self.record.refused(
+            dialect=dialect,
+            session=session,
+            recipient=recipient,
+            e164="+" + digits,
+            fault=fault,
+            status=response.status,
+            code=None if code is None else str(code),
+            received_at=received_at,
+        )
+        return response
 
     def close(self) -> None:
         self.faults.close()

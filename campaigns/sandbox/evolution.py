@@ -56,6 +56,7 @@ def handle(sandbox: Sandbox, request: Request) -> Response | None:
             response = _state(sandbox, instance)
         else:
             response = _numbers(sandbox, request, instance)
+    response.delay = sandbox.latency.of("evolution", match.group(2))
     sandbox.count(f"evolution.{route}.{response.status}")
     return response
 
@@ -117,20 +118,31 @@ def _send(sandbox: Sandbox, request: Request, instance: str) -> Response:
         return _closed(sandbox)
     number = str(body["number"])
     digits = digits_of(number)
+
+    def refusal(response: Response, fault: str, code: int | None = None) -> Response:
+        return sandbox.refused(
+            response, dialect="evolution", session=instance, recipient=number, digits=digits,
+            fault=fault, code=code, received_at=request.received_at,
+        )  # fmt: skip
+
     decision = sandbox.faults.decide(instance, digits)
     if decision.throttle is not None:
         response = evolution_error(int(decision.throttle["http_status"]), "rate-overlimit")
         response.headers.extend(retry_after(decision.throttle))
-        return response
+        return refusal(response, "throttle")
     if decision.refuse is not None:
         # inside the send, Evolution rethrows a Baileys error as BadRequestException (§3.4)
         code = int(decision.refuse["code"])
-        return evolution_error(400, [f"Error: server returned error {code}"])
+        answer = evolution_error(400, [f"Error: server returned error {code}"])
+        return refusal(answer, "refuse", code)
     if decision.fail is not None:
-        return evolution_error(int(decision.fail["http_status"]), "sandbox: injected failure")
+        failure = evolution_error(int(decision.fail["http_status"]), "sandbox: injected failure")
+        return refusal(failure, "fail")
     jid = _jid(number, digits)
     if decision.rejected:
-        return evolution_error(400, [{"jid": jid, "exists": False, "number": digits}])
+        return refusal(
+            evolution_error(400, [{"jid": jid, "exists": False, "number": digits}]), "reject"
+        )
     text = str(body["text"])
     message_id = "BAE5" + sandbox.next_id(12)
     held = sandbox.accept(

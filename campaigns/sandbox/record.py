@@ -8,6 +8,10 @@ thousands of messages per second.
 
 :class:`SandboxRecord` reads the same file from any process: WAL lets readers run while the
 writer commits.
+
+Sends the sandbox refused on purpose (an injected fault, or past a number's throughput) are
+recorded too, in their own table: tests assert that nothing refused was counted as delivered,
+and that a refused recipient was sent again later.
 """
 
 from __future__ import annotations
@@ -37,7 +41,20 @@ CREATE TABLE IF NOT EXISTS messages (
     deliverable INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_session ON messages (session, received_at);
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dialect TEXT NOT NULL,
+    session TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    e164 TEXT NOT NULL,
+    fault TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    code TEXT,
+    received_at REAL NOT NULL
+);
 """
+
+_REFUSAL_COLUMNS = "id, dialect, session, recipient, e164, fault, status, code, received_at"
 
 _COLUMNS = (
     "id, dialect, session, recipient, e164, text, template, gateway_message_id, "
@@ -72,6 +89,25 @@ class RecordedMessage:
     def template(self) -> dict[str, Any] | None:
         """The template object, parsed."""
         return None if self.template_json is None else dict(json.loads(self.template_json))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRefusal:
+    """One send the sandbox refused on purpose (nothing was sent)."""
+
+    id: int
+    dialect: str
+    session: str
+    recipient: str
+    e164: str
+    fault: str
+    """``throughput`` (past the number's limit), or the injected fault: ``throttle``,
+    ``refuse``, ``fail``, ``reject``."""
+    status: int
+    """The HTTP status answered."""
+    code: str | None
+    """The gateway's error code answered (Cloud API ``130429``...), when it has one."""
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +176,26 @@ class RecordWriter:
             )
             return int(cursor.lastrowid or 0)
 
+    def refused(
+        self,
+        *,
+        dialect: str,
+        session: str,
+        recipient: str,
+        e164: str,
+        fault: str,
+        status: int,
+        code: str | None,
+        received_at: float,
+    ) -> None:
+        """Record one send refused on purpose."""
+        with self._lock:
+            self._require().execute(
+                "INSERT INTO refusals (dialect, session, recipient, e164, fault, status, code,"
+                " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (dialect, session, recipient, e164, fault, status, code, received_at),
+            )
+
     def answered(self, row_id: int, answered_at: float) -> None:
         """Stamp ``answered_at`` on a row recorded before its answer was held back."""
         with self._lock:
@@ -151,6 +207,7 @@ class RecordWriter:
         """Delete every row (control API ``reset`` with ``record: true``)."""
         with self._lock:
             self._require().execute("DELETE FROM messages")
+            self._require().execute("DELETE FROM refusals")
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -194,6 +251,17 @@ class SandboxRecord:
         clauses, params = _where(session, dialect)
         rows = self._query(f"SELECT COUNT(*) FROM messages{clauses}", params)
         return int(rows[0][0]) if rows else 0
+
+    def refusals(
+        self, session: str | None = None, dialect: str | None = None
+    ) -> list[RecordedRefusal]:
+        """Sends refused on purpose, in arrival order of their check."""
+        clauses, params = _where(session, dialect)
+        rows = self._query(f"SELECT {_REFUSAL_COLUMNS} FROM refusals{clauses} ORDER BY id", params)
+        return [
+            RecordedRefusal(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6]), r[7], float(r[8]))
+            for r in rows
+        ]
 
     def tally(self, column: str) -> dict[str, int]:
         """Message counts per ``session``, ``dialect`` or ``deliverable`` value."""

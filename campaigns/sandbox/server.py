@@ -32,6 +32,7 @@ from campaigns.sandbox.core import (
     SandboxSettings,
     json_response,
 )
+from campaigns.sandbox.limits import DEFAULT_CLOUD_THROUGHPUT, check_latency, check_rate
 from campaigns.sandbox.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a sandbox bug must answer 500, not drop the connection
             log.exception("sandbox failed on %s %s", request.method, request.path)
             response = json_response(500, {"message": "sandbox internal error"})
+        if response.delay > 0:
+            time.sleep(response.delay)  # the configured latency: one thread per connection
         self._write(response)
         if response.held_row is not None:
             try:
@@ -142,7 +145,9 @@ class SandboxServer:
                  api_key: str | Iterable[str] | None = None, waha_wait: float = 5.0,
                  seed: int | None = None, waha_shape: str = "noweb",
                  evolution_closed_form: str = "500", cloud_auth_status: int = 401,
-                 webhook_timeout: float = 2.0) -> None:
+                 webhook_timeout: float = 2.0,
+                 cloud_throughput: int | None = DEFAULT_CLOUD_THROUGHPUT,
+                 latency: float = 0.0) -> None:
         keys = None if api_key is None else frozenset(
             [api_key] if isinstance(api_key, str) else api_key)
         settings = SandboxSettings(api_keys=keys, waha_wait=waha_wait)
@@ -151,7 +156,8 @@ class SandboxServer:
         self.host = host
         self.port = port
         self.record_path = Path(record_path)
-        self.sandbox = Sandbox(self.record_path, settings=settings, seed=seed)
+        self.sandbox = Sandbox(self.record_path, settings=settings, seed=seed,
+                               cloud_throughput=cloud_throughput, latency=latency)
         self.webhooks = Webhooks(self.sandbox.faults, timeout=webhook_timeout)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -192,6 +198,20 @@ class SandboxServer:
         self.stop()
 
 
+def _throughput(text: str) -> int | None:
+    try:
+        return None if text.strip() == "0" else check_rate(text, "--cloud-throughput")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace(", or null", ", or 0")) from None
+
+
+def _latency(text: str) -> float:
+    try:
+        return check_latency(text, "--latency")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m campaigns.sandbox",
@@ -210,6 +230,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--evolution-closed-form", choices=EVOLUTION_CLOSED_FORMS,
                         default="500")
     parser.add_argument("--cloud-auth-status", type=int, choices=(400, 401), default=401)
+    parser.add_argument("--cloud-throughput", type=_throughput, default=DEFAULT_CLOUD_THROUGHPUT,
+                        help="Cloud API sends per second per phone_number_id before 130429"
+                             f" (default {DEFAULT_CLOUD_THROUGHPUT}, Meta's; 0: no limit)")
+    parser.add_argument("--latency", type=_latency, default=0.0,
+                        help="seconds added before every dialect answer (default 0)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser
 
@@ -225,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         args.host, args.port, record_path=args.record, api_key=keys, waha_wait=args.waha_wait,
         seed=args.seed, waha_shape=args.waha_shape,
         evolution_closed_form=args.evolution_closed_form,
-        cloud_auth_status=args.cloud_auth_status)
+        cloud_auth_status=args.cloud_auth_status, cloud_throughput=args.cloud_throughput,
+        latency=args.latency)
     stopping = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -44,8 +44,23 @@ def handle(sandbox: Sandbox, request: Request) -> Response | None:
         route, response = "check", _check(sandbox, request)
     else:
         return None
+    if sandbox.latency.active:
+        response.delay = sandbox.latency.of("waha", _session_of(request, route, path))
     sandbox.count(f"waha.{route}.{response.status}")
     return response
+
+
+def _session_of(request: Request, route: str, path: str) -> str | None:
+    """The session a request is about (for a latency set per session)."""
+    if route == "session":
+        return path[len(_SESSIONS) :]
+    if route == "check":
+        return request.query.get("session", "default")
+    try:
+        body = request.json()
+    except ValueError:
+        return None
+    return str(body.get("session", "default")) if isinstance(body, dict) else None
 
 
 def _nest(status: int, message: Any, error: str | None = None) -> Response:
@@ -160,18 +175,26 @@ def _send(sandbox: Sandbox, request: Request) -> Response:
     if "@" not in chat_id:
         chat_id += "@c.us"  # WAHA's ensureSuffix
     digits = digits_of(chat_id)
+
+    def refusal(response: Response, fault: str, code: int | None = None) -> Response:
+        return sandbox.refused(
+            response, dialect="waha", session=session, recipient=str(body["chatId"]),
+            digits=digits, fault=fault, code=code, received_at=request.received_at,
+        )  # fmt: skip
+
     decision = sandbox.faults.decide(session, digits)
     if decision.throttle is not None:
         status = int(decision.throttle["http_status"])
         response = _nest(status, "ThrottlerException: Too Many Requests")
         response.headers.extend(retry_after(decision.throttle))
-        return response
+        return refusal(response, "throttle")
     if decision.refuse is not None:
         # what WhatsApp's refusal looks like through WAHA (§2.4, e.g. 463)
-        refusal = f"2 UNKNOWN: server returned error {int(decision.refuse['code'])}"
-        return _failure(request, body, 500, refusal, code=2)
+        code = int(decision.refuse["code"])
+        message = f"2 UNKNOWN: server returned error {code}"
+        return refusal(_failure(request, body, 500, message, code=2), "refuse", code)
     if decision.fail is not None:
-        return _failure(request, body, int(decision.fail["http_status"]))
+        return refusal(_failure(request, body, int(decision.fail["http_status"])), "fail")
     text = str(body["text"])
     payload, gateway_id = _message(sandbox, session, chat_id, digits, text)
     held = sandbox.accept(

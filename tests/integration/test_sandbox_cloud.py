@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from campaigns.sandbox import SandboxRecord, SandboxServer
 from tests.contracts import validate_cloud_request, validate_cloud_response
@@ -213,3 +217,143 @@ def test_an_unknown_phone_number_id_is_refused_when_the_names_are_restricted(
     error = error_of(answer)
     assert answer.status_code == 400 and error["code"] == 100 and error["error_subcode"] == 33
     assert client.post(SEND, json=text_body(), headers=AUTH).status_code == 200
+
+
+# --------------------------------------------------------------------------- throughput, latency
+
+
+def send_until_refused(client: Client, session: str, *, limit: int = 20_000) -> list[Any]:
+    """Send distinct numbers to ``session`` from four keep-alive threads until the sandbox
+    refuses one; returns every answer. (How fast the machine sends does not matter: the test
+    needs one refusal, and checks the window rule on the record's arrival times.)"""
+    answers: list[Any] = []
+    lock = threading.Lock()
+    refused = threading.Event()
+    numbers = itertools.count()
+
+    def sender() -> None:
+        http = requests.Session()
+        try:
+            while not refused.is_set():
+                with lock:
+                    n = next(numbers)
+                if n >= limit:
+                    return
+                answer = http.post(client.url + f"/v25.0/{session}/messages",
+                                   json=text_body(to=f"+5511{n:09d}"), headers=AUTH, timeout=10)
+                with lock:
+                    answers.append(answer)
+                if answer.status_code != 200:
+                    refused.set()
+        finally:
+            http.close()
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def held_in_second_before(times: list[float], moment: float) -> int:
+    return sum(1 for t in times if moment - 1.0 < t <= moment)
+
+
+def fullest_second_around(times: list[float], moment: float) -> int:
+    """The most accepted sends a one-second interval holding ``moment`` holds (threads may
+    check arrivals a little out of order, so the full window may end after it)."""
+    ends = [moment, *(t for t in times if moment < t < moment + 1.0)]
+    return max(held_in_second_before(times, end) for end in ends)
+
+
+def test_past_80_sends_in_a_second_a_number_gets_metas_130429_and_nothing_refused_is_sent(
+        client: Client, sandbox: SandboxServer) -> None:
+    answers = send_until_refused(client, "106540352242922")
+
+    refused = [a for a in answers if a.status_code != 200]
+    assert refused and {a.status_code for a in refused} == {400}
+    error = error_of(refused[0])  # the body is valid against Meta's GraphAPIError schema
+    assert error["code"] == 130429 and error["message"] == "(#130429) Rate limit hit"
+    assert error["error_data"]["details"] == "Cloud API message throughput has been reached."
+    assert error["error_subcode"] == 2494055
+    record = SandboxRecord(sandbox.record_path)
+    accepted = [m.received_at for m in record.messages()]
+    refusals = record.refusals()
+    assert len(accepted) >= 80 and len(refusals) == len(refused)
+    assert {r.fault for r in refusals} == {"throughput"} and {r.code for r in refusals} == {
+        "130429"}
+    # the window rule, on arrival times: no second holds more than 80 accepted sends, and each
+    # refused send fell in a second that already held 80 (it was the 81st)
+    assert max(held_in_second_before(accepted, t) for t in accepted) == 80
+    assert all(fullest_second_around(accepted, r.received_at) == 80 for r in refusals)
+    assert not {r.e164 for r in refusals} & {m.e164 for m in record.messages()}
+    assert client.control.stats()["requests"]["cloud.send.400"] == len(refused)
+
+
+def test_a_numbers_own_throughput_is_set_through_the_control_api_and_none_lifts_it(
+        client: Client, sandbox: SandboxServer) -> None:
+    assert client.control.state()["throughput"] == {"default": 80, "sessions": {}}
+    client.control.throughput(5, session="small")
+    client.control.throughput(None, session="free")
+
+    answers = send_until_refused(client, "small")
+    record = SandboxRecord(sandbox.record_path)
+    accepted = [m.received_at for m in record.messages(session="small")]
+    assert max(held_in_second_before(accepted, t) for t in accepted) == 5
+    assert all(fullest_second_around(accepted, r.received_at) == 5
+               for r in record.refusals(session="small"))
+    assert {error_of(a)["code"] for a in answers if a.status_code != 200} == {130429}
+    # an unlimited number takes 300 sends as fast as they come
+    assert all(client.post("/v25.0/free/messages", json=text_body(to=f"+5511{n:09d}"),
+                           headers=AUTH).status_code == 200 for n in range(300))
+    assert client.control.state()["throughput"] == {
+        "default": 80, "sessions": {"free": None, "small": 5}}
+    client.control.reset()
+    assert client.control.state()["throughput"] == {"default": 80, "sessions": {}}
+
+
+def test_a_sandbox_started_without_a_throughput_limit_never_answers_130429(
+        tmp_path: Path) -> None:
+    with running_sandbox(tmp_path, cloud_throughput=None) as server:
+        client = Client(server.url)
+        assert all(client.post(SEND, json=text_body(to=f"+5511{n:09d}"),
+                               headers=AUTH).status_code == 200 for n in range(300))
+        client.close()
+
+
+def elapsed(call: Any) -> tuple[float, Any]:
+    started = time.monotonic()
+    answer = call()
+    return time.monotonic() - started, answer
+
+
+def test_a_latency_delays_every_cloud_answer_set_per_dialect_or_per_number(
+        client: Client, sandbox: SandboxServer) -> None:
+    client.control.latency(0.25, dialect="cloud")
+    client.control.latency(0.5, session="slow-number")
+
+    took, sent = elapsed(lambda: client.post(SEND, json=text_body(), headers=AUTH))
+    assert sent.status_code == 200 and took >= 0.25
+    [message] = SandboxRecord(sandbox.record_path).messages()
+    assert message.answered_at is not None and message.answered_at - message.received_at >= 0.25
+    took, refused = elapsed(lambda: client.post(SEND, json={"bad": 1}, headers=AUTH))
+    assert refused.status_code == 400 and took >= 0.25, "error answers wait too"
+    took, node = elapsed(lambda: client.get("/v25.0/106540352242922", headers=AUTH))
+    assert node.status_code == 200 and took >= 0.25
+    took, slow = elapsed(
+        lambda: client.post("/v25.0/slow-number/messages", json=text_body(), headers=AUTH))
+    assert slow.status_code == 200 and took >= 0.5
+    assert client.control.state()["latency"] == [
+        {"dialect": "cloud", "session": None, "seconds": 0.25},
+        {"dialect": None, "session": "slow-number", "seconds": 0.5},
+    ]
+    assert client.control.reset() and client.control.state()["latency"] == []
+
+
+def test_a_sandbox_started_with_a_latency_delays_answers_from_the_first(tmp_path: Path) -> None:
+    with running_sandbox(tmp_path, latency=0.25) as server:
+        client = Client(server.url)
+        took, answer = elapsed(lambda: client.post(SEND, json=text_body(), headers=AUTH))
+        client.close()
+    assert answer.status_code == 200 and took >= 0.25

@@ -130,7 +130,9 @@ def test_accept_then_hang_holds_waha_and_evolution_answers_too(
                             headers={"apikey": "k"})
     assert waha.status_code == evolution.status_code == 201
     assert time.monotonic() - started >= 0.55
-    assert all(m.answered_at for m in SandboxRecord(sandbox.record_path).messages())
+    # a held row is stamped right after its answer is written: a moment after the client has it
+    record = SandboxRecord(sandbox.record_path)
+    eventually(lambda: all(m.answered_at for m in record.messages()), what="both stamps")
 
 
 def test_a_refusal_answers_each_dialect_with_the_gateways_own_error_and_records_nothing(
@@ -208,6 +210,14 @@ def test_messages_and_stats_are_served_as_json(client: Client) -> None:
     ("refuse", {"code": 463, "numbers": "5511"}),
     ("config", {"waha_shape": "xml"}),
     ("webhooks", {"url": "http://x", "dialect": "cloud"}),
+    ("throughput", {}),
+    ("throughput", {"rate": 0}),
+    ("throughput", {"rate": 2.5}),
+    ("throughput", {"rate": "fast"}),
+    ("latency", {}),
+    ("latency", {"seconds": -1}),
+    ("latency", {"seconds": "nan"}),
+    ("latency", {"seconds": 0.25, "dialect": "sms"}),
 ])
 def test_the_control_api_refuses_bad_requests_with_400(
         client: Client, verb: str, body: dict[str, object]) -> None:
@@ -218,3 +228,71 @@ def test_the_control_api_refuses_bad_requests_with_400(
 def test_an_unknown_control_verb_is_404(client: Client) -> None:
     assert client.post("/_sandbox/explode", json={}).status_code == 404
     assert client.control.health()["ok"] is True
+
+
+def test_refused_sends_are_recorded_with_their_fault_and_never_as_messages(
+        client: Client, sandbox: SandboxServer) -> None:
+    client.control.throttle(count=1, session="pn1")
+    assert cloud_send(client, to="+5511900000001").status_code == 400
+    client.control.refuse(131042, count=1, session="pn1")
+    assert cloud_send(client, to="+5511900000002").status_code == 400
+    client.control.fail(1.0, count=1, session="pn1")
+    assert cloud_send(client, to="+5511900000003").status_code == 500
+    client.control.reject(["+5511900000004"])
+    assert cloud_send(client, to="+5511900000004").status_code == 400
+    client.control.throttle(count=1, session="wa")
+    waha = client.post("/api/sendText", json={"session": "wa", "chatId": "5511900000005",
+                                              "text": "x"}, headers={"X-Api-Key": "k"})
+    client.control.refuse(463, count=1, session="inst")
+    evolution = client.post("/message/sendText/inst", json={"number": "5511900000006",
+                                                            "text": "x"},
+                            headers={"apikey": "k"})
+    assert (waha.status_code, evolution.status_code) == (429, 400)
+    assert cloud_send(client, to="+5511900000001").status_code == 200  # sent again later
+
+    record = SandboxRecord(sandbox.record_path)
+    assert [(r.dialect, r.session, r.e164, r.fault, r.status, r.code)
+            for r in record.refusals()] == [
+        ("cloud", "pn1", "+5511900000001", "throttle", 400, "130429"),
+        ("cloud", "pn1", "+5511900000002", "refuse", 400, "131042"),
+        ("cloud", "pn1", "+5511900000003", "fail", 500, "131000"),
+        ("cloud", "pn1", "+5511900000004", "reject", 400, "131026"),
+        ("waha", "wa", "+5511900000005", "throttle", 429, None),
+        ("evolution", "inst", "+5511900000006", "refuse", 400, "463"),
+    ]
+    assert [m.e164 for m in record.messages()] == ["+5511900000001"]
+    assert record.refusals(session="wa")[0].recipient == "5511900000005"
+    assert client.control.stats()["refused"] == 6
+    client.control.reset(record=True)
+    assert record.refusals() == [] and client.control.stats()["refused"] == 0
+
+
+def test_a_latency_per_dialect_delays_waha_and_evolution_answers_too(
+        client: Client, sandbox: SandboxServer) -> None:
+    client.control.latency(0.25, dialect="waha")
+    client.control.latency(0.25, session="inst")
+
+    started = time.monotonic()
+    waha = client.post("/api/sendText", json={"chatId": "5511999999999", "text": "x"},
+                       headers={"X-Api-Key": "k"})
+    waha_took = time.monotonic() - started
+    started = time.monotonic()
+    health = client.get("/instance/connectionState/inst", headers={"apikey": "k"})
+    evolution_took = time.monotonic() - started
+
+    assert waha.status_code == 201 and waha_took >= 0.25
+    assert health.status_code == 200 and evolution_took >= 0.25
+    [message] = SandboxRecord(sandbox.record_path).messages()
+    assert message.answered_at is not None and message.answered_at - message.received_at >= 0.25
+
+
+def test_a_latency_and_a_hang_add_up_and_the_held_row_is_stamped_after_both(
+        client: Client, sandbox: SandboxServer) -> None:
+    client.control.latency(0.25)
+    client.control.hang(0.25, count=1)
+    started = time.monotonic()
+    assert cloud_send(client).status_code == 200
+    assert time.monotonic() - started >= 0.5
+    record = SandboxRecord(sandbox.record_path)
+    stamped = eventually(lambda: record.messages()[0].answered_at, what="the held answer")
+    assert stamped - record.messages()[0].received_at >= 0.5

@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from campaigns.sandbox import SandboxRecord, SandboxServer
+from campaigns.sandbox import SandboxControl, SandboxRecord, SandboxServer
 from tests.integration.test_sandbox_helpers import Client, eventually, running_sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,7 @@ def test_another_process_reads_the_record_while_the_sandbox_writes(
         sandbox: SandboxServer) -> None:
     total = 300
     client = Client(sandbox.url)
+    client.control.throughput(None)  # 300 sends as fast as one thread goes: past Meta's 80/s
 
     def writer() -> None:
         for n in range(total):
@@ -165,3 +167,71 @@ def test_the_server_picks_a_free_port_and_reports_it(tmp_path: Path) -> None:
 def test_eventually_fails_loudly_when_the_condition_never_holds() -> None:
     with pytest.raises(AssertionError, match="never"):
         eventually(lambda: False, timeout=0.05, what="never")
+
+
+def test_the_campaigns_sandbox_command_sets_the_throughput_and_the_latency(
+        tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "campaigns.cli", "sandbox", "--port", "0",
+         "--record", str(tmp_path / "cli.sqlite"), "--cloud-throughput", "3",
+         "--latency", "0.25"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        match = re.match(r"sandbox listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        client = Client(match.group(1))
+        state = client.control.state()
+        started = time.monotonic()
+        answer = cloud_send(client, "pn1", "+5511900000001")
+        took = time.monotonic() - started
+        client.close()
+        assert state["throughput"] == {"default": 3, "sessions": {}}
+        assert state["latency"] == [{"dialect": None, "session": None, "seconds": 0.25}]
+        assert answer == 200 and took >= 0.25
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_python_m_campaigns_sandbox_takes_0_as_no_throughput_limit(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "campaigns.sandbox", "--port", "0",
+         "--record", str(tmp_path / "m.sqlite"), "--cloud-throughput", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        match = re.match(r"sandbox listening on (\S+)", process.stdout.readline())
+        assert match
+        with SandboxControl(match.group(1)) as control:
+            assert control.state()["throughput"]["default"] is None
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--latency", "nan"), ("--latency", "-1"), ("--cloud-throughput", "-1"),
+    ("--cloud-throughput", "2.5"),
+])
+def test_the_sandbox_command_refuses_a_bad_limit_in_one_line(flag: str, value: str) -> None:
+    from typer.testing import CliRunner
+
+    from campaigns.cli import app
+
+    result = CliRunner().invoke(app, ["sandbox", flag, value])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output
+    assert flag in result.output
+
+
+def test_main_refuses_a_bad_limit(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "campaigns.sandbox", "--latency", "inf"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--latency" in done.stderr
