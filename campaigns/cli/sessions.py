@@ -10,9 +10,10 @@ import typer
 from campaigns.cli.app import EXIT_ERROR
 from campaigns.cli.common import JSON_HELP, console, emit_json, new_table, open_store, when
 from campaigns.domain import SenderSession
-from campaigns.errors import InvalidInput
+from campaigns.errors import ConfigurationError, InvalidInput
 from campaigns.gateway_pool import gateway_for
 from campaigns.gateways import GATEWAY_KINDS
+from campaigns.profiles import profile_from_options
 
 
 def _gateway_kind(value: str) -> str:
@@ -26,6 +27,21 @@ def _gateway_kind(value: str) -> str:
 sessions_app = typer.Typer(help="WhatsApp sender sessions.", no_args_is_help=True)
 
 
+def pacing_data(session: SenderSession) -> dict[str, Any]:
+    """The session's pacing profile (its options, or its gateway kind's default)."""
+    try:
+        profile = profile_from_options(session.gateway, session.options)
+    except ConfigurationError as exc:
+        # stored before its options were checked: say so rather than fail the whole list
+        return {"kind": None, "rate": None, "in_flight": None, "description": f"invalid: {exc}"}
+    return {
+        "kind": profile.kind.value,
+        "rate": profile.rate if profile.is_rate else None,
+        "in_flight": profile.in_flight,
+        "description": profile.describe(),
+    }
+
+
 def session_data(session: SenderSession) -> dict[str, Any]:
     """A session for JSON output (it holds no secret: only the variable's name)."""
     return {
@@ -34,6 +50,7 @@ def session_data(session: SenderSession) -> dict[str, Any]:
         "base_url": session.base_url,
         "token_env": session.token_env,
         "options": dict(session.options),
+        "pacing": pacing_data(session),
         "connection_status": session.connection_status,
         "last_checked_at": session.last_checked_at,
         "last_error": session.last_error,
@@ -73,7 +90,8 @@ def add(
             "--option",
             "-o",
             help="Gateway option KEY=VALUE (repeatable), e.g. "
-            "phone_number_id=123 for cloud-api, instance=NAME for evolution.",
+            "phone_number_id=123 for cloud-api, instance=NAME for evolution; for every kind "
+            "pacing=human|rate, rate=MESSAGES_PER_SECOND, in_flight=N (rate pacing only).",
         ),
     ] = None,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -88,6 +106,8 @@ def add(
         console.print(
             f"session {session.name} added: {session.gateway} at {session.base_url}"
             + (f", token from ${session.token_env}" if session.token_env else "")
+            + f", pacing {pacing_data(session)['description']}",
+            markup=False,
         )
 
 
@@ -102,13 +122,18 @@ def list_sessions(as_json: bool = typer.Option(False, "--json", help=JSON_HELP))
     if not sessions:
         console.print("no session yet: add one with `campaigns sessions add`")
         return
-    table = new_table("name", "gateway", "base URL", "token env", "options", "status", "checked")
+    table = new_table(
+        "name", "gateway", "base URL", "token env", "pacing", "options", "status", "checked"
+    )
+    for column in table.columns[:2]:
+        column.no_wrap = True  # eight columns fold at 80: keep what identifies a row whole
     for s in sessions:
         table.add_row(
             s.name,
             s.gateway,
             s.base_url,
             s.token_env or "-",
+            pacing_data(s)["description"],
             ", ".join(f"{k}={v}" for k, v in sorted(s.options.items())) or "-",
             s.connection_status,
             when(s.last_checked_at),

@@ -14,10 +14,14 @@ waha          —                                    ``session`` (the session na
                                                    ``check_exists`` (``false``)
 evolution     —                                    ``instance`` (the session name)
 console       —                                    —
+every kind    —                                    ``pacing`` (``rate`` for cloud-api,
+                                                   ``human`` for the others), ``rate``
+                                                   (80), ``in_flight`` (16)
 ============  ===================================  =======================================
 
-An unknown option is an error too: a misspelled ``check_exist`` silently ignored would send
-without the check the operator asked for.
+The pacing options are the session's profile (:mod:`campaigns.profiles`): ``rate`` and
+``in_flight`` need ``pacing=rate``. An unknown option is an error too: a misspelled
+``check_exist`` silently ignored would send without the check the operator asked for.
 """
 
 from __future__ import annotations
@@ -31,15 +35,17 @@ from campaigns.gateways.cloud_api import CloudApiGateway
 from campaigns.gateways.console import ConsoleGateway
 from campaigns.gateways.evolution import EvolutionGateway
 from campaigns.gateways.waha import WahaGateway, parse_bool_option
+from campaigns.profiles import PACING_OPTIONS, profile_from_options
 
 GATEWAY_KINDS: tuple[str, ...] = ("cloud-api", "waha", "evolution", "console")
 
-# kind -> (required options, optional options)
+# kind -> (required options, optional options); a session's pacing profile belongs to the
+# session whatever its gateway, so every kind takes the pacing options
 _OPTIONS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "cloud-api": (("phone_number_id",), ("api_version",)),
-    "waha": ((), ("session", "check_exists")),
-    "evolution": ((), ("instance",)),
-    "console": ((), ()),
+    "cloud-api": (("phone_number_id",), ("api_version", *PACING_OPTIONS)),
+    "waha": ((), ("session", "check_exists", *PACING_OPTIONS)),
+    "evolution": ((), ("instance", *PACING_OPTIONS)),
+    "console": ((), PACING_OPTIONS),
 }
 
 # options whose default is the session's own name
@@ -91,6 +97,7 @@ def validate_options(kind: str, options: Mapping[str, str]) -> None:
         )
     if kind == "waha" and "check_exists" in options:
         parse_bool_option(options["check_exists"], "check_exists")
+    profile_from_options(kind, options)  # names the pacing option that is wrong
 
 
 def session_options(

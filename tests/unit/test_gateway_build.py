@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.errors import ConfigurationError
+from campaigns.errors import ConfigurationError, InvalidInput
 from campaigns.gateways import (
     GATEWAY_KINDS,
     build_gateway,
     known_options,
     required_options,
+    session_options,
     validate_options,
 )
 from campaigns.gateways.base import GatewayConfig
@@ -48,7 +49,8 @@ def test_build__kinds_are_the_four_documented_ones() -> None:
     assert GATEWAY_KINDS == ("cloud-api", "waha", "evolution", "console")
     assert required_options("cloud-api") == ("phone_number_id",)
     assert required_options("waha") == required_options("evolution") == ()
-    assert known_options("waha") == ("session", "check_exists")
+    assert known_options("waha") == ("session", "check_exists", "pacing", "rate", "in_flight")
+    assert known_options("console") == ("pacing", "rate", "in_flight")
 
 
 def test_build__waha_session_and_evolution_instance_default_to_the_session_name() -> None:
@@ -69,7 +71,7 @@ def test_build__waha_session_and_evolution_instance_default_to_the_session_name(
         ("waha", {"check_exist": "true"}, "does not know option check_exist"),
         ("waha", {"check_exists": "maybe"}, "check_exists must be true or false"),
         ("evolution", {"session": "x"}, "does not know option session"),
-        ("console", {"instance": "x"}, "known: none"),
+        ("console", {"instance": "x"}, "known: pacing, rate, in_flight"),
     ],
 )
 def test_build__invalid_configuration_is_refused_with_a_specific_message(
@@ -88,3 +90,55 @@ def test_build__http_kinds_need_a_base_url() -> None:
 def test_validate_options__accepts_a_complete_set() -> None:
     validate_options("cloud-api", {"phone_number_id": "1", "api_version": "v26.0"})
     validate_options("waha", {"session": "default", "check_exists": "False"})
+
+
+# --------------------------------------------------------------------------- pacing options
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("cloud-api", {"phone_number_id": "1", "pacing": "rate", "rate": "80", "in_flight": "16"}),
+        ("cloud-api", {"phone_number_id": "1", "rate": "1000"}),  # rate is the Cloud API default
+        ("cloud-api", {"phone_number_id": "1", "pacing": "human"}),
+        ("waha", {"pacing": "human"}),
+        ("waha", {"pacing": "RATE", "rate": "2.5", "in_flight": "1"}),
+        ("evolution", {"pacing": "rate"}),
+        ("console", {"pacing": "rate", "in_flight": "256"}),
+    ],
+)
+def test_pacing_options__every_kind_takes_them(kind: str, options: dict[str, str]) -> None:
+    validate_options(kind, options)
+    base = "console://local" if kind == "console" else "http://gw"
+    assert session_options(kind, "sales", base, options).items() >= options.items()
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        ("cloud-api", {"pacing": "fast"}, "option pacing must be human or rate, got 'fast'"),
+        ("cloud-api", {"rate": "0"}, "option rate must be above 0"),
+        ("cloud-api", {"rate": "-5"}, "option rate must be above 0"),
+        ("cloud-api", {"rate": "1001"}, "option rate must be above 0 and at most 1000"),
+        ("cloud-api", {"rate": "nan"}, "option rate must be a finite number"),
+        ("cloud-api", {"rate": "inf"}, "option rate must be a finite number"),
+        ("cloud-api", {"rate": "eighty"}, "option rate must be a number"),
+        ("cloud-api", {"in_flight": "2.5"}, "option in_flight must be a whole number"),
+        ("cloud-api", {"in_flight": "0"}, "option in_flight must be a whole number"),
+        ("cloud-api", {"pacing": "human", "in_flight": "4"}, "option in_flight needs pacing=rate"),
+        ("waha", {"rate": "80"}, "option rate needs pacing=rate"),
+        ("evolution", {"in_flight": "16"}, "option in_flight needs pacing=rate"),
+    ],
+)
+def test_pacing_options__a_bad_value_is_refused_naming_the_option(
+    kind: str, options: dict[str, str], message: str
+) -> None:
+    if kind == "cloud-api":
+        options = {"phone_number_id": "1", **options}
+    with pytest.raises(ConfigurationError, match=message):
+        validate_options(kind, options)
+    with pytest.raises(InvalidInput, match="nothing was stored") as refused:
+        session_options(kind, "sales", "http://gw", options)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(ConfigurationError, match=message):
+        build_gateway(kind, config(**options))
