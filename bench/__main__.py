@@ -1,7 +1,8 @@
 """``python -m bench``: run every benchmark on the local services, print the table and write it
 to docs/benchmarks.md with the machine's facts.
 
-Options: ``--only NAME...`` (loading, overhead, sessions, scaling, memory, recovery, fidelity),
+Options: ``--only NAME...`` (loading, overhead, sessions, scaling, memory, recovery, fidelity,
+cloud-rate),
 ``--quick`` (tiny sizes: checks the code works, the figures mean nothing), ``--out PATH``.
 """
 
@@ -17,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import fidelity, loading, memory, overhead, recovery, scaling, sessions
+from bench import cloud_rate, fidelity, loading, memory, overhead, recovery, scaling, sessions
 from bench.harness import HEADER, Bench, Row, failed_row, machine_facts
 
 BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     memory.NAME: memory.run,
     recovery.NAME: recovery.run,
     fidelity.NAME: fidelity.run,
+    cloud_rate.NAME: cloud_rate.run,
 }
 
 

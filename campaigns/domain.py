@@ -195,6 +195,13 @@ class Campaign:
     failure_streak: int = 0
     interrupt_kind: StopKind | None = None
     resume_at: datetime | None = None
+    sessions: tuple[str, ...] = ()
+    """The sender pool in lane order; ``session_name`` is its first session. A one-session
+    campaign is a pool of one (filled in when not given)."""
+
+    def __post_init__(self) -> None:
+        if not self.sessions:
+            object.__setattr__(self, "sessions", (self.session_name,))
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Campaign:
@@ -202,6 +209,7 @@ class Campaign:
         values["status"] = CampaignStatus(values["status"])
         if values["interrupt_kind"] is not None:
             values["interrupt_kind"] = StopKind(values["interrupt_kind"])
+        values["sessions"] = tuple(values["sessions"] or ())
         return cls(**values)
 
 
@@ -274,3 +282,55 @@ class StatusSnapshot:
         mean_gap = (c.min_interval + c.max_interval) / 2
         mean_delay = (c.batch_delay_min + c.batch_delay_max) / 2
         return self.remaining * mean_gap + max(self.remaining_batches - 1, 0) * mean_delay
+
+
+class LaneState(enum.StrEnum):
+    """State of one lane of a campaign (``campaign_lanes.state``)."""
+
+    ACTIVE = "active"
+    """The lane claims recipients through its session."""
+    DOWN = "down"
+    """The session cannot send for this campaign (with the kind of its stop, as an
+    interruption): the other lanes take its unclaimed recipients."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One lane of a campaign: its sending through one session of the pool. ``sent`` and
+    ``claimed`` (recipients stamped with this session, whatever became of them) are filled
+    only when asked for (``list_lanes(..., counts=True)``)."""
+
+    campaign_id: int
+    session_name: str
+    position: int
+    state: LaneState
+    stop_kind: StopKind | None
+    reason: str | None
+    resume_at: datetime | None
+    heartbeat_at: datetime | None
+    updated_at: datetime
+    sent: int = 0
+    claimed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state is LaneState.ACTIVE
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Lane:
+        values = {name: row[name] for name in cls.__dataclass_fields__ if name in row}
+        values["state"] = LaneState(values["state"])
+        if values["stop_kind"] is not None:
+            values["stop_kind"] = StopKind(values["stop_kind"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStop:
+    """Why a campaign whose every lane is down stopped: ``disconnected`` if any lane is
+    (a reconnect of that session resumes it), else ``limited`` at the earliest lane's
+    ``resume_at``, else ``blocked`` (only an operator resumes it)."""
+
+    kind: StopKind
+    reason: str
+    resume_at: datetime | None = None

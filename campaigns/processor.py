@@ -8,7 +8,7 @@ the workers, and can always be re-derived from PostgreSQL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,15 +69,20 @@ class CampaignBatchProcessor:
         self,
         numbers: Iterable[str | Mapping[str, str] | Entry] | Path,
         message: str,
-        session: str,
+        session: str | Sequence[str],
         *,
         template: Mapping[str, Any] | None = None,
         start_at: datetime | None = None,
         region: str | None = None,
+        sticky: bool = True,
     ) -> int:
         """Create the campaign (ledger and state in one transaction), enqueue its first batch,
         and return its id at once. With ``start_at`` the campaign waits, ``scheduled``, and
-        the sweep starts it when due."""
+        the sweep starts it when due.
+
+        ``session`` is one session name, or a list of names: a sender pool, one lane per
+        session, each at its own pace; with ``sticky`` (the default) a number that a pool
+        session sent to before goes through that session while it is healthy."""
         campaign = self.state.create_campaign(
             numbers,
             message,
@@ -86,6 +91,7 @@ class CampaignBatchProcessor:
             template=template,
             start_at=start_at,
             region=region,
+            sticky=sticky,
         )
         if campaign.status is CampaignStatus.RUNNING and campaign.run_token:
             self._start(campaign.id, 1, campaign.run_token)

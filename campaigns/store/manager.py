@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from campaigns.settings import Pacing, Settings
 from campaigns.store import queries
 from campaigns.store.base import counts_by_status
 from campaigns.store.db import create_db_engine, translate_errors
+from campaigns.store.lanes import LaneVerbs
 from campaigns.store.loading import copy_entries
 from campaigns.store.models import CampaignBatchState
 from campaigns.store.recovery import RecoveryVerbs
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 NumberSource = Iterable[str | Mapping[str, str] | Entry] | Path
 
 
-class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerbs):
+class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerbs, LaneVerbs):
     """Campaigns, their recipient ledger and sender sessions, in PostgreSQL."""
 
     def __init__(
@@ -72,7 +73,7 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
         self,
         numbers: NumberSource,
         message: str,
-        session: str,
+        session: str | Sequence[str],
         *,
         pacing: Pacing | None = None,
         region: str | None = None,
@@ -81,9 +82,14 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
     ) -> Campaign:
         """Create a campaign and its whole ledger in one transaction.
 
+        sticky: bool = True,
         Numbers are normalized to E.164; later repeats are marked duplicate and unparseable
         entries invalid, both kept in the ledger at their input position. The campaign starts
         ``running`` with a fresh run token (or ``scheduled`` when ``start_at`` is given): the
+        ``session`` is one session name or a sender pool (a list of distinct names, in lane
+        order; see :mod:`campaigns.store.lanes`). With ``sticky`` (the default) and a pool,
+        each recipient prefers the pool session that last sent to its phone successfully.
+
         caller enqueues its first batch. Bad input raises a specific
         :class:`campaigns.errors.InvalidInput` and leaves nothing behind.
         """
@@ -95,20 +101,22 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
         pacing = (pacing or self.settings.pacing).validate()
         region = inputs.region_code(region) or self.settings.default_region
         message = inputs.message_text(message)
-        session = inputs.session_name(session)
+        pool = inputs.session_names(session)
         template = inputs.template_spec(template)
         start_at = inputs.start_time(start_at)
         entries = inputs.number_entries(numbers)
-        self.get_session(session)
+        self.check_pool(pool)  # every session exists
         status = CampaignStatus.SCHEDULED if start_at else CampaignStatus.RUNNING
+        sticky = inputs.flag(sticky, "sticky")
         token = None if start_at else str(uuid.uuid4())
         with translate_errors(), self.engine.begin() as conn:
             campaign_id = self._insert_state(
-                conn, session, message, pacing, status, token, template, start_at
+                conn, pool, message, pacing, status, token, template, start_at
             )
             counter = self._copy(conn, campaign_id, entries, pacing.batch_size, region)
             if counter.total == 0:
                 raise EmptyNumberList()
+            self._insert_pool(conn, campaign_id, pool)
             if counter.valid == 0:
                 raise NoValidNumber(
                     f"none of the {counter.total} entries is a valid phone number for region "
@@ -124,12 +132,14 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
             total_batches = (counter.total + pacing.batch_size - 1) // pacing.batch_size
             conn.execute(
                 queries.SET_TOTALS,
+            if sticky:
+                self._prefer_sticky(conn, campaign_id, pool)
                 {"total": counter.total, "batches": total_batches, "id": campaign_id},
             )
         log.info(
             "campaign %s created on session %s: %s numbers (%s valid) in %s batches",
             campaign_id,
-            session,
+            ", ".join(pool),
             counter.total,
             counter.valid,
             total_batches,
@@ -139,7 +149,7 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
     def _insert_state(
         self,
         conn: Connection,
-        session: str,
+        pool: Sequence[str],
         message: str,
         pacing: Pacing,
         status: CampaignStatus,
@@ -148,7 +158,8 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
         start_at: datetime | None,
     ) -> int:
         values: dict[str, Any] = {
-            "session_name": session,
+            "session_name": pool[0],
+            "sessions": list(pool),
             "message": message,
             "status": status,
             "run_token": token,

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     Float,
@@ -21,10 +22,10 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from campaigns.domain import CampaignStatus, RecipientStatus, StopKind
+from campaigns.domain import CampaignStatus, LaneState, RecipientStatus, StopKind
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -47,6 +48,11 @@ recipient_status = Enum(
 stop_kind = Enum(
     StopKind,
     name="stop_kind",
+    values_callable=lambda e: [m.value for m in e],
+)
+lane_state = Enum(
+    LaneState,
+    name="lane_state",
     values_callable=lambda e: [m.value for m in e],
 )
 
@@ -111,6 +117,10 @@ class CampaignBatchState(Base):
     # resumes by itself
     interrupt_kind: Mapped[StopKind | None] = mapped_column(stop_kind)
     resume_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the sender pool in lane order (session_name is its first session), fixed at creation:
+    # every finder's `SELECT *` carries it without a join; campaign_lanes holds each lane's
+    # changing state
+    sessions: Mapped[list[str]] = mapped_column(ARRAY(String(100)))
 
     __table_args__ = (
         # the sweep: running campaigns by heartbeat
@@ -174,6 +184,11 @@ class CampaignRecipient(Base):
     __table_args__ = (
         # the claim: the first pending recipient of a batch, in input order
         Index(
+    # the pool session whose lane claimed (and so sent) this recipient; NULL until claimed
+    session_name: Mapped[str | None] = mapped_column(String(100))
+    # sticky sender: the pool session that last sent to this phone successfully, in an
+    # earlier campaign (set at creation); other lanes leave it to that lane while it is healthy
+    preferred_session: Mapped[str | None] = mapped_column(String(100))
             "ix_campaign_recipients_open",
             "campaign_id",
             "batch_number",
@@ -181,3 +196,49 @@ class CampaignRecipient(Base):
             postgresql_where=text("status IN ('pending', 'sending')"),
         ),
     )
+        # sticky sender at creation: per phone of the new list, its latest successful send by
+        # a session, one index probe each. Partial, so a bulk load (pending, no session) adds
+        # nothing to it; a row enters it when it is recorded sent.
+        Index(
+            "ix_campaign_recipients_sent_by_phone",
+            "phone",
+            text("finished_at DESC"),
+            postgresql_include=["session_name"],
+            postgresql_where=text("status = 'sent' AND session_name IS NOT NULL"),
+        ),
+    )
+
+
+class CampaignLane(Base):
+    """One lane of a campaign: the sending of it through one session of its pool (a
+    one-session campaign is a pool of one). A lane is ``active`` (it claims recipients) or
+    ``down`` with the kind of its stop, as a campaign is interrupted: the other lanes take its
+    unclaimed recipients meanwhile, and when every lane is down the campaign is interrupted."""
+
+    __tablename__ = "campaign_lanes"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign_batch_state.id", ondelete="CASCADE"), primary_key=True
+    )
+    # no cascade: a session in an unfinished campaign's pool cannot disappear under it
+    # (remove_session drops the lanes of finished campaigns first)
+    session_name: Mapped[str] = mapped_column(
+        ForeignKey("campaign_sessions.name"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[LaneState] = mapped_column(lane_state, server_default=LaneState.ACTIVE.value)
+    stop_kind: Mapped[StopKind | None] = mapped_column(stop_kind)
+    reason: Mapped[str | None] = mapped_column(Text)
+    resume_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # stamped by the lane's claims and waits; a stale one no longer holds its sticky numbers
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "position", name="uq_campaign_lanes_position"),
+        # a down lane says why; an active one carries no stop
+        CheckConstraint(
+            "(state = 'down') = (stop_kind IS NOT NULL)", name="stop_kind_iff_down"
+        ),
+        # the session watcher: down lanes of a session; remove_session: lanes of a session
+        Index("ix_campaign_lanes_session_state", "session_name", "state"),

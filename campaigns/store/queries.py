@@ -294,12 +294,12 @@ SET total_numbers = :total, total_batches = :batches, current_batch = 1
 WHERE id = :id
 """)
 
-# Campaigns, newest first, optionally of one status and one session.
+# Campaigns, newest first, optionally of one status and one session (of their pool).
 LIST_CAMPAIGNS = text("""
 SELECT *
 FROM campaign_batch_state
 WHERE (CAST(:status AS campaign_status) IS NULL OR status = :status)
-  AND (CAST(:session AS text) IS NULL OR session_name = :session)
+  AND (CAST(:session AS text) IS NULL OR CAST(:session AS varchar) = ANY(sessions))
 ORDER BY id DESC
 LIMIT :limit
 """)
@@ -322,7 +322,7 @@ LIMIT 1
 # Ledger rows of a campaign in input order, optionally of one status.
 LIST_RECIPIENTS = text("""
 SELECT position, batch_number, phone, raw, variables, status, attempts, gateway_message_id,
-       error_code, error_message, claimed_at, finished_at
+       error_code, error_message, claimed_at, finished_at, session_name, preferred_session
 FROM campaign_recipients
 WHERE campaign_id = :id
   AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
@@ -330,12 +330,13 @@ ORDER BY position
 LIMIT :limit
 """)
 
-# Interrupted campaigns, optionally of one session and of one stop kind, oldest first.
+# Interrupted campaigns, optionally of one session (of their pool) and of one stop kind, oldest
+# first.
 FIND_INTERRUPTED = text("""
 SELECT *
 FROM campaign_batch_state
 WHERE status = 'interrupted'
-  AND (CAST(:session AS text) IS NULL OR session_name = :session)
+  AND (CAST(:session AS text) IS NULL OR CAST(:session AS varchar) = ANY(sessions))
   AND (CAST(:kind AS stop_kind) IS NULL OR interrupt_kind = CAST(:kind AS stop_kind))
 ORDER BY id
 """)
@@ -376,13 +377,25 @@ WHERE status = 'scheduled'
 ORDER BY id
 """)
 
-# Sessions that have interrupted campaigns (optionally of one stop kind) waiting for them.
+# Sessions that have campaigns (optionally of one stop kind) waiting for them: interrupted as
+# a whole (the first session of the pool), or through a down lane of that kind, in a running
+# campaign or in one interrupted with that kind (every lane down).
 SESSIONS_WITH_INTERRUPTED = text("""
-SELECT DISTINCT session_name
-FROM campaign_batch_state
-WHERE status = 'interrupted'
-  AND (CAST(:kind AS stop_kind) IS NULL OR interrupt_kind = CAST(:kind AS stop_kind))
-ORDER BY session_name
+SELECT s.session_name
+FROM campaign_batch_state s
+WHERE s.status = 'interrupted'
+  AND (CAST(:kind AS stop_kind) IS NULL OR s.interrupt_kind = CAST(:kind AS stop_kind))
+  AND NOT EXISTS (SELECT 1 FROM campaign_lanes l WHERE l.campaign_id = s.id AND l.state = 'down')
+UNION
+SELECT l.session_name
+FROM campaign_lanes l JOIN campaign_batch_state s ON s.id = l.campaign_id
+WHERE l.state = 'down'
+  AND (CAST(:kind AS stop_kind) IS NULL OR l.stop_kind = CAST(:kind AS stop_kind))
+  AND (s.status = 'running'
+       OR (s.status = 'interrupted'
+           AND (CAST(:kind AS stop_kind) IS NULL
+                OR s.interrupt_kind = CAST(:kind AS stop_kind))))
+ORDER BY 1
 """)
 
 # Ledger rows of a campaign (invariant 1).
@@ -417,7 +430,7 @@ WHERE campaign_id = :id
 COUNT_UNFINISHED_OF_SESSION = text("""
 SELECT count(*)
 FROM campaign_batch_state
-WHERE session_name = :name
+WHERE CAST(:name AS varchar) = ANY(sessions)
   AND status NOT IN ('completed', 'failed', 'cancelled')
 """)
 
@@ -426,6 +439,190 @@ RECORD_SESSION_CHECK = text("""
 UPDATE campaign_sessions
 SET connection_status = :status, last_error = :error, last_checked_at = now()
 WHERE name = :name
+
+# --- sender pools: a campaign's lanes (campaigns/store/lanes.py) ---
+# Lock order, as everywhere above: the campaign row first, then its lanes. A lane changes state
+# only with its campaign row locked, so "every lane is down" is decided by one transaction at a
+# time and a lane coming back cannot slip between that count and the interruption.
+
+# A new campaign's pool, one lane per session in the given order, heartbeat fresh.
+INSERT_LANES = text("""
+INSERT INTO campaign_lanes (campaign_id, session_name, position, heartbeat_at)
+SELECT :campaign_id, pool.name, pool.position, now()
+FROM unnest(CAST(:sessions AS varchar[])) WITH ORDINALITY AS pool(name, position)
+""")
+
+# Sticky sender, once after the bulk load: each pending recipient prefers the pool session that
+# last sent to its phone successfully (in any earlier campaign). One probe per row into the
+# partial index ix_campaign_recipients_sent_by_phone (newest first, stops at the first pool
+# session); only rows with a match are written.
+PREFER_STICKY_SESSIONS = text("""
+UPDATE campaign_recipients r SET preferred_session = last.session_name
+FROM (
+    SELECT me.position, h.session_name
+    FROM campaign_recipients me
+    CROSS JOIN LATERAL (
+        SELECT h.session_name FROM campaign_recipients h
+        WHERE h.phone = me.phone AND h.status = 'sent' AND h.session_name IS NOT NULL
+          AND h.session_name = ANY(CAST(:sessions AS varchar[]))
+        ORDER BY h.finished_at DESC
+        LIMIT 1
+    ) h
+    WHERE me.campaign_id = :campaign_id AND me.status = 'pending'
+) last
+WHERE r.campaign_id = :campaign_id AND r.position = last.position
+""")
+
+# Claim the next pending recipients of a batch for one lane (pending -> sending), in input
+# order, stamping the lane's session on them: the fence and heartbeat of CLAIM_NEXT, plus the
+# lane's own heartbeat, only while the lane is active. A recipient preferred by another lane is
+# left to it while that lane is active and its heartbeat fresher than :stale_after seconds.
+CLAIM_FOR_LANE = text("""
+WITH fence AS (
+    UPDATE campaign_batch_state SET heartbeat_at = now()
+    WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+    RETURNING id
+), lane AS (
+    UPDATE campaign_lanes l SET heartbeat_at = now()
+    FROM fence
+    WHERE l.campaign_id = fence.id AND l.session_name = :session AND l.state = 'active'
+    RETURNING l.campaign_id
+), next AS (
+    SELECT r.position FROM campaign_recipients r JOIN lane ON r.campaign_id = lane.campaign_id
+    WHERE r.batch_number = :batch_number AND r.status = 'pending'
+      AND (r.preferred_session IS NULL OR r.preferred_session = :session
+           OR NOT EXISTS (
+               SELECT 1 FROM campaign_lanes o
+               WHERE o.campaign_id = r.campaign_id AND o.session_name = r.preferred_session
+                 AND o.state = 'active'
+                 AND o.heartbeat_at > now() - make_interval(secs => :stale_after)))
+    ORDER BY r.position LIMIT :limit
+    FOR UPDATE OF r SKIP LOCKED
+)
+UPDATE campaign_recipients r
+SET status = 'sending', attempts = r.attempts + 1, session_name = :session,
+    claimed_at = now(), updated_at = now()
+FROM next
+WHERE r.campaign_id = :campaign_id AND r.position = next.position
+RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts
+""")
+
+# Stamp the campaign's and one active lane's heartbeat if the caller holds the fence; no row
+# means the fence is lost or the lane is down.
+LANE_HEARTBEAT = text("""
+WITH fence AS (
+    UPDATE campaign_batch_state SET heartbeat_at = now()
+    WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+    RETURNING id
+)
+UPDATE campaign_lanes l SET heartbeat_at = now()
+FROM fence
+WHERE l.campaign_id = fence.id AND l.session_name = :session AND l.state = 'active'
+RETURNING l.session_name
+""")
+
+# The lanes to run now, if the caller holds the fence: the active ones and the limited ones
+# whose limit has ended (made active again), heartbeats stamped as their runs start.
+LANES_TO_RUN = text("""
+WITH fence AS (
+    SELECT id FROM campaign_batch_state
+    WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+    FOR UPDATE
+)
+UPDATE campaign_lanes l
+SET state = 'active', stop_kind = NULL, reason = NULL, resume_at = NULL, heartbeat_at = now(),
+    updated_at = CASE WHEN l.state = 'down' THEN now() ELSE l.updated_at END
+FROM fence
+WHERE l.campaign_id = fence.id
+  AND (l.state = 'active' OR (l.stop_kind = 'limited' AND l.resume_at <= now()))
+RETURNING l.session_name, l.position
+""")
+
+# Lock a campaign's row whatever its status or token (a lane changes state under it).
+LOCK_CAMPAIGN = text("""
+SELECT id, status FROM campaign_batch_state WHERE id = :campaign_id FOR UPDATE
+""")
+
+# Take a lane out of the rotation with the kind of its stop.
+SET_LANE_DOWN = text("""
+UPDATE campaign_lanes
+SET state = 'down', stop_kind = CAST(:kind AS stop_kind), reason = :reason,
+    resume_at = CAST(:resume_at AS timestamptz), updated_at = now()
+WHERE campaign_id = :campaign_id AND session_name = :session
+RETURNING session_name
+""")
+
+# A campaign's lanes in pool order, locked (after the campaign row) to decide on all of them.
+LOCK_LANES = text("""
+SELECT * FROM campaign_lanes WHERE campaign_id = :campaign_id ORDER BY position FOR UPDATE
+""")
+
+# A campaign's lanes in pool order.
+LIST_LANES = text("""
+SELECT * FROM campaign_lanes WHERE campaign_id = :campaign_id ORDER BY position
+""")
+
+# Recipients claimed and sent per session of one campaign.
+LANE_COUNTS = text("""
+SELECT session_name, count(*) AS claimed, count(*) FILTER (WHERE status = 'sent') AS sent
+FROM campaign_recipients
+WHERE campaign_id = :campaign_id AND session_name IS NOT NULL
+GROUP BY session_name
+""")
+
+# Put down lanes of one campaign back in the rotation (a resume): of one session or all, of
+# one kind or any, and with :due_only only those whose resume_at has come. Any campaign
+# status: the resume that follows decides whether the campaign runs.
+ACTIVATE_LANES = text("""
+UPDATE campaign_lanes
+SET state = 'active', stop_kind = NULL, reason = NULL, resume_at = NULL, heartbeat_at = now(),
+    updated_at = now()
+WHERE campaign_id = :campaign_id AND state = 'down'
+  AND (CAST(:session AS varchar) IS NULL OR session_name = :session)
+  AND (CAST(:kind AS stop_kind) IS NULL OR stop_kind = CAST(:kind AS stop_kind))
+  AND (NOT :due_only OR resume_at <= now())
+RETURNING session_name
+""")
+
+# The same across running campaigns (a session reconnected, a lane's limit ended), with each
+# campaign row locked first: a campaign interrupted meanwhile (every lane down) is left to the
+# resume of interrupted campaigns, so no lane turns active under an interrupted campaign.
+ACTIVATE_RUNNING_LANES = text("""
+WITH running AS (
+    SELECT s.id FROM campaign_batch_state s
+    WHERE s.status = 'running' AND s.id IN (
+        SELECT l.campaign_id FROM campaign_lanes l
+        WHERE l.state = 'down'
+          AND (CAST(:session AS varchar) IS NULL OR l.session_name = :session)
+          AND (CAST(:kind AS stop_kind) IS NULL OR l.stop_kind = CAST(:kind AS stop_kind))
+          AND (NOT :due_only OR l.resume_at <= now()))
+    ORDER BY s.id
+    FOR UPDATE OF s
+)
+UPDATE campaign_lanes l
+SET state = 'active', stop_kind = NULL, reason = NULL, resume_at = NULL, heartbeat_at = now(),
+    updated_at = now()
+FROM running
+WHERE l.campaign_id = running.id AND l.state = 'down'
+  AND (CAST(:session AS varchar) IS NULL OR l.session_name = :session)
+  AND (CAST(:kind AS stop_kind) IS NULL OR l.stop_kind = CAST(:kind AS stop_kind))
+  AND (NOT :due_only OR l.resume_at <= now())
+RETURNING l.campaign_id, l.session_name
+""")
+
+# remove_session: the lanes of finished campaigns go with the session (their recipients keep
+# its name); an unfinished campaign's lane keeps the session (the foreign key refuses).
+DELETE_FINISHED_LANES_OF_SESSION = text("""
+DELETE FROM campaign_lanes l
+USING campaign_batch_state s
+WHERE l.session_name = :name AND s.id = l.campaign_id
+  AND s.status IN ('completed', 'failed', 'cancelled')
+""")
+
+# Which of these names are registered sessions (a pool is checked before anything is written).
+EXISTING_SESSIONS = text("""
+SELECT name FROM campaign_sessions WHERE name = ANY(CAST(:names AS varchar[]))
+""")
 """)
 
 # A new run token for a running campaign (an operator's resume restarts its chain).

@@ -82,7 +82,8 @@ class SessionVerbs(StoreBase):
         return [SenderSession.from_row(r._mapping) for r in rows]
 
     def remove_session(self, name: str) -> None:
-        """Remove a session that has no unfinished campaign."""
+        """Remove a session that is in no unfinished campaign's pool. The lanes of finished
+        campaigns go with it (their recipients keep its name)."""
         with translate_errors(), self.engine.begin() as conn:
             busy = conn.execute(
                 queries.COUNT_UNFINISHED_OF_SESSION,
@@ -90,7 +91,12 @@ class SessionVerbs(StoreBase):
             ).scalar_one()
             if busy:
                 raise SessionInUse(name=name, unfinished_campaigns=busy)
-            deleted = conn.execute(delete(SessionRow).where(SessionRow.name == name)).rowcount
+            conn.execute(queries.DELETE_FINISHED_LANES_OF_SESSION, {"name": name})
+            try:
+                deleted = conn.execute(delete(SessionRow).where(SessionRow.name == name)).rowcount
+            except IntegrityError:
+                # a campaign with it in its pool was created since the count: its lane refuses
+                raise SessionInUse(name=name) from None
         if not deleted:
             raise UnknownSession(name=name)
 

@@ -114,3 +114,35 @@ def test_original_design_columns__are_kept_with_their_names(database_url: str) -
         "error_message",
         "processed_at",
     } <= details
+
+
+def test_migration_0004__makes_each_campaign_before_it_a_pool_of_one(
+    empty_database_url: str,
+) -> None:
+    db.upgrade(empty_database_url, "0003")
+    engine = create_engine(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO campaign_sessions (name, gateway, base_url)"
+                " VALUES ('sales', 'console', 'console://x')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO campaign_batch_state (session_name, status, message, batch_size,"
+                " min_interval, max_interval, batch_delay_min, batch_delay_max) VALUES"
+                " ('sales', 'running', 'Hi', 3, 0, 0, 0, 0),"
+                " ('gone', 'completed', 'Hi', 3, 0, 0, 0, 0)"
+            )
+        )
+    db.upgrade(empty_database_url, "0004")
+    with engine.connect() as conn:
+        pools = conn.execute(text("SELECT sessions FROM campaign_batch_state ORDER BY id")).all()
+        lanes = conn.execute(
+            text("SELECT campaign_id, session_name, position, state FROM campaign_lanes")
+        ).all()
+    engine.dispose()
+    assert [p[0] for p in pools] == [["sales"], ["gone"]]
+    # a finished campaign whose session was removed keeps its name, but has no lane to point at
+    assert [tuple(lane) for lane in lanes] == [(1, "sales", 1, "active")]

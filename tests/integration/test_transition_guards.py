@@ -81,6 +81,7 @@ def test_recipient_status_updates__are_guarded_exactly_by_the_recipient_table() 
     assert writers >= {
         "CLAIM_NEXT", "RECORD_OUTCOME", "RELEASE_CLAIM", "MARK_CUT_OFF_CLAIMS_UNKNOWN",
         "RELEASE_CUT_OFF_CLAIMS", "FAIL_OPEN_RECIPIENTS", "MARK_DUPLICATES",
+        "CLAIM_FOR_LANE",  # a lane's claim: pending -> sending, stamped with its session
     }
     table = _table_pairs(dict(RECIPIENT_TRANSITIONS))
     for name, pairs in found.items():
