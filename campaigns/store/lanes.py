@@ -33,9 +33,9 @@ lane is a task per session, or a thread of the batch task; the verbs do not care
    still open: other lanes' claims, or recipients kept for a live sticky lane) → do not end
    for good: try again after a short delay (the CONTINUE path). That retry is how a lane
    takes over the recipients of a lane that went down or stale meanwhile.
-6. ``finish_batch`` is idempotent, so two lanes may both finish a batch, but only one may
-   enqueue the next batch: today its BatchResult does not say whether this call wrote the
-   details row; it needs that flag (e.g. ``counted``) before lanes are wired in.
+6. ``finish_batch`` is idempotent, so two lanes may both finish a batch, but only the call
+   that wrote the details row may enqueue the next batch (``BatchResult.inserted``, which the
+   run-lease work adds; without it every lane that finishes would fork the chain).
 
 Recovery (``campaigns/recovery.py``) uses :meth:`activate_lanes` before it resumes a campaign
 and :meth:`activate_running_lanes` when a session reconnects or a lane's limit ends in a

@@ -129,11 +129,11 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
             conn.execute(queries.NESTLOOP_OFF)
             conn.execute(queries.MARK_DUPLICATES, {"campaign_id": campaign_id})
             conn.execute(queries.NESTLOOP_ON)
+            if sticky:
+                self._prefer_sticky(conn, campaign_id, pool)
             total_batches = (counter.total + pacing.batch_size - 1) // pacing.batch_size
             conn.execute(
                 queries.SET_TOTALS,
-            if sticky:
-                self._prefer_sticky(conn, campaign_id, pool)
                 {"total": counter.total, "batches": total_batches, "id": campaign_id},
             )
         log.info(
