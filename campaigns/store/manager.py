@@ -79,17 +79,17 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
         region: str | None = None,
         template: Mapping[str, Any] | None = None,
         start_at: datetime | None = None,
+        sticky: bool = True,
     ) -> Campaign:
         """Create a campaign and its whole ledger in one transaction.
 
-        sticky: bool = True,
-        Numbers are normalized to E.164; later repeats are marked duplicate and unparseable
-        entries invalid, both kept in the ledger at their input position. The campaign starts
-        ``running`` with a fresh run token (or ``scheduled`` when ``start_at`` is given): the
         ``session`` is one session name or a sender pool (a list of distinct names, in lane
         order; see :mod:`campaigns.store.lanes`). With ``sticky`` (the default) and a pool,
         each recipient prefers the pool session that last sent to its phone successfully.
 
+        Numbers are normalized to E.164; later repeats are marked duplicate and unparseable
+        entries invalid, both kept in the ledger at their input position. The campaign starts
+        ``running`` with a fresh run token (or ``scheduled`` when ``start_at`` is given): the
         caller enqueues its first batch. Bad input raises a specific
         :class:`campaigns.errors.InvalidInput` and leaves nothing behind.
         """
@@ -104,19 +104,19 @@ class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerb
         pool = inputs.session_names(session)
         template = inputs.template_spec(template)
         start_at = inputs.start_time(start_at)
+        sticky = inputs.flag(sticky, "sticky")
         entries = inputs.number_entries(numbers)
         self.check_pool(pool)  # every session exists
         status = CampaignStatus.SCHEDULED if start_at else CampaignStatus.RUNNING
-        sticky = inputs.flag(sticky, "sticky")
         token = None if start_at else str(uuid.uuid4())
         with translate_errors(), self.engine.begin() as conn:
             campaign_id = self._insert_state(
                 conn, pool, message, pacing, status, token, template, start_at
             )
+            self._insert_pool(conn, campaign_id, pool)
             counter = self._copy(conn, campaign_id, entries, pacing.batch_size, region)
             if counter.total == 0:
                 raise EmptyNumberList()
-            self._insert_pool(conn, campaign_id, pool)
             if counter.valid == 0:
                 raise NoValidNumber(
                     f"none of the {counter.total} entries is a valid phone number for region "

@@ -180,22 +180,21 @@ class CampaignRecipient(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-    __table_args__ = (
-        # the claim: the first pending recipient of a batch, in input order
-        Index(
     # the pool session whose lane claimed (and so sent) this recipient; NULL until claimed
     session_name: Mapped[str | None] = mapped_column(String(100))
     # sticky sender: the pool session that last sent to this phone successfully, in an
     # earlier campaign (set at creation); other lanes leave it to that lane while it is healthy
     preferred_session: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (
+        # the claim: the first pending recipient of a batch, in input order
+        Index(
             "ix_campaign_recipients_open",
             "campaign_id",
             "batch_number",
             "position",
             postgresql_where=text("status IN ('pending', 'sending')"),
         ),
-    )
         # sticky sender at creation: per phone of the new list, its latest successful send by
         # a session, one index probe each. Partial, so a bulk load (pending, no session) adds
         # nothing to it; a row enters it when it is recorded sent.
@@ -242,3 +241,4 @@ class CampaignLane(Base):
         ),
         # the session watcher: down lanes of a session; remove_session: lanes of a session
         Index("ix_campaign_lanes_session_state", "session_name", "state"),
+    )

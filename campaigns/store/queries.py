@@ -426,7 +426,7 @@ WHERE campaign_id = :id
   AND status = 'pending'
 """)
 
-# Unfinished campaigns of a session (a session in use is not removed).
+# Unfinished campaigns with a session in their pool (a session in use is not removed).
 COUNT_UNFINISHED_OF_SESSION = text("""
 SELECT count(*)
 FROM campaign_batch_state
@@ -439,6 +439,16 @@ RECORD_SESSION_CHECK = text("""
 UPDATE campaign_sessions
 SET connection_status = :status, last_error = :error, last_checked_at = now()
 WHERE name = :name
+""")
+
+# A new run token for a running campaign (an operator's resume restarts its chain).
+RESTART_RUN = text("""
+UPDATE campaign_batch_state
+SET run_token = :token, heartbeat_at = now(), updated_at = now()
+WHERE id = :id
+  AND status = 'running'
+RETURNING id
+""")
 
 # --- sender pools: a campaign's lanes (campaigns/store/lanes.py) ---
 # Lock order, as everywhere above: the campaign row first, then its lanes. A lane changes state
@@ -623,13 +633,4 @@ WHERE l.session_name = :name AND s.id = l.campaign_id
 EXISTING_SESSIONS = text("""
 SELECT name FROM campaign_sessions WHERE name = ANY(CAST(:names AS varchar[]))
 """)
-""")
 
-# A new run token for a running campaign (an operator's resume restarts its chain).
-RESTART_RUN = text("""
-UPDATE campaign_batch_state
-SET run_token = :token, heartbeat_at = now(), updated_at = now()
-WHERE id = :id
-  AND status = 'running'
-RETURNING id
-""")
