@@ -23,6 +23,9 @@ from campaigns.store import CampaignStateManager
 
 log = logging.getLogger("campaigns.recovery")
 
+StartLane = Callable[[int, str, float], object]
+"""(campaign id, session, delay in seconds): start the run of one lane of a running campaign."""
+
 RECONNECT_SETTLE_S = 5.0
 """Wait after a session reconnects before sending again (the original design's 5 s): a session
 that flaps right after reconnecting should not get the first message."""
@@ -38,6 +41,9 @@ class Recovery:
     position: int | None
     reason: str
     unknown_positions: tuple[int, ...] = ()
+    lane: str | None = None
+    """Set when only this session's lane came back, in a campaign that kept running on its
+    other lanes; None when the campaign as a whole was resumed."""
 
 
 class CampaignRecoveryManager:
@@ -49,10 +55,14 @@ class CampaignRecoveryManager:
         *,
         enqueue: Enqueue | None = None,
         settle_delay: float = RECONNECT_SETTLE_S,
+        start_lane: StartLane | None = None,
     ) -> None:
         self.state = state_manager
         self._enqueue = enqueue or configured_enqueue
         self.settle_delay = settle_delay
+        # where the engine starts the run of one lane that came back in a running campaign;
+        # without it the lane joins at the campaign's next batch (lanes_to_run)
+        self._start_lane = start_lane
 
     def check_for_interrupted_campaigns(
         self, session: str | None = None, kind: StopKind | None = None
@@ -84,14 +94,22 @@ class CampaignRecoveryManager:
         reason = inputs.any_text(reason, "reason")  # only logged; may quote a gateway's answer
         delay = inputs.finite_seconds(delay, "delay")
         campaign = self.state.get_campaign(campaign_id)
-        if session is not None and campaign.session_name != session:
+        if session is not None and session not in campaign.sessions:
             raise InvalidTransition(
-                f"campaign {campaign_id} belongs to session {campaign.session_name}, not {session}"
+                f"campaign {campaign_id} belongs to session {', '.join(campaign.sessions)}, "
+                f"not {session}"
             )
         if not campaign.status.finished and self.state.first_open_batch(campaign_id) is None:
             # checked before the token swap: a campaign made running with nothing to enqueue
             # would look stalled to every sweep after it
             raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
+        # lanes first: a run that started with every lane still down would interrupt again
+        if only_from is None:
+            self.state.activate_lanes(campaign_id)  # the operator resumes every lane
+        elif if_kind is StopKind.LIMITED:
+            self.state.activate_lanes(campaign_id, kind=StopKind.LIMITED, due_only=True)
+        elif if_kind is StopKind.DISCONNECTED and session is not None:
+            self.state.activate_lanes(campaign_id, session=session, kind=StopKind.DISCONNECTED)
         if only_from is None and campaign.status is CampaignStatus.RUNNING:
             token = self.state.restart_run(campaign_id)
         else:
@@ -143,16 +161,25 @@ class CampaignRecoveryManager:
                 )
             except InvalidTransition:
                 continue  # resumed, paused or cancelled meanwhile, or nothing left to send
+        for campaign_id, session in self.state.activate_running_lanes(
+            kind=StopKind.LIMITED, due_only=True
+        ):
+            lane = self._lane_back(campaign_id, session, f"the limit of {session} ended", 0.0)
+            if lane:
+                recovered.append(lane)
         return recovered
 
     def resume_session(self, session: str, reason: str) -> list[Recovery]:
         """A session is connected again: resume its disconnected campaigns after the settle
-        delay. Blocked and limited ones stay: a reconnect fixes neither a timelock, a template
-        nor a cap."""
+        delay, and put its disconnected lanes back in the rotation of running campaigns
+        (their runs start after the settle delay too). Blocked and limited ones stay: a
+        reconnect fixes neither a timelock, a template nor a cap."""
         resumed = []
         for campaign in self.check_for_interrupted_campaigns(session):
             if campaign.interrupt_kind is not StopKind.DISCONNECTED:
                 continue  # a reconnect says nothing about a blocked or limited stop
+            if not self._reconnect_resumes(campaign, session):
+                continue
             try:
                 result = self.recover_campaign(
                     campaign.id,
@@ -166,12 +193,52 @@ class CampaignRecoveryManager:
                 continue  # resumed by another watcher, or paused or cancelled, meanwhile
             if result:
                 resumed.append(result)
+        for campaign_id, _ in self.state.activate_running_lanes(
+            session=session, kind=StopKind.DISCONNECTED
+        ):
+            lane = self._lane_back(campaign_id, session, reason, self.settle_delay)
+            if lane:
+                resumed.append(lane)
         return resumed
 
+    def _reconnect_resumes(self, campaign: Campaign, session: str) -> bool:
+        """Whether ``session`` reconnecting resumes this disconnected campaign: its lane is
+        down as disconnected (every lane was down), or the campaign stopped as a whole and
+        ``session`` is its first (as before pools). A lane down for another kind waits."""
+        lane = self.state.get_lane(campaign.id, session)
+        if lane is not None and not lane.active:
+            return lane.stop_kind is StopKind.DISCONNECTED
+        return session == campaign.session_name
+
+    def _lane_back(
+        self, campaign_id: int, session: str, reason: str, delay: float
+    ) -> Recovery | None:
+        """A lane is active again in a running campaign: start its run (the engine's hook)."""
+        batch = self.state.first_open_batch(campaign_id)
+        if batch is None:
+            return None  # the other lanes finished meanwhile
+        if self._start_lane is not None:
+            try:
+                self._start_lane(campaign_id, session, delay)
+            except Exception:
+                # the lane is active: the campaign's next batch starts it anyway
+                log.exception("campaign %s: could not start the lane of %s", campaign_id, session)
+        log.info(
+            "campaign %s: lane %s back in the rotation from batch %s, in %.0fs, because %s",
+            campaign_id,
+            session,
+            batch,
+            delay,
+            reason,
+        )
+        position = self.state.first_pending_position(campaign_id)
+        return Recovery(campaign_id, session, batch, position, reason, lane=session)
+
     def watch_sessions(self, is_connected: Callable[[str], tuple[bool, str]]) -> list[Recovery]:
-        """Ask each session with disconnected campaigns whether it is connected again;
-        resume the campaigns of those that are. Sessions whose campaigns are only blocked or
-        limited are not polled: their health says nothing about those stops."""
+        """Ask each session with disconnected campaigns (or disconnected lanes of running
+        ones) whether it is connected again; resume the campaigns of those that are.
+        Sessions whose campaigns are only blocked or limited are not polled: their health
+        says nothing about those stops."""
         resumed = []
         for session in self.state.sessions_with_interrupted_campaigns(StopKind.DISCONNECTED):
             connected, state = is_connected(session)
