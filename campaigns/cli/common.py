@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from campaigns.domain import Campaign, RecipientStatus, StatusSnapshot
+from campaigns.domain import Campaign, Lane, RecipientStatus, StatusSnapshot
 from campaigns.local import DATABASE, resolve_settings
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
@@ -67,6 +67,8 @@ def campaign_data(campaign: Campaign) -> dict[str, Any]:
     return {
         "id": campaign.id,
         "session": campaign.session_name,
+        # the sender pool in lane order (its first is "session")
+        "sessions": list(campaign.sessions),
         "status": campaign.status.value,
         "total_numbers": campaign.total_numbers,
         "total_batches": campaign.total_batches,
@@ -96,9 +98,12 @@ def campaign_data(campaign: Campaign) -> dict[str, Any]:
     }
 
 
-def snapshot_data(snapshot: StatusSnapshot) -> dict[str, Any]:
-    """A status snapshot for JSON output: the campaign, live ledger counts and the ETA."""
-    return {
+def snapshot_data(
+    snapshot: StatusSnapshot, lanes: Sequence[Lane] | None = None
+) -> dict[str, Any]:
+    """A status snapshot for JSON output: the campaign, live ledger counts and the ETA; with
+    ``lanes`` (read with their counts), each lane's state and share of the sends."""
+    data = {
         **campaign_data(snapshot.campaign),
         "ledger": {status.value: snapshot.counts.get(status, 0) for status in RecipientStatus},
         "remaining": snapshot.remaining,
@@ -106,6 +111,32 @@ def snapshot_data(snapshot: StatusSnapshot) -> dict[str, Any]:
         "eta_seconds": round(snapshot.eta_seconds(), 1),
         "last_error": snapshot.last_error,
     }
+    if lanes is not None:
+        data["lanes"] = [lane_data(lane, lanes) for lane in lanes]
+    return data
+
+
+def lane_data(lane: Lane, lanes: Sequence[Lane]) -> dict[str, Any]:
+    """One lane for JSON output: its state, the kind of its stop, and its share of what the
+    pool has sent so far."""
+    return {
+        "session": lane.session_name,
+        "position": lane.position,
+        "state": lane.state.value,
+        "stop_kind": lane.stop_kind.value if lane.stop_kind else None,
+        "reason": lane.reason,
+        "resume_at": lane.resume_at,
+        "heartbeat_at": lane.heartbeat_at,
+        "claimed": lane.claimed,
+        "sent": lane.sent,
+        "share": round(share(lane, lanes), 4),
+    }
+
+
+def share(lane: Lane, lanes: Sequence[Lane]) -> float:
+    """The lane's part of the pool's sends, 0 to 1 (0 before anything is sent)."""
+    total = sum(other.sent for other in lanes)
+    return lane.sent / total if total else 0.0
 
 
 def settled(snapshot: StatusSnapshot) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -18,10 +19,11 @@ from campaigns.cli.common import (
     emit_json,
     new_table,
     open_store,
+    share,
     snapshot_data,
     when,
 )
-from campaigns.domain import Campaign, CampaignStatus, RecipientStatus, StopKind
+from campaigns.domain import Campaign, CampaignStatus, Lane, RecipientStatus, StopKind
 from campaigns.masking import mask_phone
 
 
@@ -42,9 +44,10 @@ def status_label(c: Campaign) -> str:
     return f"interrupted ({c.interrupt_kind.value})"
 
 
-def stop_line(c: Campaign) -> str | None:
+def stop_line(c: Campaign, lanes: Sequence[Lane] = ()) -> str | None:
     """Why an interrupted campaign stopped and who resumes it (None when not interrupted):
-    the operator must act only on a blocked one, and must be told so."""
+    the operator must act only on a blocked one, and must be told so. A pool whose lanes are
+    all down resumes when one of its disconnected sessions reconnects."""
     if c.status is not CampaignStatus.INTERRUPTED:
         return None
     said = f"{status_label(c)}: {c.interrupt_reason or 'no reason given'}"
@@ -52,7 +55,33 @@ def stop_line(c: Campaign) -> str | None:
         return f"{said} — resume with `campaigns resume {c.id}` once fixed"
     if c.interrupt_kind is StopKind.LIMITED:
         return f"{said}; resumes by itself"
-    return f"{said}; resumes by itself when session {c.session_name} reconnects"
+    waiting = [lane.session_name for lane in lanes if lane.stop_kind is StopKind.DISCONNECTED]
+    if len(waiting) > 1:
+        return f"{said}; resumes by itself when one of {', '.join(waiting)} reconnects"
+    return f"{said}; resumes by itself when session {(waiting or [c.session_name])[0]} reconnects"
+
+
+def lane_label(lane: Lane) -> str:
+    """``active``, or ``down (blocked)``, ``down (limited until 14:05)``."""
+    if lane.active or lane.stop_kind is None:
+        return lane.state.value
+    if lane.stop_kind is StopKind.LIMITED and lane.resume_at is not None:
+        return f"down (limited until {_clock(lane.resume_at)})"
+    return f"down ({lane.stop_kind.value})"
+
+
+def _lane_table(lanes: Sequence[Lane]) -> None:
+    table = new_table("session", "lane", "sent", "share", "claimed", "why", title="lanes")
+    for lane in lanes:
+        table.add_row(
+            lane.session_name,
+            lane_label(lane),
+            str(lane.sent),
+            f"{share(lane, lanes):.0%}",
+            str(lane.claimed),
+            Text(lane.reason or "-"),  # Text: a gateway's reason may hold [brackets]
+        )
+    console.print(table)
 
 
 def _campaign_table(campaigns: list[Campaign], title: str | None = None) -> None:
@@ -74,7 +103,7 @@ def _campaign_table(campaigns: list[Campaign], title: str | None = None) -> None
     for c in campaigns:
         table.add_row(
             str(c.id),
-            c.session_name,
+            ", ".join(c.sessions),  # the pool; rich folds a long one
             status_label(c),
             f"{c.success_count}/{c.total_numbers}",
             str(c.failed_count),
@@ -119,12 +148,14 @@ def status(
     """Counters, current batch, ETA and last error of a campaign."""
     with open_store() as store:
         snapshot = store.snapshot(campaign_id)
+        lanes = store.list_lanes(campaign_id, counts=True)
     if as_json:
-        emit_json(snapshot_data(snapshot))
+        emit_json(snapshot_data(snapshot, lanes))
         return
     c = snapshot.campaign
     counts = snapshot.counts
-    table = new_table("", "", title=f"campaign {c.id} on {c.session_name}: {status_label(c)}")
+    pool = ", ".join(c.sessions)
+    table = new_table("", "", title=f"campaign {c.id} on {pool}: {status_label(c)}")
     rows = [
         ("entries", str(c.total_numbers)),
         ("batch", f"{c.current_batch}/{c.total_batches} ({snapshot.batches_done} done)"),
@@ -143,7 +174,9 @@ def status(
     for key, value in rows:
         table.add_row(key, Text(value))  # Text: a gateway's reason may hold [brackets]
     console.print(table)
-    stopped = stop_line(c)
+    if len(c.sessions) > 1:
+        _lane_table(lanes)  # a pool of one says it all in the table above
+    stopped = stop_line(c, lanes)
     if stopped:
         # below the table, unwrapped: what to do next is the line an operator copies from
         console.print(Text(stopped))
@@ -167,6 +200,7 @@ def unknowns(
             "position": r["position"],
             "batch": r["batch_number"],
             "phone": r["phone"] if full_numbers else mask_phone(r["phone"]),
+            "session": r["session_name"],
             "error_code": r["error_code"],
             "error_message": r["error_message"],
             "claimed_at": r["claimed_at"],
@@ -183,6 +217,7 @@ def unknowns(
         "#",
         "batch",
         "phone",
+        "session",
         "why",
         "claimed",
         title=f"campaign {campaign_id}: {len(shown)} unknown",
@@ -192,6 +227,7 @@ def unknowns(
             str(r["position"]),
             str(r["batch"]),
             str(r["phone"]),
+            str(r["session"] or "-"),
             str(r["error_message"] or r["error_code"] or "-"),
             when(r["claimed_at"]),
         )

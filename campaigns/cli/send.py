@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import phonenumbers
 import typer
 
+from campaigns import inputs
 from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import JSON_HELP, emit_json, open_store, snapshot_data
@@ -54,6 +55,17 @@ def parse_start_at(value: str | None) -> datetime | None:
     return moment.astimezone() if moment.tzinfo is None else moment
 
 
+def _pool(ctx: typer.Context, param: typer.CallbackParam, value: list[str] | None) -> Any:
+    """``--session`` given once or more: the sender pool, checked as the Python API checks it
+    (no blank name, none twice), naming the option."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    option = options.option_name(param)
+    # each value is "--session" to the operator, who typed it so (not "--session[1]")
+    names = [inputs.session_name(name, option) for name in value]
+    return list(inputs.session_names(names, option))
+
+
 @app.command()
 def send(
     file: Annotated[
@@ -64,8 +76,21 @@ def send(
             dir_okay=False,
         ),
     ],
-    session: str = typer.Option(
-        ..., "--session", "-s", help="Sender session name.", callback=options.name
+    session: Annotated[
+        list[str],
+        typer.Option(
+            "--session",
+            "-s",
+            help="Sender session name; repeat it for a pool of sessions sharing the campaign "
+            "(each at its own pace; a session that goes down leaves its share to the others).",
+            callback=_pool,
+        ),
+    ],
+    sticky: bool = typer.Option(
+        True,
+        "--sticky/--no-sticky",
+        help="With a pool: a number a pool session sent to before goes through that session "
+        "while it is healthy.",
     ),
     message: str | None = typer.Option(None, "--message", "-m", help="Message text."),
     message_file: Annotated[
@@ -126,7 +151,12 @@ def send(
         )
         processor.set_state_manager(store)
         campaign_id = processor.process_large_campaign_array(
-            file, text, session, start_at=when, region=region
+            file,
+            text,
+            session[0] if len(session) == 1 else session,
+            start_at=when,
+            region=region,
+            sticky=sticky,
         )
         snapshot = store.snapshot(campaign_id)
     if as_json:
@@ -136,7 +166,7 @@ def send(
     counts = snapshot.counts
     start = f"starts at {when.isoformat()}" if when else "first batch queued"
     typer.echo(
-        f"campaign {c.id} on {c.session_name}: {c.total_numbers} entries in "
+        f"campaign {c.id} on {', '.join(c.sessions)}: {c.total_numbers} entries in "
         f"{c.total_batches} batches, {counts.get(RecipientStatus.DUPLICATE, 0)} duplicates, "
         f"{counts.get(RecipientStatus.INVALID, 0)} invalid; {start}",
         err=True,

@@ -1,0 +1,187 @@
+"""Sender pools on the command line, in process against a real PostgreSQL and a private Redis
+(no worker): ``send --session a --session b`` creates one campaign over both, a bad pool prints
+one line and creates nothing, ``status`` shows each lane (state, sent, share) and ``--json``
+carries ``sessions`` and ``lanes``, ``list`` shows the pool and finds it by any of its sessions,
+``unknowns`` names the session of each recipient, and ``sessions remove`` refuses a session an
+unfinished pool uses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from campaigns.cli import app
+from campaigns.domain import RecipientStatus, StopKind
+from campaigns.settings import Pacing, Settings
+from campaigns.state import CampaignStateManager
+
+PACING = Pacing(batch_size=8, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
+NUMBERS = [f"+5511{960000000 + i}" for i in range(8)]
+
+
+@pytest.fixture
+def cli(stack_env: dict[str, str]) -> Any:
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, list(args), env=stack_env)
+
+    return invoke
+
+
+@pytest.fixture
+def store(database_url: str, stack_env: dict[str, str]) -> Iterator[CampaignStateManager]:
+    manager = CampaignStateManager(database_url, settings=Settings.from_env(stack_env))
+    for name in ("s1", "s2"):
+        manager.add_session(name, "console", "console://local")
+    yield manager
+    manager.dispose()
+
+
+@pytest.fixture
+def numbers(tmp_path: Path) -> Path:
+    path = tmp_path / "numbers.txt"
+    path.write_text("\n".join(NUMBERS) + "\n")
+    return path
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def one_error_line(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def pooled(store: CampaignStateManager) -> tuple[int, str]:
+    """A pool campaign where s1 sent 3 (one of them cut off as unknown) and s2 sent 1."""
+    campaign = store.create_campaign(NUMBERS, "Hi", ["s1", "s2"], pacing=PACING)
+    cid, token = campaign.id, campaign.run_token or ""
+    for session, outcome in (
+        ("s1", RecipientStatus.SENT),
+        ("s2", RecipientStatus.SENT),
+        ("s1", RecipientStatus.SENT),
+        ("s1", RecipientStatus.UNKNOWN),
+        ("s1", RecipientStatus.SENT),
+    ):
+        claim = store.claim_for_lane(cid, 1, token, session)
+        assert claim is not None and store.record_outcome(claim, outcome)
+    return cid, token
+
+
+def test_send__with_two_sessions_creates_one_campaign_over_both(
+    cli: Any, store: CampaignStateManager, numbers: Path
+) -> None:
+    data = as_json(
+        cli("send", str(numbers), "--session", "s1", "-s", "s2", "-m", "Hi", "--json")
+    )
+
+    assert (data["session"], data["sessions"]) == ("s1", ["s1", "s2"])
+    assert [lane.session_name for lane in store.list_lanes(data["id"])] == ["s1", "s2"]
+    said = cli("send", str(numbers), "-s", "s2", "-s", "s1", "-m", "Hi")
+    assert said.exit_code == 0, said.output
+    assert "on s2, s1: 8 entries" in said.stderr
+
+
+@pytest.mark.parametrize(
+    ("sessions", "words"),
+    [
+        (["s1", "s1"], "--session names session 's1' twice"),
+        (["s1", ""], "--session must be a non-empty name"),
+        (["s1", "nope"], "No sender session has that name"),
+    ],
+)
+def test_send__a_bad_pool_prints_one_line_and_creates_nothing(
+    cli: Any, store: CampaignStateManager, numbers: Path, sessions: list[str], words: str
+) -> None:
+    args = [arg for name in sessions for arg in ("--session", name)]
+
+    line = one_error_line(cli("send", str(numbers), *args, "-m", "Hi"))
+
+    assert words in line
+    assert store.list_campaigns() == []
+
+
+def test_status__shows_each_lane_with_its_state_sent_count_and_share(
+    cli: Any, store: CampaignStateManager
+) -> None:
+    cid, token = pooled(store)
+    store.mark_lane_down(cid, "s2", "Connection Closed", run_token=token)
+
+    shown = cli("status", str(cid))
+
+    assert shown.exit_code == 0, shown.output
+    assert f"campaign {cid} on s1, s2: running" in shown.stdout
+    lanes = shown.stdout.split("\nlanes\n", 1)[1]
+    rows = [[cell.strip() for cell in line.split("│")] for line in lanes.splitlines()
+            if "│" in line]
+    assert rows == [
+        ["s1", "active", "3", "75%", "4", "-"],
+        ["s2", "down (disconnected)", "1", "25%", "1", "Connection Closed"],
+    ]
+    data = as_json(cli("status", str(cid), "--json"))
+    assert data["sessions"] == ["s1", "s2"]
+    assert [(lane["session"], lane["state"], lane["stop_kind"], lane["sent"], lane["share"])
+            for lane in data["lanes"]] == [
+        ("s1", "active", None, 3, 0.75),
+        ("s2", "down", "disconnected", 1, 0.25),
+    ]
+
+
+def test_status__a_pool_with_every_lane_down_says_which_reconnect_resumes_it(
+    cli: Any, store: CampaignStateManager
+) -> None:
+    cid, token = pooled(store)
+    store.mark_lane_down(cid, "s1", "error 463", kind=StopKind.BLOCKED, run_token=token)
+    store.mark_lane_down(cid, "s2", "Connection Closed", run_token=token)
+
+    shown = cli("status", str(cid))
+
+    assert "interrupted (disconnected)" in shown.stdout
+    assert "resumes by itself when session s2 reconnects" in shown.stdout
+
+
+def test_list__shows_the_pool_and_finds_the_campaign_by_any_of_its_sessions(
+    cli: Any, store: CampaignStateManager
+) -> None:
+    cid, _ = pooled(store)
+    store.add_session("s3", "console", "console://local")
+    store.create_campaign(NUMBERS, "Hi", "s3", pacing=PACING)
+
+    listed = cli("list", "--session", "s2")
+
+    assert listed.exit_code == 0, listed.output
+    assert "s1, s2" in listed.stdout
+    assert [c["id"] for c in as_json(cli("list", "--session", "s2", "--json"))] == [cid]
+    assert [c["sessions"] for c in as_json(cli("list", "--json"))] == [["s3"], ["s1", "s2"]]
+
+
+def test_unknowns__names_the_session_that_claimed_each_recipient(
+    cli: Any, store: CampaignStateManager
+) -> None:
+    cid, _ = pooled(store)
+
+    [row] = as_json(cli("unknowns", str(cid), "--json"))
+
+    assert row["session"] == "s1"
+    assert "s1" in cli("unknowns", str(cid)).stdout
+
+
+def test_sessions_remove__refuses_a_session_an_unfinished_pool_uses(
+    cli: Any, store: CampaignStateManager
+) -> None:
+    cid, _ = pooled(store)
+
+    assert "not finished" in one_error_line(cli("sessions", "remove", "s2"))
+    store.cancel(cid)
+    assert as_json(cli("sessions", "remove", "s2", "--json")) == {"removed": "s2"}
