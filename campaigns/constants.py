@@ -22,3 +22,22 @@ PACING_GUARD_S = 0.05
 PACING_STOP_POLL_S = 0.5
 """Longest single sleep while waiting for a send turn. Guards a cancelled campaign from waiting
 out a whole interval before it notices."""
+
+PACING_LEASE_S = 5.0
+"""How long a waiter for a send turn stays in its session's queue without asking again (it asks
+at least every half lease). Guards fair turns against crashed waiters: a worker killed while
+waiting blocks its session's queue for at most this long."""
+
+PACING_HANDOFF_S = 30.0
+"""How long a waiter that stopped waiting (its run's budget spent, a pause) keeps its arrival in
+the queue, absent. Guards fairness across task runs: the continuation of a lane that asks again
+within this keeps its place (others went meanwhile; nothing was held for it), so short task
+budgets do not send every lane to the back of a long queue."""
+
+PACING_NEXT_POLL_S = 0.25
+"""Longest sleep of the waiter next in line (position 2) between two asks. Guards the session's
+pace when the head leaves early: the turn it gives back is taken within this."""
+
+PACING_MIN_POLL_S = 0.001
+"""Shortest sleep between two asks that were not granted. Guards Redis against a busy loop of
+waiters on a session without interval (they only wait while another waiter is head)."""

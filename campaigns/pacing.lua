@@ -1,26 +1,69 @@
 -- Session pacing (invariant 7): two consecutive sends of one session are never closer than
--- min_interval, across every worker, process and campaign. Used by campaigns/pacing.py.
+-- min_interval, across every worker, process and campaign; turns go to the lanes waiting now,
+-- in arrival order (design.md, "Sending lanes"). Used by campaigns/pacing.py.
 --
--- DATA MODEL: one key per session, so each operation below is atomic on its own.
+-- DATA MODEL: four keys per session (prefix campaigns.constants.PACING_KEY_PREFIX), always
+-- passed together so each operation below is atomic.
 --
---   cc:pacing:<session>   HASH   (prefix: campaigns.constants.PACING_KEY_PREFIX)
---     TTL: PACING_STATE_TTL_S (1 day) after every write, plus however far in the future the
---          slot or hold still lies; an abandoned session's key goes away by itself.
---     slot  Last send slot handed out by "reserve" (Redis clock, seconds, "%.6f"). The next
---           reservation gets max(now, max(slot, call) + gap, hold). This gives the human-like
---           random spacing and orders many waiting workers; it is NOT the safety bound (a
---           worker may be late after its slot).
---     call  When the last send was allowed by "acquire" (Redis clock, seconds). THE safety
---           bound: no grant before call + min_interval + guard. Missing means the state was lost
---           (FLUSHALL, restart without persistence, expiry) or the session is new: we cannot
---           know whether a send happened a millisecond ago, so "acquire" seeds call = now and
---           answers "wait a full interval".
---     hold  No slot and no grant before this time (the gateway throttled: everyone backs off).
+--   KEYS[1] cc:pacing:<s>          HASH
+--     call    When the last send was granted (Redis clock, seconds, "%.6f"). THE safety bound:
+--             no grant before call + min_interval + guard.
+--     hold    No grant before this time (the gateway throttled: every waiter backs off).
+--     due     The turn time of the current head of the queue: call + the head's random gap,
+--     due_by  fixed once for that head (due_by) so that its continuation after a deferral, or
+--             its next poll, meets the same turn. Cleared by every grant.
+--     tokens  ``rate`` profiles: the token bucket (tokens left at ``ts``; refilled at ``rate``
+--     ts      per second up to ``burst``, both passed by the caller).
+--     run     The run_id of the Redis server that wrote this state (INFO server).
+--     epoch   Incremented by every grant; returned to the workers, which remember the highest
+--             they saw per session.
+--   KEYS[2] cc:pacing:<s>:q        ZSET  waiter -> arrival (Redis clock; a re-take of a stale
+--                                        grant arrives "before everyone", see retake)
+--   KEYS[3] cc:pacing:<s>:present  ZSET  waiter -> lease: present while lease >= now
+--   KEYS[4] cc:pacing:<s>:forget   ZSET  waiter -> when its entry is dropped for good
+--   TTL: PACING_STATE_TTL_S after every write, plus however far ahead the state still
+--        constrains (hold, due); an abandoned session's keys go away by themselves.
 --
--- CALL: EVALSHA <sha> 1 <key> <op> <arg> <ttl_s>
---   reserve <gap_s>       -> {slot, wait}          gap drawn by the caller in [min, max]
---   acquire <spacing_s>   -> {granted, wait, now}  spacing = min_interval + guard; granted 1|0
---   hold    <seconds>     -> {hold_until}
+-- FAIR TURNS. A waiter is a lane's wait for one send (its member is the lane's id). It joins
+-- the queue by asking ("turn"), renews its lease at every ask, and is granted only when it is
+-- the head (the earliest arrival among present waiters) and now >= max(due, hold). A waiter
+-- that stops waiting (budget spent, pause, cancel) leaves: it is no longer present, so the next
+-- waiter is head at once; its entry is kept (absent) until "forget", so a continuation of the
+-- same lane that asks again within PACING_HANDOFF_S keeps its arrival and goes next, but the
+-- turn was not held for it in between. A waiter that crashed stops renewing: absent after its
+-- lease (PACING_LEASE_S), forgotten PACING_HANDOFF_S later. No reservation outlives its waiter
+-- by more than its lease, and nothing ever moves a turn further out than one gap after the
+-- last send (the old "next free slot" ran ahead of the clock when waits were cancelled).
+--
+-- OLDER COPIES. Redis may come back with state older than the truth (AOF everysec after a
+-- crash, an RDB snapshot, a promoted lagging replica, a restored backup) that looks valid: an
+-- old 'call' would let the next send go at once. Two checks, either one triggers a rebuild:
+--   1. 'run' differs from this server's run_id. run_id changes on every start of a server and
+--      differs between a master and its replicas, so any restart, failover or snapshot load is
+--      seen (a clean restart too: we cannot tell, so it costs one interval, like a loss).
+--   2. 'epoch' is below the highest epoch the asking worker has seen: the same server went
+--      back in time (DEBUG RELOAD, a RESTORE of an old dump).
+-- Missing state (new session, FLUSHALL, restart without persistence, expiry) is rebuilt too.
+-- A rebuild needs the session's last send recorded in PostgreSQL: the script answers
+-- {'rebuild'} without changing anything, and the worker asks again with that time as
+-- <floor> (seconds since the epoch, '0' when unknown). Then call = max(now, floor): a send may
+-- be in flight that PostgreSQL has not recorded yet, so the next grant waits a full interval
+-- from now, or from PostgreSQL's last send when its clock runs ahead (capped at SKEW_CAP_S).
+-- The bucket restarts empty and any due is dropped.
+--
+-- CALL: EVALSHA <sha> 4 <keys...> <op> <ttl_s> <known_epoch> <floor|''> <op args...>
+--   turn    <member> <gap_s> <spacing_s> <lease_s> <handoff_s> <budget_s|''> <arrival|''>
+--           -> {granted, wait, now, due, epoch, position}
+--           granted 1 (send now), 0 (ask again within wait), 2 (deferred: the turn lies beyond
+--           budget_s; the waiter left and keeps its place until the turn + handoff)
+--           spacing = min_interval + guard; gap = the waiter's random gap in [min, max]
+--   leave   <member> <handoff_s>                    -> {1}
+--   retake  <granted_at>                            -> {granted, wait, now, epoch}
+--           still the last grant: call moves to now and the send goes (the late request
+--           keeps the gap to the previous send and pushes the next one out)
+--   hold    <seconds>                               -> {hold_until}
+--   rate    <n> <rate_per_s> <burst>                -> {granted_tokens, wait, now, epoch}
+--   Any op but hold and leave may answer {'rebuild'} (see OLDER COPIES).
 --
 -- All times are Redis TIME: worker clocks may disagree, this server's clock is the only one.
 -- Numbers go back as strings because Redis truncates Lua numbers in replies to integers.
@@ -31,15 +74,18 @@ if redis.replicate_commands then
   redis.replicate_commands()
 end
 
-local key = KEYS[1]
+local state, queue, present, forget = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op = ARGV[1]
-local arg = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[2])
+local known = tonumber(ARGV[3]) or 0
+local floor = ARGV[4]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local SKEW_CAP_S = 5
+local SCAN = 64
 
 local function get(field)
-  local value = redis.call('HGET', key, field)
+  local value = redis.call('HGET', state, field)
   if value then
     return tonumber(value)
   end
@@ -51,59 +97,176 @@ local function fmt(seconds)
 end
 
 local function keep_until(latest)
-  -- The key must outlive the furthest moment it still constrains, then TTL more.
-  local ms = (math.max(latest - now, 0) + ttl) * 1000
-  redis.call('PEXPIRE', key, string.format('%d', math.ceil(ms)))
+  -- Every key must outlive the furthest moment it still constrains, then TTL more.
+  local ms = string.format('%d', math.ceil((math.max(latest - now, 0) + ttl) * 1000))
+  for _, key in ipairs(KEYS) do
+    redis.call('PEXPIRE', key, ms)
+  end
 end
 
-if op == 'reserve' then
-  local hold = get('hold') or 0
-  local slot = get('slot') or 0
-  -- A future 'call' is a clock that stepped back; counting it as 'now' never shortens a gap.
-  local call = math.min(get('call') or 0, now)
-  local base = math.max(slot, call)
-  local next_slot = math.max(now, hold)
-  if base > 0 then
-    next_slot = math.max(next_slot, base + arg)
+local function run_id()
+  -- pcall: a server with INFO renamed away keeps the epoch check only
+  local ok, info = pcall(redis.call, 'INFO', 'server')
+  if ok and type(info) == 'string' then
+    return string.match(info, 'run_id:(%x+)') or ''
   end
-  redis.call('HSET', key, 'slot', fmt(next_slot))
-  keep_until(math.max(next_slot, hold))
-  return {fmt(next_slot), fmt(next_slot - now)}
-end
-
-if op == 'acquire' then
-  local call = get('call')
-  local hold = get('hold') or 0
-  local latest = math.max(get('slot') or 0, hold, now)
-  if call == nil then
-    -- State lost or new session. Seeding at 'now' is strictly safer than rebuilding from
-    -- PostgreSQL's last send time: a send may be in flight (allowed, not yet recorded), so
-    -- the database can only be older than the truth, never newer.
-    redis.call('HSET', key, 'call', fmt(now))
-    keep_until(latest)
-    return {0, fmt(math.max(arg, hold - now)), fmt(now)}
-  end
-  if call > now then
-    -- The server clock stepped back. Real time since that grant is >= 0, so counting it
-    -- from now keeps the gap and avoids stalling the session for the size of the step.
-    call = now
-    redis.call('HSET', key, 'call', fmt(now))
-  end
-  local earliest = math.max(call + arg, hold)
-  if now >= earliest then
-    redis.call('HSET', key, 'call', fmt(now))
-    keep_until(latest)
-    return {1, fmt(0), fmt(now)}
-  end
-  keep_until(latest)
-  return {0, fmt(earliest - now), fmt(now)}
+  return ''
 end
 
 if op == 'hold' then
-  local hold = math.max(get('hold') or 0, now + arg)
-  redis.call('HSET', key, 'hold', fmt(hold))
-  keep_until(math.max(hold, get('slot') or 0))
+  local hold = math.max(get('hold') or 0, now + tonumber(ARGV[5]))
+  redis.call('HSET', state, 'hold', fmt(hold))
+  keep_until(math.max(hold, get('due') or 0))
   return {fmt(hold)}
 end
 
-return redis.error_reply('pacing.lua: unknown operation ' .. tostring(op))
+local function drop(members)
+  if #members > 0 then
+    redis.call('ZREM', queue, unpack(members))
+    redis.call('ZREM', present, unpack(members))
+    redis.call('ZREM', forget, unpack(members))
+  end
+end
+
+if op == 'leave' then
+  local member = ARGV[5]
+  if redis.call('ZSCORE', queue, member) then
+    -- absent now (the next waiter is head at once), remembered for a continuation
+    redis.call('ZADD', present, fmt(now - 0.000001), member)
+    redis.call('ZADD', forget, fmt(now + tonumber(ARGV[6])), member)
+  end
+  return {1}
+end
+
+-- Every other op grants: the state must be this lineage's, or be rebuilt first.
+local server = run_id()
+local epoch = get('epoch') or 0
+if redis.call('HGET', state, 'run') ~= server or get('call') == nil or epoch < known then
+  if floor == '' then
+    return {'rebuild'}
+  end
+  local call = math.max(now, math.min(tonumber(floor) or 0, now + SKEW_CAP_S))
+  epoch = math.max(epoch, known) + 1
+  redis.call('HSET', state, 'call', fmt(call), 'run', server, 'epoch', epoch,
+             'tokens', '0', 'ts', fmt(now))
+  redis.call('HDEL', state, 'due', 'due_by')
+end
+
+local call = get('call')
+if call > now + SKEW_CAP_S then
+  -- The server clock stepped back further than a rebuild floor may lie ahead. Real time since
+  -- that grant is >= 0, so counting it from now keeps the gap without stalling the session
+  -- for the size of the step (a smaller step costs at most SKEW_CAP_S of waiting).
+  call = now
+  redis.call('HSET', state, 'call', fmt(now))
+end
+local hold = get('hold') or 0
+
+local function grant()
+  redis.call('HSET', state, 'call', fmt(now))
+  redis.call('HDEL', state, 'due', 'due_by')
+  epoch = redis.call('HINCRBY', state, 'epoch', 1)
+end
+
+if op == 'retake' then
+  if redis.call('HGET', state, 'call') == ARGV[5] and now >= hold then
+    grant()
+    keep_until(math.max(hold, now))
+    return {1, fmt(0), fmt(now), epoch}
+  end
+  return {0, fmt(math.max(hold - now, 0)), fmt(now), epoch}
+end
+
+if op == 'rate' then
+  local n, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local ts = math.min(get('ts') or now, now)
+  local tokens = math.min(burst, (get('tokens') or 0) + (now - ts) * rate)
+  local take = math.min(n, math.floor(tokens))
+  if now < hold or take < 1 then
+    redis.call('HSET', state, 'tokens', string.format('%.9f', tokens), 'ts', fmt(now))
+    keep_until(math.max(hold, now))
+    local wait = math.max(hold - now, (1 - tokens) / rate)
+    return {0, fmt(wait), fmt(now), epoch}
+  end
+  redis.call('HSET', state, 'tokens', string.format('%.9f', tokens - take), 'ts', fmt(now),
+             'call', fmt(now))
+  epoch = redis.call('HINCRBY', state, 'epoch', 1)
+  keep_until(math.max(hold, now))
+  return {take, fmt(0), fmt(now), epoch}
+end
+
+if op ~= 'turn' then
+  return redis.error_reply('pacing.lua: unknown operation ' .. tostring(op))
+end
+
+local member = ARGV[5]
+local gap, spacing = tonumber(ARGV[6]), tonumber(ARGV[7])
+local lease, handoff = tonumber(ARGV[8]), tonumber(ARGV[9])
+local budget = tonumber(ARGV[10])
+local arrival = tonumber(ARGV[11]) or now
+
+drop(redis.call('ZRANGEBYSCORE', forget, '-inf', fmt(now), 'LIMIT', 0, SCAN))
+redis.call('ZADD', queue, 'NX', fmt(arrival), member)
+redis.call('ZADD', present, fmt(now + lease), member)
+redis.call('ZADD', forget, fmt(now + lease + handoff), member)
+
+-- The head is the earliest present arrival; position counts present waiters up to member.
+local head, position, ahead, start = nil, nil, 0, 0
+while position == nil do
+  local ids = redis.call('ZRANGE', queue, start, start + SCAN - 1)
+  if #ids == 0 then
+    break
+  end
+  for _, id in ipairs(ids) do
+    local until_ = redis.call('ZSCORE', present, id)
+    if until_ and tonumber(until_) >= now then
+      head = head or id
+      if id == member then
+        position = ahead + 1
+        break
+      end
+      ahead = ahead + 1
+    end
+  end
+  -- beyond the first SCAN the exact place matters little: it only spaces the polls
+  if head ~= nil and ahead >= SCAN then
+    position = ahead + 1
+  end
+  start = start + SCAN
+end
+position = position or (ahead + 1)
+
+local due = nil
+if redis.call('HGET', state, 'due_by') == head then
+  due = get('due')
+end
+
+if head == member then
+  if due == nil then
+    due = call + math.max(gap, spacing)
+    redis.call('HSET', state, 'due', fmt(due), 'due_by', member)
+  end
+  local at = math.max(due, hold)
+  if now >= at then
+    grant()
+    drop({member})
+    keep_until(math.max(hold, now))
+    return {1, fmt(0), fmt(now), fmt(at), epoch, 1}
+  end
+  keep_until(at)
+  if budget ~= nil and at - now > budget then
+    -- The turn lies beyond the waiter's budget: give it back now, keep the place (and the
+    -- due) for the continuation that comes back for it.
+    redis.call('ZADD', present, fmt(now - 0.000001), member)
+    redis.call('ZADD', forget, fmt(at + handoff), member)
+    return {2, fmt(at - now), fmt(now), fmt(at), epoch, 1}
+  end
+  return {0, fmt(at - now), fmt(now), fmt(at), epoch, 1}
+end
+
+-- Not the head: when to ask again. The head goes at its due (or, not fixed yet, no earlier
+-- than the last send and the hold), each waiter ahead at least one spacing later.
+local base = math.max(due or call, hold)
+keep_until(math.max(base, hold))
+local hint = math.max(base - now, 0) + spacing * (position - 1)
+return {0, fmt(hint), fmt(now), fmt(0), epoch, position}

@@ -1,34 +1,26 @@
-"""Per-session pacing across all workers, processes and campaigns (invariant 7).
+"""Per-session pacing across all workers, processes and campaigns (invariant 7, fair turns).
 
 Two consecutive sends of one session are never closer than ``min_interval``, through worker
-kills, a second chain, a Redis flush or restart. Enforced atomically in Redis by one Lua script
-(``pacing.lua``, whose header documents every key); all timestamps come from Redis ``TIME`` so
-worker clocks never matter.
+kills, a second chain, a Redis flush or restart, or Redis coming back from an older copy. The
+state lives in Redis, changed atomically by ``pacing.lua`` (its header documents every key and
+the rebuild of lost or older state; :mod:`campaigns.pacing_redis` runs it), on the Redis clock.
 
-Two steps per message:
+- **Fair turns** (``human``): :meth:`SessionPacer.wait_for_turn` queues the lane in its
+  session's queue; turns go to the lanes waiting now, in arrival order, the head a random gap in
+  ``[min_interval, max_interval]`` after the session's last send. A cancelled wait leaves the
+  queue, a dead waiter's lease lapses, nothing is reserved ahead; a turn beyond the run's
+  ``budget`` raises :class:`PacingDeferred` (end the run, come back then).
+- **The gap holds on the wire**: the bound is between grants, so a request must leave within
+  ``guard`` of its grant. :meth:`SessionPacer.refresh` (and :class:`SendGate`, run by the HTTP
+  client right before the paced request's bytes go out) re-takes a grant older than
+  ``guard / 2``: moved to now if it is still the last one, else queued before every waiter.
+- **``rate``**: a token bucket per session (:meth:`SessionPacer.acquire_rate`); a campaign's
+  own intervals pace its lane on a key of its own: they slow the lane, never the session.
+- **Lost or older state**: rebuilt from the session's last send in PostgreSQL and now,
+  whichever is later; a send may be in flight, so the first grant waits a full interval (a
+  fresh session too). **Redis unreachable**: :class:`PacingUnavailable`; nothing is sent.
 
-1. :meth:`SessionPacer.reserve` draws a random gap in ``[min_interval, max_interval]`` and takes
-   the session's next slot, ``max(now, last slot or send + gap)``: human-like random spacing,
-   and many workers reserving at once get distinct, ordered slots. The caller sleeps until it.
-2. :meth:`SessionPacer.acquire`, right before the HTTP call, grants the send only if the last
-   grant is at least ``min_interval + guard`` ago. Slots alone do not hold the bound: a worker
-   late after its slot (database stall, GC pause) would otherwise send right before the next.
-   The bound is between grants, so the request must leave within ``guard`` of its grant: work
-   done in between (the recipient claim) is followed by :meth:`SessionPacer.refresh`, which
-   acquires again when that work was slow.
-
-**Lost Redis state** (FLUSHALL, restart without persistence, key evicted or expired): nobody
-can tell whether the session sent a millisecond ago, so the first ``acquire`` after the loss
-records "a send just happened" and answers "wait a full interval". This needs no PostgreSQL
-read and is strictly safer than rebuilding from the last send PostgreSQL recorded, which lags
-behind sends in flight. The price: a fresh session (indistinguishable from a lost one) waits
-one interval before its first message.
-
-**Redis unreachable**: every operation raises :class:`PacingUnavailable`; the engine releases
-the claim and retries later. Nothing is ever sent when pacing cannot be checked.
-
-:meth:`SessionPacer.hold` backs every worker of a session off (gateway throttling), and
-:meth:`SessionPacer.wait_for_turn` runs reserve, sleep and acquire in a cancellable loop.
+:meth:`SessionPacer.hold` backs every waiter of a session off (gateway throttling).
 """
 
 from __future__ import annotations
@@ -36,53 +28,73 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import redis
 
 from campaigns.constants import (
     PACING_GUARD_S,
+    PACING_HANDOFF_S,
     PACING_KEY_PREFIX,
+    PACING_LEASE_S,
+    PACING_MIN_POLL_S,
+    PACING_NEXT_POLL_S,
     PACING_STATE_TTL_S,
     PACING_STOP_POLL_S,
 )
 from campaigns.errors import CampaignError
+from campaigns.pacing_redis import PacingScript
+from campaigns.pacing_redis import PacingUnavailable as PacingUnavailable  # re-exported
+from campaigns.profiles import PacingProfile
 
-_SCRIPT = (Path(__file__).parent / "pacing.lua").read_text()
-
-
-class PacingUnavailable(CampaignError):
-    """Redis cannot be used for pacing; nothing may be sent until it can."""
+# A re-take queues before every waiter: its arrival is its old grant moved far into the past.
+_PRIORITY_S = 1e10
 
 
 class PacingCancelled(CampaignError):
     """The wait for a send turn was cancelled; nothing was granted."""
 
 
+class PacingDeferred(CampaignError):
+    """The session's next turn for this lane lies beyond the run's budget; nothing was granted.
+
+    ``wait`` is the number of seconds until it: end the run and come back then (the lane keeps
+    its place in the queue until a little after it)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"the next turn is {wait:.1f}s away, beyond the run's budget")
+        self.wait = wait
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """A send slot of a session, on the Redis clock."""
+    """A granted send turn of a session, on the Redis clock."""
 
     slot_at: float
-    """When the send may happen (Redis clock, seconds since the epoch)."""
+    """When the turn was due (Redis clock, seconds since the epoch): the schedule lag's base."""
     wait: float
-    """Seconds to sleep, from the reservation, until ``slot_at``."""
+    """Seconds this process waited for the turn."""
     granted_at: float | None = None
-    """When :meth:`SessionPacer.wait_for_turn` got the grant (Redis clock); None before."""
+    """When the grant was made (Redis clock)."""
     granted_monotonic: float | None = None
     """This process's ``time.monotonic()`` when the grant arrived (for ``refresh``)."""
+    scope: str | None = None
+    """The pacing scope the grant came from; None: nothing to re-take (a ``rate`` token)."""
+    lane: str | None = None
+    grant_token: str | None = None
+    """The grant exactly as the script recorded it (it recognises its own last grant)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
-    """The answer of one acquire attempt."""
+class RateGrant:
+    """The answer of one token bucket request."""
 
-    granted: bool
-    """True: send now. False: sleep ``wait`` seconds and ask again."""
+    tokens: int
+    """Tokens granted now (0 to n): that many messages may be sent."""
     wait: float
+    """With no token granted: seconds until the next one."""
     at: float
     """The Redis clock when the script decided."""
 
@@ -92,6 +104,8 @@ class SessionPacer:
 
     ``guard`` is added to ``min_interval`` on every grant, to cover the jitter between a grant
     and the HTTP request leaving the worker. ``rng`` draws the random gaps (seed it in tests).
+    ``last_send(session)`` gives the session's last send recorded in PostgreSQL (seconds since
+    the epoch, or None), read only when the Redis state has to be rebuilt.
     """
 
     def __init__(
@@ -101,54 +115,29 @@ class SessionPacer:
         guard: float = PACING_GUARD_S,
         rng: random.Random | None = None,
         key_prefix: str = PACING_KEY_PREFIX,
+        last_send: Callable[[str], float | None] | None = None,
+        lease: float = PACING_LEASE_S,
+        handoff: float = PACING_HANDOFF_S,
     ) -> None:
         if guard < 0:
             raise ValueError("guard must be >= 0")
+        if lease <= 0 or handoff < 0:
+            raise ValueError("lease must be > 0 and handoff >= 0")
         self.guard = guard
+        self.lease = lease
+        self.handoff = handoff
         self._rng = rng or random.Random()
-        self._prefix = key_prefix
-        # register_script runs EVALSHA and reloads the script on NOSCRIPT, so a SCRIPT FLUSH
-        # or a Redis restart costs one extra round trip, not an error.
-        self._script = redis_client.register_script(_SCRIPT)
+        self._redis = PacingScript(redis_client, key_prefix, last_send)
 
     def key(self, session: str) -> str:
-        """The Redis key holding ``session``'s pacing state."""
-        return f"{self._prefix}{session}"
+        """The Redis key holding ``session``'s pacing state (the hash; see ``keys``)."""
+        return self._redis.key(session)
 
-    def reserve(self, session: str, min_interval: float, max_interval: float) -> Reservation:
-        """Take the session's next send slot, a random gap after the previous slot or send."""
-        _check_intervals(min_interval, max_interval)
-        gap = self._rng.uniform(min_interval, max_interval)
-        slot, wait = self._run(session, "reserve", gap)
-        return Reservation(slot_at=float(slot), wait=max(float(wait), 0.0))
+    def keys(self, scope: str) -> list[str]:
+        """Every Redis key of one pacing scope: the state hash and the queue's three sets."""
+        return self._redis.keys(scope)
 
-    def try_acquire(self, session: str, min_interval: float) -> Grant:
-        """Ask to send now; granted only if the last grant is ``min_interval + guard`` ago."""
-        _check_intervals(min_interval, min_interval)
-        # no interval, nothing to guard: a zero-interval session (benchmarks, rehearsals with
-        # the console gateway) must not be capped at 1/guard messages per second
-        guard = self.guard if min_interval > 0 else 0.0
-        granted, wait, at = self._run(session, "acquire", min_interval + guard)
-        if int(granted) == 1:
-            return Grant(granted=True, wait=0.0, at=float(at))
-        # A refusal never reads as "0 seconds": acquire() would take that for a grant.
-        return Grant(granted=False, wait=max(float(wait), 1e-6), at=float(at))
-
-    def acquire(self, session: str, min_interval: float) -> float:
-        """0.0: send now (the grant is recorded). Otherwise: seconds to sleep, then ask again."""
-        grant = self.try_acquire(session, min_interval)
-        return 0.0 if grant.granted else grant.wait
-
-    def hold(self, session: str, seconds: float) -> float:
-        """No slot and no grant for ``session`` before now + ``seconds``; returns that time.
-
-        For gateway throttling: every worker on the session backs off, not only the one that
-        was told. A shorter hold never shortens a longer one already in place.
-        """
-        if seconds < 0:
-            raise ValueError("seconds must be >= 0")
-        (until,) = self._run(session, "hold", seconds)
-        return float(until)
+    # ------------------------------------------------------------------ fair turns (human)
 
     def wait_for_turn(
         self,
@@ -157,16 +146,29 @@ class SessionPacer:
         max_interval: float,
         sleep: Callable[[float], object] = time.sleep,
         stop: Callable[[], bool] | None = None,
+        *,
+        profile: PacingProfile | None = None,
+        lane: str | None = None,
+        budget: float | None = None,
     ) -> Reservation:
-        """Reserve, sleep until the slot, then acquire until granted; return the reservation.
+        """Queue for the session's next turn and wait until granted; return the grant.
 
-        ``stop`` is checked before every acquire and at least every ``PACING_STOP_POLL_S``
-        while sleeping; once it answers True, :class:`PacingCancelled` is raised and no grant
-        is taken (a cancelled campaign must not use up the session's turn).
+        ``lane`` names the waiting lane (the campaign): a continuation that asks again with the
+        same name keeps its arrival (see PACING_HANDOFF_S). ``stop`` is checked before every
+        ask and at least every ``PACING_STOP_POLL_S`` while sleeping; once it answers True,
+        :class:`PacingCancelled` is raised, the wait leaves the queue and no grant is taken.
+        ``budget`` (seconds): when the turn is known to lie beyond it, :class:`PacingDeferred`
+        is raised at once instead of waiting. A ``rate`` ``profile`` takes a token of the
+        session's bucket, after the lane's own gap when the campaign has intervals.
         """
-        reservation = self.reserve(session, min_interval, max_interval)
-        _sleep(reservation.wait, sleep, stop)
-        return self._acquire_loop(session, min_interval, reservation, sleep, stop)
+        _check_intervals(min_interval, max_interval)
+        gap = self._rng.uniform(min_interval, max_interval)
+        spacing = self._spacing(min_interval)
+        if profile is not None and profile.is_rate:
+            return self._rate_turn(
+                session, profile, lane, gap, spacing, max_interval, budget, sleep, stop
+            )
+        return self._queue(session, session, lane, gap, spacing, budget, sleep, stop)
 
     def refresh(
         self,
@@ -176,52 +178,202 @@ class SessionPacer:
         sleep: Callable[[float], object] = time.sleep,
         stop: Callable[[], bool] | None = None,
     ) -> Reservation:
-        """Return ``turn`` if its grant is still fresh, else acquire again (cancellable).
-
-        The bound holds between *grants*; ``guard`` covers the time from a grant to the HTTP
-        request. Work done in between (claiming the recipient in PostgreSQL) must fit in it:
-        if more than ``guard / 2`` passed here since the grant (a database stall), another
-        worker may be granted ``min_interval + guard`` after our grant and send before us, so
-        we queue behind the grants made meanwhile instead. Call it right before the request.
-        """
+        """Return ``turn`` if its grant is still fresh, else re-take it (cancellable); call it
+        right before the request leaves. After ``guard / 2`` (a database stall, a slow
+        check-exists, a cold connect) another worker may be granted ``min_interval + guard``
+        after our grant and send before us: so a stale grant moves to now if it is still the
+        session's last one, else the request queues before every waiter for the next turn."""
         fresh_until = (turn.granted_monotonic or float("-inf")) + self.guard / 2
-        if min_interval <= 0 or time.monotonic() <= fresh_until:
+        if min_interval <= 0 or turn.scope is None or time.monotonic() <= fresh_until:
             return turn
-        return self._acquire_loop(session, min_interval, turn, sleep, stop)
+        scope = turn.scope
+        reply = self._redis.run(scope, session, "retake", [turn.grant_token or ""])
+        if int(reply[0]) == 1:
+            at = str(reply[2])
+            return dataclasses.replace(
+                turn, granted_at=float(at), granted_monotonic=time.monotonic(), grant_token=at
+            )
+        member = f"{turn.lane or uuid.uuid4().hex}!"
+        arrival = (turn.granted_at or 0.0) - _PRIORITY_S
+        again = self._queue(
+            scope, session, member, 0.0, self._spacing(min_interval), None, sleep, stop,
+            arrival=arrival,
+        )  # fmt: skip
+        return dataclasses.replace(again, slot_at=turn.slot_at, lane=turn.lane)
 
-    def _acquire_loop(
+    def gate(
         self,
         session: str,
         min_interval: float,
         turn: Reservation,
+        sleep: Callable[[float], object] = time.sleep,
+        stop: Callable[[], bool] | None = None,
+    ) -> SendGate:
+        """The hook for :func:`campaigns.gateways.http.paced_sends` (refreshes ``turn``)."""
+        return SendGate(self, session, min_interval, turn, sleep, stop)
+
+    def hold(self, session: str, seconds: float) -> float:
+        """No grant for ``session`` before now + ``seconds`` (returned). For gateway throttling:
+        every worker of the session backs off; a shorter hold never shortens a longer one."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        (until,) = self._redis.run(session, session, "hold", [f"{seconds:.6f}"])
+        return float(until)
+
+    # ------------------------------------------------------------------ rate profile
+
+    def acquire_rate(self, session: str, profile: PacingProfile, n: int = 1) -> RateGrant:
+        """Take up to ``n`` tokens of a ``rate`` session's bucket (``profile.rate`` per second,
+        at most ``profile.burst`` at once); never blocks. ``tokens`` 0 means: wait ``wait``
+        seconds and ask again. The hold (throttling) stops the bucket too."""
+        if not profile.is_rate:
+            raise ValueError("acquire_rate needs a rate profile")
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        args = [str(n), f"{profile.rate:.6f}", str(profile.burst)]
+        granted, wait, at, _ = self._redis.run(session, session, "rate", args)
+        return RateGrant(int(granted), float(wait), float(at))
+
+    def wait_for_rate(
+        self,
+        session: str,
+        profile: PacingProfile,
+        n: int = 1,
+        sleep: Callable[[float], object] = time.sleep,
+        stop: Callable[[], bool] | None = None,
+        *,
+        budget: float | None = None,
+    ) -> RateGrant:
+        """Take between 1 and ``n`` tokens, sleeping until there are (cancellable like
+        :meth:`wait_for_turn`; :class:`PacingDeferred` when a hold outlasts ``budget``)."""
+        waited = 0.0
+        while True:
+            if stop is not None and stop():
+                raise PacingCancelled()
+            grant = self.acquire_rate(session, profile, n)
+            if grant.tokens:
+                return grant
+            if budget is not None and grant.wait > budget - waited:
+                raise PacingDeferred(grant.wait)
+            nap = max(grant.wait, PACING_MIN_POLL_S)
+            _sleep(nap, sleep, stop)
+            waited += nap
+
+    # ------------------------------------------------------------------ internals
+
+    def _spacing(self, min_interval: float) -> float:
+        # no interval, nothing to guard: a zero-interval session (benchmarks, rehearsals with
+        # the console gateway) must not be capped at 1/guard messages per second
+        return min_interval + self.guard if min_interval > 0 else 0.0
+
+    def _rate_turn(
+        self,
+        session: str,
+        profile: PacingProfile,
+        lane: str | None,
+        gap: float,
+        spacing: float,
+        max_interval: float,
+        budget: float | None,
         sleep: Callable[[float], object],
         stop: Callable[[], bool] | None,
     ) -> Reservation:
-        while True:
-            grant = self.try_acquire(session, min_interval)
-            if grant.granted:
-                return dataclasses.replace(
-                    turn, granted_at=grant.at, granted_monotonic=time.monotonic()
-                )
-            _sleep(grant.wait, sleep, stop)
+        started = time.monotonic()
+        lane_turn = None
+        if max_interval > 0:
+            # the campaign's intervals pace its own lane: they slow it down, not the session
+            scope = f"{session}#lane:{lane or '-'}"
+            lane_turn = self._queue(scope, session, lane, gap, spacing, budget, sleep, stop)
+        left = None if budget is None else budget - (time.monotonic() - started)
+        grant = self.wait_for_rate(session, profile, 1, sleep, stop, budget=left)
+        return Reservation(
+            slot_at=lane_turn.slot_at if lane_turn else grant.at,
+            wait=time.monotonic() - started,
+            granted_at=grant.at,
+            granted_monotonic=time.monotonic(),
+            scope=lane_turn.scope if lane_turn else None,
+            lane=lane,
+            grant_token=lane_turn.grant_token if lane_turn else None,
+        )
 
-    def _run(self, session: str, op: str, arg: float) -> list[Any]:
+    def _queue(
+        self,
+        scope: str,
+        session: str,
+        lane: str | None,
+        gap: float,
+        spacing: float,
+        budget: float | None,
+        sleep: Callable[[float], object],
+        stop: Callable[[], bool] | None,
+        *,
+        arrival: float | None = None,
+    ) -> Reservation:
+        """Ask for the head's turn of ``scope`` until granted; leave the queue if cancelled."""
+        member = lane if lane is not None else uuid.uuid4().hex
+        started = time.monotonic()
+        fixed = [member, f"{gap:.6f}", f"{spacing:.6f}", f"{self.lease:.6f}",
+                 f"{self.handoff:.6f}"]  # fmt: skip
         try:
-            result = self._script(
-                keys=[self.key(session)], args=[op, f"{arg:.6f}", PACING_STATE_TTL_S]
-            )
-        except redis.RedisError as exc:
-            # Connection refused or cut, timeout, loading, OOM, read-only replica: whatever it
-            # is, the pacing state cannot be checked, so the caller must not send.
-            raise PacingUnavailable(session=session, operation=op, cause=str(exc)) from exc
-        return list(result)
+            while True:
+                if stop is not None and stop():
+                    raise PacingCancelled()
+                left = "" if budget is None else f"{budget - (time.monotonic() - started):.6f}"
+                placed = "" if arrival is None else f"{arrival:.6f}"
+                granted, wait, at, due, _, position = self._redis.run(
+                    scope, session, "turn", [*fixed, left, placed]
+                )
+                if int(granted) == 1:
+                    token = str(at)
+                    return Reservation(
+                        slot_at=float(due),
+                        wait=time.monotonic() - started,
+                        granted_at=float(token),
+                        granted_monotonic=time.monotonic(),
+                        scope=scope,
+                        lane=lane,
+                        grant_token=token,
+                    )
+                if int(granted) == 2:
+                    raise PacingDeferred(float(wait))
+                _sleep(self._nap(float(wait), int(position)), sleep, stop)
+        except PacingCancelled:
+            self._redis.leave(scope, member, self.handoff)
+            raise
+
+    def _nap(self, wait: float, position: int) -> float:
+        # Everyone renews its lease within half of it; the waiter next in line asks often so a
+        # turn given back is taken at once; deeper waiters sleep towards their estimated turn.
+        cap = self.lease / 2 if position != 2 else min(PACING_NEXT_POLL_S, self.lease / 2)
+        return max(min(wait, cap), PACING_MIN_POLL_S)
+
+
+@dataclass(slots=True)
+class SendGate:
+    """Runs right before a paced request's bytes leave (see
+    :func:`campaigns.gateways.http.paced_sends`): re-takes the turn when its grant got stale
+    and keeps the newest one. Answers True when the turn moved (time may have passed)."""
+
+    pacer: SessionPacer
+    session: str
+    min_interval: float
+    turn: Reservation
+    sleep: Callable[[float], object] = time.sleep
+    stop: Callable[[], bool] | None = None
+
+    def __call__(self) -> bool:
+        pacer = self.pacer
+        fresh = pacer.refresh(self.session, self.min_interval, self.turn, self.sleep, self.stop)
+        moved = fresh is not self.turn
+        self.turn = fresh
+        return moved
 
 
 def _check_intervals(min_interval: float, max_interval: float) -> None:
     if not 0 <= min_interval <= max_interval:
         raise ValueError("need 0 <= min_interval <= max_interval")
     if max_interval >= PACING_STATE_TTL_S:
-        # the pacing key would expire between two sends, costing a full interval every time
+        # the pacing keys would expire between two sends, costing a full interval every time
         raise ValueError("max_interval must be below PACING_STATE_TTL_S")
 
 

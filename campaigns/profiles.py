@@ -54,6 +54,13 @@ class PacingProfile:
     def is_rate(self) -> bool:
         return self.kind is PacingKind.RATE
 
+    @property
+    def burst(self) -> int:
+        """Tokens a ``rate`` session's bucket holds at most: no more than ``in_flight`` (more
+        could not be outstanding anyway) and no more than one second's worth, so an idle
+        session never opens with more than ``rate`` messages in its first second."""
+        return max(1, min(self.in_flight, int(self.rate)))
+
     def describe(self) -> str:
         """``human`` or ``rate 80/s, 16 in flight``, for lists and logs."""
         if self.is_rate:
