@@ -141,7 +141,9 @@ class CloudApiGateway:
     def send(self, message: OutgoingMessage) -> SendOutcome:
         """Send one text or template message and classify Meta's answer."""
         body = build_body(message)
-        answer = self._http.request("POST", self._prefix + "/messages", json_body=body, sends=True)
+        answer = self._http.request(
+            "POST", self._prefix + "/messages", json_body=body, sends=True, paced=True
+        )
         outcome = answer if isinstance(answer, SendOutcome) else classify_send(answer)
         logger.debug(
             "cloud-api %s: %s -> %s %s",

@@ -99,7 +99,7 @@ class EvolutionGateway:
         else:
             body = {"number": digits(message.to), "text": message.text}
             answer = self._http.request(
-                "POST", f"/message/sendText/{self._path}", json_body=body, sends=True
+                "POST", f"/message/sendText/{self._path}", json_body=body, sends=True, paced=True
             )
             outcome = answer if isinstance(answer, SendOutcome) else classify_send(answer)
         logger.debug(

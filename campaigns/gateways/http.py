@@ -9,6 +9,13 @@ waiting for the answer, a body cut short) is AMBIGUOUS: the gateway may have sen
 
 Calls that cannot send anything (health checks, WAHA's check-exists) pass ``sends=False``: for
 them a failure after connecting is harmless and stays TRANSIENT.
+
+**The gap holds on the wire.** The one request of a send that delivers the message passes
+``paced=True``. While a thread runs inside :func:`paced_sends`, that request's connection is
+established first (connect, TLS, proxy tunnel) and then the thread's hook runs, right before the
+request's first byte is written: the engine's hook re-takes the session's send turn when the
+grant got stale in pre-send work (WAHA's check-exists, a cold connect). Other requests are not
+paced. The mechanism lives in :mod:`campaigns.gateways.wire`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ import urllib3.exceptions
 
 from campaigns.domain import StopKind
 from campaigns.gateways.base import GatewayConfig, OutcomeKind, SendOutcome
+from campaigns.gateways.wire import PacedAdapter, armed
+from campaigns.gateways.wire import RequestNotSent as RequestNotSent  # re-exported
+from campaigns.gateways.wire import paced_sends as paced_sends  # re-exported
 from campaigns.masking import mask_phone
 
 logger = logging.getLogger(__name__)
@@ -252,6 +262,9 @@ class HttpClient:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            paced = PacedAdapter()
+            session.mount("https://", paced)
+            session.mount("http://", paced)
             session.headers.update(self._headers)
             session.trust_env = False
             session.proxies.update(self._environment["proxies"])
@@ -270,19 +283,22 @@ class HttpClient:
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         sends: bool,
+        paced: bool = False,
     ) -> HttpAnswer | SendOutcome:
         """Make one call. Returns the answer, whatever its status, or the outcome of a failure
-        to get one (see :func:`classify_exception`). Never raises for network errors."""
+        to get one (see :func:`classify_exception`). Never raises for network errors; raises
+        :class:`RequestNotSent` when the pre-send hook of a ``paced`` call raised."""
         started = time.monotonic()
         try:
-            response = self._session().request(
-                method,
-                self.base_url + path,
-                json=json_body,
-                params=params,
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
+            with armed(paced):
+                response = self._session().request(
+                    method,
+                    self.base_url + path,
+                    json=json_body,
+                    params=params,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                )
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             outcome = classify_exception(exc, sends=sends)
             logger.warning(

@@ -115,7 +115,10 @@ class WahaGateway:
             outcome = chat_id
         else:
             body = {"session": self.session, "chatId": chat_id, "text": message.text}
-            answer = self._http.request("POST", "/api/sendText", json_body=body, sends=True)
+            # the send itself is paced (not check-exists): the gap holds when it leaves
+            answer = self._http.request(
+                "POST", "/api/sendText", json_body=body, sends=True, paced=True
+            )
             outcome = answer if isinstance(answer, SendOutcome) else classify_send(answer)
         logger.debug(
             "waha %s: %s -> %s %s",
