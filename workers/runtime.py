@@ -53,7 +53,8 @@ def _build() -> Runtime:
     client = redis.Redis.from_url(
         url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
     )
-    pacer = SessionPacer(client)
+    # lost or older pacing state is rebuilt from the session's last send PostgreSQL recorded
+    pacer = SessionPacer(client, last_send=store.session_last_send)
     gateways = GatewayPool(store, settings)
     runner = BatchRunner(store, pacer, gateways, settings)
     recovery = CampaignRecoveryManager(store, settle_delay=settings.reconnect_settle)

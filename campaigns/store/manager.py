@@ -36,6 +36,7 @@ from campaigns.store.db import create_db_engine, translate_errors
 from campaigns.store.lanes import LaneVerbs
 from campaigns.store.loading import copy_entries
 from campaigns.store.models import CampaignBatchState
+from campaigns.store.pacing_state import PacingStateVerbs
 from campaigns.store.recovery import RecoveryVerbs
 from campaigns.store.sending import SendingVerbs
 from campaigns.store.sessions import SessionVerbs
@@ -46,7 +47,9 @@ log = logging.getLogger(__name__)
 NumberSource = Iterable[str | Mapping[str, str] | Entry] | Path
 
 
-class CampaignStateManager(SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerbs, LaneVerbs):
+class CampaignStateManager(
+    SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerbs, LaneVerbs, PacingStateVerbs
+):
     """Campaigns, their recipient ledger and sender sessions, in PostgreSQL."""
 
     def __init__(

@@ -634,3 +634,21 @@ EXISTING_SESSIONS = text("""
 SELECT name FROM campaign_sessions WHERE name = ANY(CAST(:names AS varchar[]))
 """)
 
+# The session's last recorded send, for the pacer's rebuild of lost Redis state: the latest
+# finished recipient of the current and the previous batch of each campaign with the session in
+# its pool that was alive within :window seconds. One primary-key range per campaign (two
+# batches of positions), never a whole list; the campaigns are few and read only at a rebuild,
+# so no index is needed. A pool's window holds its other sessions' sends too: a later floor
+# only makes the rebuild safer.
+SESSION_LAST_SEND = text("""
+SELECT extract(epoch FROM max(last.finished_at)) AS last_send
+FROM campaign_batch_state c
+CROSS JOIN LATERAL (
+    SELECT max(r.finished_at) AS finished_at FROM campaign_recipients r
+    WHERE r.campaign_id = c.id
+      AND r.position > (greatest(c.current_batch, 1) - 2) * c.batch_size
+      AND r.position <= greatest(c.current_batch, 1) * c.batch_size
+) last
+WHERE CAST(:session AS varchar) = ANY(c.sessions)
+  AND c.heartbeat_at > now() - make_interval(secs => :window)
+""")
