@@ -42,8 +42,9 @@ from campaigns.gateways.base import (
     SessionHealth,
     TemplateSpec,
 )
+from campaigns.gateways.http import RequestNotSent, paced_sends
 from campaigns.masking import mask_phone
-from campaigns.pacing import PacingCancelled, SessionPacer
+from campaigns.pacing import PacingCancelled, PacingDeferred, Reservation, SessionPacer
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
 
@@ -236,7 +237,8 @@ class _Run:
                 StopKind.BLOCKED if health.auth_failure else StopKind.DISCONNECTED,
             )
         while True:
-            if self.r.clock() >= self.deadline:
+            now = self.r.clock()
+            if now >= self.deadline:
                 log.info(
                     "campaign %s batch %s: time budget spent after %s sends; continuing "
                     "in a new task run",
@@ -252,11 +254,15 @@ class _Run:
                     c.max_interval,
                     sleep=self.r.sleep,
                     stop=self.should_stop,
+                    lane=str(c.id),  # a continuation keeps the lane's place in the queue
+                    budget=self.deadline - now,
                 )
             except PacingCancelled:
                 if self.fence_lost:
                     return self.stopped()
                 continue  # the budget ran out while waiting: the loop head continues the batch
+            except PacingDeferred as deferred:
+                return self.defer(deferred)
             claim = self.r.store.claim_recipient(c.id, self.batch, self.token)
             if claim is None:
                 return self.batch_without_pending()
@@ -282,9 +288,39 @@ class _Run:
                 claim.position,
                 turn.slot_at,
             )
-            end = self.send(gateway, claim)
+            end = self.send_paced(gateway, claim, turn)
             if end is not None:
                 return end
+
+    def defer(self, deferred: PacingDeferred) -> RunResult:
+        """The lane's turn lies beyond this run's budget: end the run and come back for the
+        turn (heartbeat first, and never later than the sweep allows)."""
+        if not self.r.store.heartbeat(self.campaign.id, self.token):
+            return self.stopped()
+        delay = min(deferred.wait, self.r.settings.stall_timeout / 2)
+        return self.result(RunEnd.CONTINUE, delay=delay)
+
+    def send_paced(
+        self, gateway: Any, claim: ClaimedRecipient, turn: Reservation
+    ) -> RunResult | None:
+        """Send, the gap holding on the wire: right before the send's bytes leave (after any
+        pre-send call and the connect) the turn is re-taken if its grant got stale."""
+        gate = self.r.pacer.gate(
+            self.session,
+            self.campaign.min_interval,
+            turn,
+            self.r.sleep,
+            lambda: self.should_stop() and self.fence_lost,
+        )
+        try:
+            with paced_sends(gate):
+                return self.send(gateway, claim)
+        except RequestNotSent as unsent:
+            # not one byte left: the recipient is next in line again
+            self.r.store.release_claim(claim, counts_as_attempt=False)
+            if not isinstance(unsent.cause, PacingCancelled):
+                raise unsent.cause from unsent
+            return self.stopped()
 
     def should_stop(self) -> bool:
         """Checked while waiting for a send turn: True once the fence is lost (pause, cancel,
