@@ -5,12 +5,18 @@ Schedule lag = when the sandbox received a message minus the slot the engine res
 (both on this machine's clock: the slot is on the Redis clock, which is the same clock here).
 Slots come from the engine's DEBUG line "position P reserved slot S"; each session's first
 message is left out (a fresh session waits one full interval by design, see pacing.py).
+
+Fair turns (issue 10): N campaigns on *one* session at 0.5–1 s, with a task budget shorter than
+N mean gaps (every lane's run ends before its turn comes round and a continuation takes its
+place): the session's throughput against 1 / mean gap, and each campaign's share of the sends
+against an equal share, both over a steady window at the sandbox's arrival.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench.harness import (
@@ -32,6 +38,10 @@ TARGET_SESSIONS = 1000
 DB_POOL_SIZE = 20
 _SLOT = re.compile(r"campaign (\d+) batch \d+: position (\d+) reserved slot ([0-9.]+)")
 _FIRST = 900000000
+SHARED_TARGET_THROUGHPUT = 0.9
+"""Session throughput over 1 / mean gap (issue 10)."""
+SHARED_TARGET_SHARE = 0.25
+"""Largest deviation of a campaign's share from an equal share (issue 10)."""
 
 
 def run(bench: Bench) -> list[Row]:
@@ -44,6 +54,8 @@ def run(bench: Bench) -> list[Row]:
     rows: list[Row] = []
     for sessions, warmup, steady in plan:
         rows.extend(_measure(bench, sessions, warmup, steady, pacing))
+    shared = (10, 10.0, 30.0) if bench.quick else (50, 40.0, 600.0)
+    rows.extend(_one_session(bench, *shared))
     bench.notes.append(
         f"sessions: one worker process, WORKER_CONCURRENCY = N + 8 threads, DB_POOL_SIZE "
         f"{DB_POOL_SIZE}, interval {pacing.min_interval:g}–{pacing.max_interval:g} s, one campaign "
@@ -156,3 +168,72 @@ def _lags(
             continue
         lags.append(message.received_at - slot)
     return lags
+
+
+def _one_session(bench: Bench, campaigns: int, warmup: float, steady: float) -> list[Row]:
+    low, high = 0.5, 1.0
+    mean_gap = (low + high) / 2
+    budget = 20.0  # < campaigns x mean gap: the lanes take turns across their task runs
+    each = int((warmup + steady) / mean_gap / campaigns) + 20
+    database_url = bench.database(f"{NAME}shared{campaigns}")
+    env = bench.env(
+        database_url,
+        WORKER_CONCURRENCY=str(campaigns + 8),
+        DB_POOL_SIZE=str(DB_POOL_SIZE),
+        TASK_TIME_BUDGET=f"{budget:g}",
+        MIN_INTERVAL=f"{low:g}",
+        MAX_INTERVAL=f"{high:g}",
+    )
+    record_path = bench.work_dir / f"sessions-shared-{campaigns}.sqlite"
+    session = f"shared-{bench.run_id}"
+    with bench.stack(f"{NAME}shared{campaigns}", env) as local:
+        sandbox_url = local.start_sandbox(record_path, api_key=SANDBOX_TOKEN)
+        local.start_worker("worker", concurrency=campaigns + 8)
+        client = Client(env)
+        try:
+            client.add_session(session, sandbox_url)
+            p = client.processor(batch_size=each, min_interval=low, max_interval=high)
+            for k in range(campaigns):
+                p.process_large_campaign_array(numbers(each, k * 1000), "Hi", session)
+            time.sleep(warmup)
+            window_start = time.time()
+            time.sleep(steady)
+            window_end = time.time()
+        finally:
+            client.close()
+    arrivals = [
+        m for m in SandboxRecord(record_path).messages(session=session)
+        if window_start <= m.received_at < window_end
+    ]  # fmt: skip
+    if not arrivals:
+        raise RuntimeError(f"no message on the shared session in the {steady:.0f} s window")
+    throughput = len(arrivals) / steady
+    shares = Counter((int(m.e164[5:]) - _FIRST) // 1000 for m in arrivals)
+    equal = len(arrivals) / campaigns
+    deviation = max(abs(shares.get(k, 0) - equal) / equal for k in range(campaigns))
+    bench.notes.append(
+        f"sessions shared: {campaigns} campaigns on one WAHA session at {low:g}–{high:g} s, "
+        f"TASK_TIME_BUDGET {budget:g} s, one worker ({campaigns + 8} threads); {len(arrivals)} "
+        f"messages in the {steady:.0f} s window after {warmup:.0f} s of warm-up; shares from "
+        f"{min(shares.get(k, 0) for k in range(campaigns))} to {max(shares.values())} messages "
+        f"per campaign (equal: {equal:.1f})."
+    )
+    return [
+        Row(
+            "fair turns",
+            f"{campaigns} campaigns on one session: session throughput",
+            f"{throughput:.3f} msg/s",
+            f"1 / mean gap = {1 / mean_gap:.3f} msg/s",
+            throughput * mean_gap,
+            f"≥ {SHARED_TARGET_THROUGHPUT:g} × 1 / mean gap",
+            throughput * mean_gap >= SHARED_TARGET_THROUGHPUT,
+        ),
+        Row(
+            "fair turns",
+            f"{campaigns} campaigns on one session: largest share off equal",
+            f"{100 * deviation:.0f}%",
+            f"equal share {equal:.1f} msgs",
+            target=f"within ±{100 * SHARED_TARGET_SHARE:.0f}%",
+            met=deviation <= SHARED_TARGET_SHARE,
+        ),
+    ]
