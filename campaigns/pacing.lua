@@ -31,9 +31,10 @@
 -- waiter is head at once; its entry is kept (absent) until "forget", so a continuation of the
 -- same lane that asks again within PACING_HANDOFF_S keeps its arrival and goes next, but the
 -- turn was not held for it in between. A waiter that crashed stops renewing: absent after its
--- lease (PACING_LEASE_S), forgotten PACING_HANDOFF_S later. No reservation outlives its waiter
--- by more than its lease, and nothing ever moves a turn further out than one gap after the
--- last send (the old "next free slot" ran ahead of the clock when waits were cancelled).
+-- lease (PACING_LEASE_S after its last ask; for the head, after its turn, which it sleeps
+-- until), forgotten PACING_HANDOFF_S later. No reservation outlives its waiter by more than
+-- its lease, and nothing ever moves a turn further out than one gap after the last send (the
+-- old "next free slot" ran ahead of the clock when waits were cancelled).
 --
 -- OLDER COPIES. Redis may come back with state older than the truth (AOF everysec after a
 -- crash, an RDB snapshot, a promoted lagging replica, a restored backup) that looks valid: an
@@ -261,6 +262,10 @@ if head == member then
     redis.call('ZADD', forget, fmt(at + handoff), member)
     return {2, fmt(at - now), fmt(now), fmt(at), epoch, 1}
   end
+  -- The head sleeps until its turn and asks once more: its lease covers the sleep (everyone
+  -- behind waits for that turn anyway), so a lone lane costs two calls per send, not a poll.
+  redis.call('ZADD', present, fmt(at + lease), member)
+  redis.call('ZADD', forget, fmt(at + lease + handoff), member)
   return {0, fmt(at - now), fmt(now), fmt(at), epoch, 1}
 end
 

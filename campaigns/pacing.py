@@ -342,8 +342,11 @@ class SessionPacer:
             raise
 
     def _nap(self, wait: float, position: int) -> float:
-        # Everyone renews its lease within half of it; the waiter next in line asks often so a
-        # turn given back is taken at once; deeper waiters sleep towards their estimated turn.
+        # The head sleeps until its turn (its lease covers it); the waiter next in line asks
+        # often so a turn given back is taken at once; everyone else renews its lease within
+        # half of it, sleeping towards its estimated turn.
+        if position == 1:
+            return max(wait, PACING_MIN_POLL_S)
         cap = self.lease / 2 if position != 2 else min(PACING_NEXT_POLL_S, self.lease / 2)
         return max(min(wait, cap), PACING_MIN_POLL_S)
 
