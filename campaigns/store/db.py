@@ -12,14 +12,24 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from campaigns.errors import StoreUnavailable
 from campaigns.inputs import database_url
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
+POOL_TIMEOUT_S = 5.0
+"""Longest wait for a pooled connection. Transactions last milliseconds, so a pool busy this
+long is an outage (StoreUnavailable: the caller waits and retries, nothing is failed), and the
+wait is one of the blocking points a task run's time bound adds up (workers/limits.py)."""
+CONNECT_TIMEOUT_S = 10
+"""Longest wait to open a connection (libpq's connect_timeout, whole seconds)."""
 
-def create_db_engine(url: str, pool_size: int = 10, *, pre_ping: bool = True) -> Engine:
+
+def create_db_engine(
+    url: str, pool_size: int = 10, *, pre_ping: bool = True, pool_timeout: float = POOL_TIMEOUT_S
+) -> Engine:
     """An engine whose pool is bounded: sending threads share it, so a thousand paced
     sessions do not mean a thousand PostgreSQL connections.
 
@@ -36,18 +46,27 @@ def create_db_engine(url: str, pool_size: int = 10, *, pre_ping: bool = True) ->
         database_url(url),
         pool_size=pool_size,
         max_overflow=0,
-        pool_timeout=60,
+        pool_timeout=pool_timeout,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 10, "application_name": "campaign-continuity"},
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "application_name": "campaign-continuity",
+        },
     )
 
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
-    """Turn a lost or refused database connection into :class:`StoreUnavailable`."""
+    """Turn a lost or refused database connection, or a pool with no connection free within
+    its timeout, into :class:`StoreUnavailable`."""
     try:
         yield
+    except PoolTimeout as exc:
+        # every pooled connection stayed busy (DB_POOL_SIZE): an outage like any other, which
+        # callers wait out; never a batch failure
+        detail = str(exc).split(" (Background", 1)[0]
+        raise StoreUnavailable(f"no database connection free in the pool: {detail}") from exc
     except OperationalError as exc:
         raise StoreUnavailable(str(exc.orig).strip().splitlines()[0]) from exc
     except DBAPIError as exc:
