@@ -24,6 +24,7 @@ import email.utils
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from typing import Any
 
 import requests
 import urllib3.exceptions
+import urllib3.util.ssl_match_hostname
 
 from campaigns.domain import StopKind
 from campaigns.gateways.base import GatewayConfig, OutcomeKind, SendOutcome
@@ -54,9 +56,14 @@ _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
     requests.exceptions.ConnectTimeout,
     urllib3.exceptions.ConnectTimeoutError,
     urllib3.exceptions.NewConnectionError,  # refused, unreachable, DNS (NameResolutionError)
-    urllib3.exceptions.SSLError,  # TLS handshake happens before the request is written
-    requests.exceptions.SSLError,
 )
+
+# A TLS error's type does not say when it struck: in the handshake (before the request: safe to
+# retry) or on a record after it (the gateway may have the request). Its traceback does: the
+# handshake runs in these frames (ssl's, and urllib3's connect before the request). A refused
+# certificate is the handshake's by nature.
+_HANDSHAKE_FRAMES = frozenset({"do_handshake", "_validate_conn"})
+_CERTIFICATE_ERRORS = (ssl.CertificateError, urllib3.util.ssl_match_hostname.CertificateError)
 
 # Raised by requests before anything goes on the wire: a configuration mistake that will fail
 # every message the same way, so the adapters stop the campaign instead of burning the list.
@@ -168,9 +175,23 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def failed_to_connect(exc: BaseException) -> bool:
     """True when ``exc`` proves the request was never written: the connection could not be
-    opened. requests raises ``ConnectionError`` both for that and for a connection dropped
-    while waiting for the answer (``RemoteDisconnected``/``ProtocolError``), so look inside."""
-    return any(isinstance(e, _CONNECT_FAILURES) for e in _chain(exc))
+    opened, or its TLS handshake failed. requests raises ``ConnectionError`` both for that and
+    for a connection dropped while waiting for the answer (``RemoteDisconnected``/
+    ``ProtocolError``), and ``SSLError`` for a handshake and for a record after the request
+    alike, so look inside."""
+    chain = _chain(exc)
+    return any(isinstance(e, _CONNECT_FAILURES) for e in chain) or _in_handshake(chain)
+
+
+def _in_handshake(chain: list[BaseException]) -> bool:
+    for error in chain:
+        frame, found = error.__traceback__, isinstance(error, _CERTIFICATE_ERRORS)
+        while frame is not None and not found:
+            found = frame.tb_frame.f_code.co_name in _HANDSHAKE_FRAMES
+            frame = frame.tb_next
+        if found:
+            return True
+    return False
 
 
 def classify_exception(exc: BaseException, *, sends: bool) -> SendOutcome:

@@ -36,6 +36,7 @@ from campaigns.gateways.http import (
 )
 from campaigns.gateways.waha import WahaGateway
 from tests.gateway_stub import GatewayStub, assert_no_secrets, capture_all_logs, closed_port_url
+from tests.unit.test_gateway_http_tls import handshake_refused
 
 TOKEN = "transport-secret-token-91"
 NUMBER = "+5511999991234"
@@ -195,7 +196,9 @@ def _reset() -> requests.ConnectionError:
 EXCEPTION_TABLE: list[tuple[str, Callable[[], BaseException], OutcomeKind]] = [
     ("connect-timeout", lambda: requests.exceptions.ConnectTimeout("t"), OutcomeKind.TRANSIENT),
     ("refused", _refused, OutcomeKind.TRANSIENT),
-    ("tls-handshake", lambda: requests.exceptions.SSLError("cert"), OutcomeKind.TRANSIENT),
+    ("tls-handshake", handshake_refused, OutcomeKind.TRANSIENT),
+    ("tls-after-the-request", lambda: requests.exceptions.SSLError("bad record mac"),
+     OutcomeKind.AMBIGUOUS),
     ("read-timeout", lambda: requests.exceptions.ReadTimeout("t"), OutcomeKind.AMBIGUOUS),
     ("remote-disconnected", _aborted, OutcomeKind.AMBIGUOUS),
     ("reset-while-reading", _reset, OutcomeKind.AMBIGUOUS),
