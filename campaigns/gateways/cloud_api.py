@@ -69,6 +69,7 @@ from campaigns.gateways.base import (
 )
 from campaigns.gateways.http import HttpAnswer, HttpClient, redact, status_fallback
 from campaigns.masking import mask_phone
+from campaigns.profiles import profile_from_options
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,12 @@ class CloudApiGateway:
             raise ConfigurationError("cloud-api needs an access token", session=config.session_name)
         version = config.options.get("api_version", DEFAULT_API_VERSION).strip("/ ")
         self._prefix = f"/{quote(version, safe='')}/{quote(phone_number_id, safe='')}"
-        self._http = HttpClient(config, {"Authorization": f"Bearer {config.token}"})
+        # one pool of connections to Graph, as many as a rate lane keeps requests outstanding:
+        # a connection opened per send would cost a TLS handshake on each one
+        in_flight = profile_from_options(self.kind, config.options).in_flight
+        self._http = HttpClient(
+            config, {"Authorization": f"Bearer {config.token}"}, pool_size=in_flight
+        )
         self._session = config.session_name
 
     def send(self, message: OutgoingMessage) -> SendOutcome:

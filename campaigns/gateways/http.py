@@ -1,9 +1,10 @@
 """HTTP plumbing shared by the gateway adapters.
 
-One :class:`requests.Session` per adapter per thread (Celery's thread pools would otherwise share
-a connection pool that requests does not promise to be thread safe), the configured timeouts on
-every call, and the one rule that keeps a campaign from sending twice: **a network failure is
-TRANSIENT only when the request provably never reached the gateway** (it could not connect).
+One :class:`requests.Session` per adapter per thread (requests does not promise one is thread
+safe) on one connection pool per adapter (urllib3's is), sized for the requests in flight so a
+rate lane's threads reuse warm connections; the configured timeouts on every call, and the one
+rule that keeps a campaign from sending twice: **a network failure is TRANSIENT only when the
+request provably never reached the gateway** (it could not connect).
 Any failure after the request was written (read timeout, connection reset or closed while
 waiting for the answer, a body cut short) is AMBIGUOUS: the gateway may have sent.
 
@@ -261,11 +262,16 @@ def status_fallback(answer: HttpAnswer, *, sends: bool) -> SendOutcome:
 
 
 class HttpClient:
-    """Thread-local sessions plus timeouts for one gateway. ``headers`` (auth included) go on
-    every request; they are never logged."""
+    """Thread-local sessions on one shared connection pool, plus timeouts, for one gateway.
+    ``headers`` (auth included) go on every request; they are never logged. ``pool_size``:
+    the connections kept open to the gateway (never fewer than requests' default, 10)."""
 
-    def __init__(self, config: GatewayConfig, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, config: GatewayConfig, headers: Mapping[str, str], *, pool_size: int = 0
+    ) -> None:
         self.base_url = config.base_url.rstrip("/")
+        # not blocking when full: a thread past the pool connects rather than wait (send late)
+        self._adapter = PacedAdapter(pool_maxsize=max(pool_size, 10))  # 10: requests' default
         self._timeout = (config.connect_timeout, config.read_timeout)
         self._headers = dict(headers)
         self._local = threading.local()
@@ -283,9 +289,8 @@ class HttpClient:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            paced = PacedAdapter()
-            session.mount("https://", paced)
-            session.mount("http://", paced)
+            session.mount("https://", self._adapter)
+            session.mount("http://", self._adapter)
             session.headers.update(self._headers)
             session.trust_env = False
             session.proxies.update(self._environment["proxies"])
@@ -340,11 +345,12 @@ class HttpClient:
         return _answer(response)
 
     def close(self) -> None:
-        """Close every thread's session (their pooled connections)."""
+        """Close every thread's session and the pooled connections."""
         with self._lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+        self._adapter.close()  # a client no thread used has no session to close it
         self._local = threading.local()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -433,3 +434,74 @@ def test_send__cloud_never_logs_the_token_or_the_full_number(
     assert caplog.records, "the adapter should log something at DEBUG"
     assert_no_secrets(caplog, TOKEN, NUMBER, NUMBER[1:], "Olá Maria")
     assert mask_phone(NUMBER) in caplog.text
+
+
+# --------------------------------------------------------------------------- connection pool
+
+
+def test_pool__in_flight_16_keeps_16_connections_shared_by_the_sending_threads(
+    stub: GatewayStub,
+) -> None:
+    """Two waves of 16 concurrent sends, each from 16 fresh threads (a rate lane's threads come
+    and go): the second wave reuses the first wave's connections instead of opening new ones,
+    so the adapter holds one pool of at least in_flight connections to the host."""
+    opened: list[object] = []
+    accept = stub._server.get_request
+
+    def counting_accept() -> Any:
+        connection = accept()
+        opened.append(connection[1])
+        return connection
+
+    stub._server.get_request = counting_accept  # type: ignore[method-assign]
+    stub._server.socket.listen(64)  # the stub's backlog of 5 would drop 16 connects at once
+    stub.answer("POST", ROUTE, 200, SUCCESS, delay=0.2)  # the 16 overlap, whatever the load
+    gateway = make_gateway(stub, pacing="rate", rate="80", in_flight="16")
+
+    def wave() -> list[SendOutcome]:
+        start = threading.Barrier(16)
+        outcomes: list[SendOutcome] = []
+
+        def one() -> None:
+            start.wait()
+            outcomes.append(gateway.send(OutgoingMessage(to=NUMBER, text="Hi")))
+
+        threads = [threading.Thread(target=one) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    try:
+        first = wave()
+        after_first = len(opened)
+        second = wave()
+    finally:
+        gateway.close()
+
+    assert [o.kind for o in first + second] == [OutcomeKind.SENT] * 32
+    assert 1 <= after_first <= 16
+    assert len(opened) == after_first, "the second wave opened connections of its own"
+
+
+def test_pool__is_sized_for_in_flight_and_never_below_requests_default(
+    stub: GatewayStub,
+) -> None:
+    def pool_size(gateway: CloudApiGateway) -> int:
+        sizes: list[int] = []
+        thread = threading.Thread(  # any thread's session: they all mount the same adapter
+            target=lambda: sizes.append(
+                gateway._http._session().get_adapter(stub.url).poolmanager.connection_pool_kw[
+                    "maxsize"
+                ]
+            )
+        )
+        thread.start()
+        thread.join()
+        gateway.close()
+        return sizes[0]
+
+    assert pool_size(make_gateway(stub, in_flight="16")) >= 16
+    assert pool_size(make_gateway(stub, in_flight="64")) == 64
+    assert pool_size(make_gateway(stub, pacing="human")) >= 10
