@@ -257,6 +257,23 @@ class BatchResult:
     next_batch: int | None
     """The next batch with work, derived from the ledger; None when the campaign is done."""
     completed: bool
+    inserted: bool = True
+    """Whether this call wrote the details row. Only the run that did hands the chain on: a
+    second finish of the same batch (a redelivered copy) enqueues nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunLease:
+    """The answer to a task run asking for its campaign's run lease (``take_run_lease``):
+    the right to send and to enqueue what comes next, held by one live run at a time."""
+
+    taken: bool
+    fenced: bool = True
+    """False when the run's token no longer holds the campaign (not running, taken over)."""
+    batch_done: bool = False
+    """The run's batch has its details row already: a stale copy, nothing left to do."""
+    held_for: float = 0.0
+    """Seconds until the lease another run holds ends, unless that run renews it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,31 +3,47 @@
 Task names and arguments read well in Flower: ``campaigns.send_batch`` with ``campaign_id``,
 ``batch_number`` and ``run_token`` (a fencing id, not a secret). No phone number, message text or
 token ever goes into a task.
+
+Errors that are not a recipient's never fail one. The infrastructure's (PostgreSQL, Redis, the
+broker) are waited out and the run tried again; a configuration's (a session the worker cannot
+build) interrupt the campaign as ``blocked`` inside the engine; any other error is retried a few
+times, then interrupts the campaign as ``blocked`` with the error, for an operator to fix and
+resume. The engine gives back every claim it had not sent before an error goes up.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 from celery import Task
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from campaigns import dispatch
 from campaigns.dispatch import TaskSender
 from campaigns.engine import RunEnd
 from campaigns.errors import StoreUnavailable
 from campaigns.gateway_pool import gateway_for
+from campaigns.gateways.http import redact
 from campaigns.pacing import PacingUnavailable
 from workers.app import app
+from workers.limits import BROKER_RETRY_WINDOW_S
 from workers.runtime import get_runtime
 
 log = logging.getLogger("campaigns.worker")
 
 BATCH_ERROR_RETRIES = 3
-"""Unexpected errors a batch may hit before its remaining recipients are failed and the chain
-goes on with the next batch (a failing batch never ends the campaign)."""
+"""Unexpected errors a batch may hit (retried after 5, 10, 20 s) before its campaign is
+interrupted as blocked with the error. Its recipients stay as they are: nothing is failed."""
 UNAVAILABLE_RETRY_S = 10.0
+"""Wait before running a batch again after PostgreSQL, Redis or the broker failed it."""
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    StoreUnavailable,
+    PacingUnavailable,
+    BrokerUnavailable,
+)
 
 
 # the worker's own app and queue: the continuation of a chain goes where its worker listens
@@ -35,8 +51,28 @@ _sender = TaskSender(app, app.conf.task_default_queue)
 
 
 def enqueue_batch(campaign_id: int, batch_number: int, run_token: str, countdown: float) -> None:
-    """Put one ``send_batch`` on the broker."""
-    _sender.send_batch(campaign_id, batch_number, run_token, countdown)
+    """Put one ``send_batch`` on the broker, retrying while it is briefly unreachable (for
+    BROKER_RETRY_WINDOW_S). Past that the chain lives on in PostgreSQL only, and the recovery
+    sweep restarts it once it looks stalled."""
+    give_up = time.monotonic() + BROKER_RETRY_WINDOW_S
+    delay = 0.5
+    while True:
+        try:
+            _sender.send_batch(campaign_id, batch_number, run_token, countdown)
+            return
+        except BrokerUnavailable as exc:
+            if time.monotonic() + delay > give_up:
+                log.error(
+                    "campaign %s batch %s: the broker is unreachable (%s); the recovery sweep "
+                    "resumes the campaign",
+                    campaign_id,
+                    batch_number,
+                    exc,
+                )
+                raise
+            log.warning("campaign %s: the broker is unreachable (%s); retrying", campaign_id, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @app.task(name=dispatch.SEND_BATCH, bind=True, max_retries=None, acks_late=True)
@@ -45,19 +81,21 @@ def send_batch(self: Task[Any, Any], campaign_id: int, batch_number: int, run_to
     runtime = get_runtime()
     try:
         result = runtime.runner.run(campaign_id, batch_number, run_token)
-    except (StoreUnavailable, PacingUnavailable) as exc:
-        # nothing is claimed without pacing, and a claim never recorded becomes unknown via
-        # recovery; retrying the run later is safe
+    except INFRASTRUCTURE_ERRORS as exc:
+        # nothing unsent is held (the engine gave its claim back) and a claim cut off after
+        # its call is recovery's; so the same run is simply tried again later. A fresh message,
+        # not a retry: waiting out an outage must not use up the unexpected-error retries
         log.warning(
-            "campaign %s batch %s: %s; retrying in %.0fs",
+            "campaign %s batch %s: %s; trying again in %.0fs",
             campaign_id,
             batch_number,
             exc,
             UNAVAILABLE_RETRY_S,
         )
-        raise self.retry(countdown=UNAVAILABLE_RETRY_S) from exc
+        enqueue_batch(campaign_id, batch_number, run_token, UNAVAILABLE_RETRY_S)
+        return f"waiting: {type(exc).__name__}"
     except Exception as exc:
-        return _failing_batch(self, campaign_id, batch_number, run_token, exc)
+        return _unexpected_error(self, campaign_id, batch_number, run_token, exc)
     if result.end is RunEnd.NEXT_BATCH and result.next_batch is not None:
         enqueue_batch(campaign_id, result.next_batch, run_token, result.delay)
     elif result.end is RunEnd.CONTINUE:
@@ -65,9 +103,12 @@ def send_batch(self: Task[Any, Any], campaign_id: int, batch_number: int, run_to
     return f"{result.end.value}: sent {result.sent}"
 
 
-def _failing_batch(
+def _unexpected_error(
     task: Task[Any, Any], campaign_id: int, batch_number: int, run_token: str, exc: Exception
 ) -> str:
+    """A bug or an error nobody classified: retry the run a few times (it may pass), then stop
+    the campaign for an operator. No recipient is failed for it and the chain does not go on
+    to the next batch: the same error would strike there too."""
     retries = task.request.retries or 0
     if retries < BATCH_ERROR_RETRIES:
         log.exception(
@@ -77,11 +118,20 @@ def _failing_batch(
             retries + 1,
         )
         raise task.retry(countdown=5 * 2**retries, exc=exc)
-    error = f"{type(exc).__name__}: {exc}"
-    result = get_runtime().runner.fail_batch(campaign_id, batch_number, run_token, error)
-    if result.end is RunEnd.NEXT_BATCH and result.next_batch is not None:
-        enqueue_batch(campaign_id, result.next_batch, run_token, result.delay)
-    return "failed batch"
+    log.exception(
+        "campaign %s batch %s failed %s times; interrupting the campaign",
+        campaign_id,
+        batch_number,
+        retries + 1,
+    )
+    error = redact(f"{type(exc).__name__}: {exc}")  # an error may quote a phone number
+    get_runtime().runner.block(
+        campaign_id,
+        run_token,
+        f"batch {batch_number} failed {retries + 1} times with an unexpected error ({error}); "
+        f"fix the cause, then `campaigns resume {campaign_id}`",
+    )
+    return "blocked"
 
 
 @app.task(name=dispatch.SWEEP)

@@ -121,6 +121,10 @@ class CampaignBatchState(Base):
     # every finder's `SELECT *` carries it without a join; campaign_lanes holds each lane's
     # changing state
     sessions: Mapped[list[str]] = mapped_column(ARRAY(String(100)))
+    # the run lease: the one live task run holding the right to send and to enqueue what comes
+    # next (its id), until when unless renewed; a redelivered copy of it finds it held and exits
+    run_lease: Mapped[str | None] = mapped_column(String(36))
+    run_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         # the sweep: running campaigns by heartbeat

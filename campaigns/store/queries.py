@@ -416,16 +416,6 @@ RESET_FAILURE_STREAK = text("""
 UPDATE campaign_batch_state SET failure_streak = 0 WHERE id = :id
 """)
 
-# Fail the still-pending recipients of a batch that kept failing.
-FAIL_OPEN_RECIPIENTS = text("""
-UPDATE campaign_recipients
-SET status = 'failed', error_code = 'batch', error_message = :error,
-    finished_at = now(), updated_at = now()
-WHERE campaign_id = :id
-  AND batch_number = :batch
-  AND status = 'pending'
-""")
-
 # Unfinished campaigns with a session in their pool (a session in use is not removed).
 COUNT_UNFINISHED_OF_SESSION = text("""
 SELECT count(*)
@@ -632,6 +622,49 @@ WHERE l.session_name = :name AND s.id = l.campaign_id
 # Which of these names are registered sessions (a pool is checked before anything is written).
 EXISTING_SESSIONS = text("""
 SELECT name FROM campaign_sessions WHERE name = ANY(CAST(:names AS varchar[]))
+""")
+
+# --- the run lease: one live task run per campaign (campaigns/store/sending.py) ---
+# The right to send and to enqueue what comes next. Taken by a run of the current token, if the
+# lease is free, its own, or expired, and only for a batch without its details row (a stale copy
+# of a finished batch takes nothing); renewed by the run's heartbeats; let go when it ends. It
+# lives on the campaign row today; one lease per lane would be the same three statements on
+# campaign_lanes, keyed by (campaign_id, session_name).
+TAKE_RUN_LEASE = text("""
+UPDATE campaign_batch_state
+SET run_lease = :lease, run_lease_until = now() + make_interval(secs => :ttl),
+    heartbeat_at = now()
+WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+  AND (run_lease IS NULL OR run_lease = :lease OR run_lease_until <= now())
+  AND NOT EXISTS (SELECT 1 FROM campaign_batch_details d
+                  WHERE d.campaign_id = :campaign_id AND d.batch_number = :batch_number)
+RETURNING id
+""")
+
+# Why TAKE_RUN_LEASE took nothing: the fence is gone, the batch is finished, or another run
+# holds the lease (for how many more seconds, unless it renews it).
+RUN_LEASE_STATE = text("""
+SELECT (s.status = 'running' AND s.run_token IS NOT DISTINCT FROM :run_token) AS fenced,
+       EXISTS (SELECT 1 FROM campaign_batch_details d
+               WHERE d.campaign_id = s.id AND d.batch_number = :batch_number) AS batch_done,
+       coalesce(greatest(extract(epoch FROM s.run_lease_until - now()), 0), 0) AS held_for
+FROM campaign_batch_state s WHERE s.id = :campaign_id
+""")
+
+# The heartbeat of the lease's holder: stamps the heartbeat and renews the lease, if the caller
+# still holds both the fence and the lease; no row means it lost one of them and must stop.
+HEARTBEAT_LEASED = text("""
+UPDATE campaign_batch_state
+SET heartbeat_at = now(), run_lease_until = now() + make_interval(secs => :ttl)
+WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+  AND run_lease = :lease
+RETURNING id
+""")
+
+# A run ends: its lease is free at once for the continuation or the next batch.
+RELEASE_RUN_LEASE = text("""
+UPDATE campaign_batch_state SET run_lease = NULL, run_lease_until = NULL
+WHERE id = :campaign_id AND run_lease = :lease
 """)
 
 # The session's last recorded send, for the pacer's rebuild of lost Redis state: the latest

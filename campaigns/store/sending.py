@@ -1,10 +1,10 @@
-"""Store verbs of the sending loop: claim a recipient, record or release its claim, heartbeat,
-finish a batch, and the failure streak. Each is one statement or one short transaction, fenced
-by the caller's run token."""
+"""Store verbs of the sending loop: the run lease, claim a recipient, record or release its
+claim, heartbeat, finish a batch, and the failure streak. Each is one statement or one short
+transaction, fenced by the caller's run token (and, for the lease's holder, by its lease)."""
 
 from __future__ import annotations
 
-from campaigns.domain import BatchResult, ClaimedRecipient, RecipientStatus
+from campaigns.domain import BatchResult, ClaimedRecipient, RecipientStatus, RunLease
 from campaigns.errors import InvalidTransition
 from campaigns.store import queries
 from campaigns.store.base import COUNTED_STATUSES, StoreBase, counts_by_status
@@ -94,12 +94,58 @@ class SendingVerbs(StoreBase):
             ).rowcount
         return bool(count)
 
-    def heartbeat(self, campaign_id: int, run_token: str) -> bool:
-        """Stamp the heartbeat; False means the caller lost the fence and must stop."""
+    def take_run_lease(
+        self, campaign_id: int, batch_number: int, run_token: str, lease: str
+    ) -> RunLease:
+        """Take the campaign's run lease for the task run ``lease`` (a fresh id per run): the
+        right to send and to enqueue what comes next, held by one live run at a time. Taken if
+        ``run_token`` holds the fence, the batch has no details row yet, and the lease is free,
+        already this run's, or expired. It lasts the stall timeout and each heartbeat with
+        ``lease`` renews it, so a run that stops renewing (dead, or cut off from PostgreSQL)
+        loses it within that time. Sender pools extend this to one lease per lane, keyed by
+        (campaign, session): the same verbs with a session."""
+        params = {
+            "campaign_id": campaign_id,
+            "batch_number": batch_number,
+            "run_token": run_token,
+            "lease": lease,
+            "ttl": self.settings.stall_timeout,
+        }
         with translate_errors(), self.engine.begin() as conn:
+            if conn.execute(queries.TAKE_RUN_LEASE, params).first() is not None:
+                return RunLease(taken=True)
             row = conn.execute(
-                queries.HEARTBEAT, {"campaign_id": campaign_id, "run_token": run_token}
+                queries.RUN_LEASE_STATE,
+                {"campaign_id": campaign_id, "batch_number": batch_number, "run_token": run_token},
             ).first()
+        if row is None:
+            return RunLease(taken=False, fenced=False)
+        return RunLease(
+            taken=False,
+            fenced=bool(row.fenced),
+            batch_done=bool(row.batch_done),
+            held_for=float(row.held_for),
+        )
+
+    def release_run_lease(self, campaign_id: int, lease: str) -> bool:
+        """Let go of the run lease (if ``lease`` still holds it): the next run of the campaign
+        can take it at once instead of waiting for it to expire."""
+        with translate_errors(), self.engine.begin() as conn:
+            count = conn.execute(
+                queries.RELEASE_RUN_LEASE, {"campaign_id": campaign_id, "lease": lease}
+            ).rowcount
+        return bool(count)
+
+    def heartbeat(self, campaign_id: int, run_token: str, *, lease: str | None = None) -> bool:
+        """Stamp the heartbeat; False means the caller lost the fence and must stop. With
+        ``lease``, also renew the caller's run lease: False as well once another run took it."""
+        params: dict[str, object] = {"campaign_id": campaign_id, "run_token": run_token}
+        statement = queries.HEARTBEAT
+        if lease is not None:
+            params.update(lease=lease, ttl=self.settings.stall_timeout)
+            statement = queries.HEARTBEAT_LEASED
+        with translate_errors(), self.engine.begin() as conn:
+            row = conn.execute(statement, params).first()
         return row is not None
 
     def finish_batch(
@@ -110,12 +156,15 @@ class SendingVerbs(StoreBase):
         *,
         delay: float = 0.0,
         error_message: str | None = None,
+        lease: str | None = None,
     ) -> BatchResult | None:
         """Write the batch's details row and advance the state counters, in one transaction.
 
         The next batch is derived from the ledger; when there is none the campaign becomes
         ``completed``. ``delay`` seconds go into ``next_batch_at``. Idempotent: finishing a
-        batch twice counts it once. None if the caller lost the fence.
+        batch twice counts it once, and only the call that wrote the row gets ``inserted``
+        (only it may enqueue the next batch). ``lease`` is let go in the same transaction, so
+        the next batch's run never waits for it. None if the caller lost the fence.
         """
         params = {"campaign_id": campaign_id, "batch_number": batch_number}
         with translate_errors(), self.engine.begin() as conn:
@@ -162,12 +211,17 @@ class SendingVerbs(StoreBase):
                         "delay": float(delay),
                     },
                 )
+            if lease is not None:
+                conn.execute(
+                    queries.RELEASE_RUN_LEASE, {"campaign_id": campaign_id, "lease": lease}
+                )
         return BatchResult(
             campaign_id=campaign_id,
             batch_number=batch_number,
             counts=counts,
             next_batch=next_batch,
             completed=completed,
+            inserted=inserted is not None,
         )
 
     def bump_failure_streak(self, campaign_id: int) -> int:
@@ -187,24 +241,3 @@ class SendingVerbs(StoreBase):
                 queries.RESET_FAILURE_STREAK,
                 {"id": campaign_id},
             )
-
-    def fail_open_recipients(
-        self, campaign_id: int, batch_number: int, run_token: str, error: str
-    ) -> int:
-        """Mark the still-pending recipients of a batch failed with ``error`` (a batch that
-        kept failing): the chain goes on with the next batch."""
-        with translate_errors(), self.engine.begin() as conn:
-            if (
-                conn.execute(
-                    queries.HEARTBEAT, {"campaign_id": campaign_id, "run_token": run_token}
-                ).first()
-                is None
-            ):
-                return 0
-            return int(
-                conn.execute(
-                    queries.FAIL_OPEN_RECIPIENTS,
-                    {"id": campaign_id, "batch": batch_number, "error": error[:2000]},
-                ).rowcount
-            )
-

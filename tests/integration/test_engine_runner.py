@@ -1,112 +1,170 @@
-"""The batch runner in-process against real PostgreSQL and Redis, with a gateway double that
-has a bug (raises) for some numbers: a failing batch is failed for good after its retries and the
-campaign goes on with the next batch."""
+"""The batch runner in-process against real PostgreSQL and Redis, with gateway doubles: errors
+that are not the recipients' never fail the list. An adapter that raises makes its one recipient
+unknown (it may have sent) and touches nobody else; a campaign whose runs keep failing is
+interrupted as blocked; a session that cannot be built (a Cloud API session without its token)
+blocks the campaign with the reason; a run of unknowns (a gateway that hangs on every send)
+pauses it."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import redis
+from sqlalchemy import create_engine, text
 
-from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.domain import CampaignStatus, RecipientStatus, StopKind
 from campaigns.engine import BatchRunner, RunEnd
-from campaigns.gateways.base import OutcomeKind, OutgoingMessage, SendOutcome, SessionHealth
-from campaigns.pacing import SessionPacer
-from campaigns.settings import Pacing, Settings
+from campaigns.gateway_pool import GatewayPool
+from campaigns.gateways.base import OutcomeKind, OutgoingMessage, SendOutcome
+from campaigns.recovery import CampaignRecoveryManager
+from campaigns.sandbox import SandboxRecord
+from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
-from tests.conftest import ROOT
+from tests.integration.engine_doubles import (
+    FAST,
+    NUMBERS,
+    ScriptedGateway,
+    pacer_for,
+    redis_url,
+    runner_for,
+)
+from tests.integration.test_sandbox_helpers import running_sandbox
 
-NUMBERS = [f"+5511{900000000 + i}" for i in range(6)]
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    configured = os.environ.get("REDIS_URL")
-    if configured:
-        yield configured
-        return
-    from campaigns.local.redis import EmbeddedRedis
-
-    server = EmbeddedRedis(ROOT / ".data" / f"test-redis-runner-{uuid.uuid4().hex[:6]}")
-    server.start()
-    yield server.url()
-    server.stop()
+__all__ = ["redis_url"]  # the module's fixture
 
 
-class BuggyGateway:
-    """Sends, except that it raises for the numbers it is told to (an adapter bug)."""
-
-    kind = "buggy"
-
-    def __init__(self, raise_for: set[str]) -> None:
-        self.raise_for = raise_for
-        self.sent: list[str] = []
-
-    def send(self, message: OutgoingMessage) -> SendOutcome:
-        if message.to in self.raise_for:
-            raise RuntimeError("adapter bug: unexpected answer shape")
-        self.sent.append(message.to)
-        return SendOutcome(OutcomeKind.SENT, message_id=f"id-{len(self.sent)}")
-
-    def health(self) -> SessionHealth:
-        return SessionHealth(True, "ok")
-
-    def close(self) -> None:
-        return None
-
-
-class Pool:
-    def __init__(self, gateway: BuggyGateway) -> None:
-        self.gateway = gateway
-
-    def get(self, session: str) -> BuggyGateway:
-        return self.gateway
-
-
-def test_failing_batch__is_failed_for_good_and_the_campaign_goes_on(
+def test_an_adapter_that_raises__its_recipient_is_unknown_and_nobody_else_is_touched(
     store: CampaignStateManager, console_session: str, redis_url: str
 ) -> None:
-    gateway = BuggyGateway(raise_for={NUMBERS[1]})
-    pacer = SessionPacer(redis.Redis.from_url(redis_url), key_prefix=f"t-{uuid.uuid4().hex}:")
-    settings = Settings(pacing=Pacing(batch_size=3, min_interval=0, max_interval=0,
-                                      batch_delay_min=0, batch_delay_max=0))
-    runner = BatchRunner(store, pacer, Pool(gateway), settings)  # type: ignore[arg-type]
-    campaign = store.create_campaign(NUMBERS, "Hi", console_session,
-                                     pacing=Pacing(batch_size=3, min_interval=0, max_interval=0,
-                                                   batch_delay_min=0, batch_delay_max=0))
+    gateway = ScriptedGateway(raise_for={NUMBERS[1]})
+    runner = runner_for(store, pacer_for(redis_url), gateway)
+    campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=FAST)
     token = campaign.run_token
     assert token
 
     with pytest.raises(RuntimeError, match="adapter bug"):
-        runner.run(campaign.id, 1, token)  # the task retries this a few times, then:
-    result = runner.fail_batch(campaign.id, 1, token, "RuntimeError: adapter bug")
-    assert (result.end, result.next_batch) == (RunEnd.NEXT_BATCH, 2)
+        runner.run(campaign.id, 1, token)  # the task retries this a few times, then blocks
+    assert runner.block(campaign.id, token, "batch 1 failed 4 times (RuntimeError: adapter bug)")
 
-    assert runner.run(campaign.id, 2, token).end is RunEnd.COMPLETED
     rows = store.recipients(campaign.id)
     assert [r["status"] for r in rows] == [
-        RecipientStatus.SENT, RecipientStatus.UNKNOWN, RecipientStatus.FAILED,
-        RecipientStatus.SENT, RecipientStatus.SENT, RecipientStatus.SENT,
+        RecipientStatus.SENT, RecipientStatus.UNKNOWN, *[RecipientStatus.PENDING] * 4,
     ]
-    assert rows[2]["error_message"] == "RuntimeError: adapter bug"
-    done = store.get_campaign(campaign.id)
-    assert done.status is CampaignStatus.COMPLETED
-    assert store.check_invariants(campaign.id) == []
-    assert gateway.sent == [NUMBERS[0], *NUMBERS[3:]]
+    assert rows[1]["error_code"] == "gateway_error"
+    blocked = store.get_campaign(campaign.id)
+    assert (blocked.status, blocked.interrupt_kind) == (
+        CampaignStatus.INTERRUPTED, StopKind.BLOCKED,
+    )
+    assert blocked.interrupt_reason and "adapter bug" in blocked.interrupt_reason
+    assert runner.run(campaign.id, 1, token).end is RunEnd.STOPPED  # nothing more is sent
+    assert gateway.sent == NUMBERS[:2]
 
 
 def test_run__with_a_stale_token_exits_without_sending(
     store: CampaignStateManager, console_session: str, redis_url: str
 ) -> None:
-    gateway = BuggyGateway(raise_for=set())
-    pacer = SessionPacer(redis.Redis.from_url(redis_url), key_prefix=f"t-{uuid.uuid4().hex}:")
-    runner = BatchRunner(store, pacer, Pool(gateway), Settings())  # type: ignore[arg-type]
+    gateway = ScriptedGateway()
+    runner = runner_for(store, pacer_for(redis_url), gateway, Settings())
     campaign = store.create_campaign(NUMBERS, "Hi", console_session)
     assert campaign.run_token
     store.restart_run(campaign.id)  # another chain took over
 
     assert runner.run(campaign.id, 1, campaign.run_token).end is RunEnd.STOPPED
     assert gateway.sent == []
+
+
+def test_a_gateway_that_never_answers__a_run_of_unknowns_pauses_the_campaign(
+    store: CampaignStateManager, console_session: str, redis_url: str
+) -> None:
+    def read_timeout(message: OutgoingMessage) -> SendOutcome:
+        return SendOutcome(
+            OutcomeKind.AMBIGUOUS,
+            error_code="read_timeout",
+            error_message="the request reached the gateway but no answer came back",
+        )
+
+    gateway = ScriptedGateway(read_timeout)
+    settings = Settings(pacing=FAST, failure_streak_limit=3)
+    runner = runner_for(store, pacer_for(redis_url), gateway, settings)
+    campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=FAST)
+    assert campaign.run_token
+
+    result = runner.run(campaign.id, 1, campaign.run_token)
+
+    assert result.end is RunEnd.STOPPED
+    paused = store.get_campaign(campaign.id)
+    assert paused.status is CampaignStatus.PAUSED
+    assert paused.interrupt_reason and "3 recipients in a row got no answer" in (
+        paused.interrupt_reason
+    )
+    counts = store.snapshot(campaign.id).counts
+    assert (counts[RecipientStatus.UNKNOWN], counts[RecipientStatus.PENDING]) == (3, 3)
+    assert gateway.sent == NUMBERS[:3]
+
+
+def test_a_sent_recipient_ends_the_streak_of_unknowns(
+    store: CampaignStateManager, console_session: str, redis_url: str
+) -> None:
+    answers = iter(["ambiguous", "ambiguous", "sent", "ambiguous", "ambiguous", "sent"])
+
+    def mixed(message: OutgoingMessage) -> SendOutcome:
+        if next(answers) == "sent":
+            return SendOutcome(OutcomeKind.SENT, message_id="x")
+        return SendOutcome(OutcomeKind.AMBIGUOUS, error_code="read_timeout")
+
+    settings = Settings(pacing=FAST, failure_streak_limit=3)
+    runner = runner_for(store, pacer_for(redis_url), ScriptedGateway(mixed), settings)
+    campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=FAST)
+    assert campaign.run_token
+
+    assert runner.run(campaign.id, 1, campaign.run_token).end is RunEnd.NEXT_BATCH
+    assert runner.run(campaign.id, 2, campaign.run_token).end is RunEnd.COMPLETED
+    assert store.get_campaign(campaign.id).status is CampaignStatus.COMPLETED
+
+
+def test_a_cloud_api_session_without_its_token__blocks_the_campaign_and_fails_nobody(
+    store: CampaignStateManager, database_url: str, redis_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reproduced: a Cloud API session added without --token-env failed every recipient of
+    every batch (the adapter cannot be built: an unexpected error, retried, then fail_batch),
+    and the campaign ended `completed`. It is a configuration error: the campaign waits,
+    blocked with the reason, and an operator's resume after the fix sends everyone once."""
+    with running_sandbox(tmp_path) as sandbox:
+        store.add_session("meta", "cloud-api", sandbox.url, phone_number_id="meta")
+        pool = GatewayPool(store, store.settings)
+        runner = BatchRunner(store, pacer_for(redis_url), pool, Settings(pacing=FAST))
+        campaign = store.create_campaign(NUMBERS, "Hi", "meta", pacing=FAST)
+        assert campaign.run_token
+
+        result = runner.run(campaign.id, 1, campaign.run_token)
+
+        assert result.end is RunEnd.INTERRUPTED
+        blocked = store.get_campaign(campaign.id)
+        assert (blocked.status, blocked.interrupt_kind) == (
+            CampaignStatus.INTERRUPTED, StopKind.BLOCKED,
+        )
+        assert blocked.interrupt_reason and "needs an access token" in blocked.interrupt_reason
+        assert store.snapshot(campaign.id).counts == {RecipientStatus.PENDING: len(NUMBERS)}
+        record = SandboxRecord(tmp_path / "record.sqlite")
+        assert record.count() == 0
+
+        # the operator names the token's variable, then resumes
+        monkeypatch.setenv("ENGINE_TEST_META_TOKEN", "a-token")
+        engine = create_engine(database_url, pool_size=1)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE campaign_sessions SET token_env = 'ENGINE_TEST_META_TOKEN'"))
+        engine.dispose()
+        queue: list[tuple[int, int, str, float]] = []
+        recovery = CampaignRecoveryManager(store, enqueue=lambda *call: queue.append(call))
+        recovery.recover_campaign(campaign.id)
+        while queue:
+            cid, batch, token, _ = queue.pop(0)
+            done = runner.run(cid, batch, token)
+            if done.next_batch is not None:
+                queue.append((cid, done.next_batch, token, done.delay))
+        pool.close()
+
+        assert store.get_campaign(campaign.id).status is CampaignStatus.COMPLETED
+        assert sorted(m.e164 for m in record.messages()) == sorted(NUMBERS)
+        assert record.duplicates() == []
