@@ -453,24 +453,24 @@ FROM unnest(CAST(:sessions AS varchar[])) WITH ORDINALITY AS pool(name, position
 """)
 
 # Sticky sender, once after the bulk load: each pending recipient prefers the pool session that
-# last sent to its phone successfully (in any earlier campaign). One probe per row into the
+# last sent to its phone successfully (in any earlier campaign). Index probes per row into the
 # partial index ix_campaign_recipients_sent_by_phone (newest first, stops at the first pool
-# session); only rows with a match are written.
+# session); only rows with a match are written. No join of the new campaign with itself: the
+# planner knows nothing of its rows yet and nested such a join, reading the campaign once per
+# row (quadratic: 100k numbers ran for minutes).
 PREFER_STICKY_SESSIONS = text("""
-UPDATE campaign_recipients r SET preferred_session = last.session_name
-FROM (
-    SELECT me.position, h.session_name
-    FROM campaign_recipients me
-    CROSS JOIN LATERAL (
-        SELECT h.session_name FROM campaign_recipients h
-        WHERE h.phone = me.phone AND h.status = 'sent' AND h.session_name IS NOT NULL
-          AND h.session_name = ANY(CAST(:sessions AS varchar[]))
-        ORDER BY h.finished_at DESC
-        LIMIT 1
-    ) h
-    WHERE me.campaign_id = :campaign_id AND me.status = 'pending'
-) last
-WHERE r.campaign_id = :campaign_id AND r.position = last.position
+UPDATE campaign_recipients r
+SET preferred_session = (
+    SELECT h.session_name FROM campaign_recipients h
+    WHERE h.phone = r.phone AND h.status = 'sent' AND h.session_name IS NOT NULL
+      AND h.session_name = ANY(CAST(:sessions AS varchar[]))
+    ORDER BY h.finished_at DESC
+    LIMIT 1)
+WHERE r.campaign_id = :campaign_id AND r.status = 'pending'
+  AND EXISTS (
+    SELECT 1 FROM campaign_recipients h
+    WHERE h.phone = r.phone AND h.status = 'sent' AND h.session_name IS NOT NULL
+      AND h.session_name = ANY(CAST(:sessions AS varchar[])))
 """)
 
 # Claim the next pending recipients of a batch for one lane (pending -> sending), in input
