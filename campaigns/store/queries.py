@@ -15,12 +15,13 @@ from sqlalchemy import text
 # Claim the first pending recipient of a batch, in input order, if the caller still holds the
 # campaign's fence (status running, same run_token); stamps the heartbeat in the same statement.
 # The fence CTE locks the campaign row, so a takeover that swaps the token waits for an
-# in-flight claim and every claim after it sees the new token.
+# in-flight claim and every claim after it sees the new token. The recipient is stamped with the
+# campaign's session (its first, for a pool), the one this claim sends through.
 CLAIM_NEXT = text("""
 WITH fence AS (
     UPDATE campaign_batch_state SET heartbeat_at = now()
     WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
-    RETURNING id
+    RETURNING id, session_name
 ), next AS (
     SELECT r.position FROM campaign_recipients r JOIN fence ON r.campaign_id = fence.id
     WHERE r.batch_number = :batch_number AND r.status = 'pending'
@@ -28,8 +29,9 @@ WITH fence AS (
     FOR UPDATE OF r SKIP LOCKED
 )
 UPDATE campaign_recipients r
-SET status = 'sending', attempts = r.attempts + 1, claimed_at = now(), updated_at = now()
-FROM next
+SET status = 'sending', attempts = r.attempts + 1, session_name = fence.session_name,
+    claimed_at = now(), updated_at = now()
+FROM next, fence
 WHERE r.campaign_id = :campaign_id AND r.position = next.position
 RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts
 """)

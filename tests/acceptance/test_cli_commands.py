@@ -370,7 +370,7 @@ def test_unknowns__masked_by_default_full_on_request(cli: Any, store: CampaignSt
             "position": claim.position,
             "batch": 1,
             "phone": mask_phone("+5511900000000"),
-            "session": None,  # claim_recipient is not a lane's: no session stamped
+            "session": "sales",  # the session that claimed it
             "error_code": "timeout",
             "error_message": "read timeout: the gateway may have sent it",
             "claimed_at": masked[0]["claimed_at"],

@@ -124,6 +124,21 @@ def test_process_large_campaign_array__takes_a_list_of_sessions_as_a_pool(
     assert _rows(sql, "campaign_batch_state") == 1 and len(enqueued) == 1
 
 
+def test_claim_recipient__stamps_the_campaigns_session_so_its_sends_count_for_sticky(
+    store: CampaignStateManager, pool: list[str]
+) -> None:
+    # the one-lane claim of today's engine sends through the campaign's session: its sends
+    # are stamped like a lane's, shown per session, and preferred by later pools
+    earlier = _create(store, "s2", NUMBERS[:2])
+    while claim := store.claim_recipient(earlier.id, 1, earlier.run_token):
+        assert store.record_outcome(claim, RecipientStatus.SENT)
+
+    assert [r["session_name"] for r in store.recipients(earlier.id)] == ["s2", "s2"]
+    assert [lane.sent for lane in store.list_lanes(earlier.id, counts=True)] == [2]
+    later = _create(store, ["s1", "s2"], NUMBERS[:2])
+    assert [r["preferred_session"] for r in store.recipients(later.id)] == ["s2", "s2"]
+
+
 @pytest.mark.parametrize(
     ("session", "error", "words"),
     [
