@@ -79,18 +79,13 @@ def pooled(store: CampaignStateManager) -> tuple[int, str]:
     return cid, token
 
 
-def test_send__with_two_sessions_creates_one_campaign_over_both(
+def test_send__with_two_sessions_is_refused_until_the_engine_runs_lanes(
     cli: Any, store: CampaignStateManager, numbers: Path
 ) -> None:
-    data = as_json(
-        cli("send", str(numbers), "--session", "s1", "-s", "s2", "-m", "Hi", "--json")
-    )
+    line = one_error_line(cli("send", str(numbers), "--session", "s1", "-s", "s2", "-m", "Hi"))
 
-    assert (data["session"], data["sessions"]) == ("s1", ["s1", "s2"])
-    assert [lane.session_name for lane in store.list_lanes(data["id"])] == ["s1", "s2"]
-    said = cli("send", str(numbers), "-s", "s2", "-s", "s1", "-m", "Hi")
-    assert said.exit_code == 0, said.output
-    assert "on s2, s1: 8 entries" in said.stderr
+    assert "a pool of 2 sessions cannot be sent yet" in line
+    assert store.list_campaigns() == []
 
 
 @pytest.mark.parametrize(
