@@ -1,14 +1,24 @@
 """The batch runner: one task run of one batch, free of Celery.
 
-Per pending recipient, in input order: wait for the session's send turn (Redis pacing), claim
-(one conditional UPDATE), call the gateway once, record the outcome. A run ends when its batch is
-done (the details row and the state advance in one transaction), when its time budget is spent
-(the task enqueues a continuation of the same batch), when the fence is lost (another chain
-took over, or an operator paused or cancelled: exit quietly), or when the session is down
-(interrupt the campaign with the reason and the kind of the stop: ``disconnected`` for the
-session watcher to resume on reconnect, ``limited`` for the sweep to resume at a known time,
-``blocked`` for an operator). A session the worker cannot build (a missing token or option) is a
-``blocked`` stop too: it would fail every recipient the same way.
+A run sends the batch through the campaign's lanes, one per session of its pool that is in the
+rotation (``store.lanes_to_run``): one lane runs in the task's own thread, several run side by
+side in threads of the task, each at its own session's pace (:mod:`campaigns.lane`; ``rate``
+lanes keep several requests outstanding, :mod:`campaigns.rate_lane`). Per pending recipient, in
+input order: wait for the session's send turn (Redis pacing), claim (one conditional UPDATE),
+call the gateway once, record the outcome. A run ends when its batch is done (every lane
+drained; the details row and the state advance in one transaction), when its time budget is
+spent (the task enqueues a continuation of the same batch), when the fence is lost (another
+chain took over, or an operator paused or cancelled: exit quietly), or when the last lane's
+session is down (the campaign is interrupted with the reason and the kind of the stop:
+``disconnected`` for the session watcher to resume on reconnect, ``limited`` for the sweep to
+resume at a known time, ``blocked`` for an operator). A lane whose session goes down while
+others are up leaves the rotation; the others take its recipients. A session the worker cannot
+build (a missing token or option) is a ``blocked`` stop of its lane: it would fail every
+recipient the same way.
+
+Why threads of one task rather than one task per lane: the run lease, the fence and the chain's
+hand-on stay the campaign's, one per campaign, exactly as for one session; a lane that comes
+back (a session reconnected, a limit ended) joins at the chain's next run, within a budget.
 
 **One live run per campaign.** A run first takes the campaign's run lease (a conditional UPDATE,
 renewed with every heartbeat, let go when the run ends). A redelivered copy of a running task
@@ -22,36 +32,33 @@ cannot be built), the claim is given back to pending first, retried while Postgr
 unreachable; only a crash of the process leaves it to recovery.
 
 Outcomes are handled in :mod:`campaigns.outcomes`, messages built in :mod:`campaigns.messages`.
+The bound on unknowns a crash can leave: one per ``human`` lane, ``in_flight`` per ``rate``
+lane (claims are taken only for requests about to leave).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from campaigns.domain import (
-    Campaign,
-    CampaignStatus,
-    ClaimedRecipient,
-    RecipientStatus,
-    StopKind,
-)
-from campaigns.errors import ConfigurationError, InvalidTransition, StoreUnavailable
+from campaigns.domain import Campaign, CampaignStatus, StopKind
+from campaigns.errors import ConfigurationError, StoreUnavailable
 from campaigns.gateway_pool import GatewayPool
-from campaigns.gateways.base import Gateway, OutgoingMessage, SessionHealth
-from campaigns.gateways.http import RequestNotSent, paced_sends
+from campaigns.lane import LaneRun
 from campaigns.messages import build_message, render
 from campaigns.outcomes import (
     RECORD_RETRY_WINDOW_S,
     RELEASE_RETRY_WINDOW_S,
-    RunBase,
     RunEnd,
     RunResult,
 )
-from campaigns.pacing import PacingCancelled, PacingDeferred, Reservation, SessionPacer
+from campaigns.pacing import SessionPacer
+from campaigns.profiles import profile_from_options
+from campaigns.rate_lane import RateLaneRun
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
 
@@ -69,17 +76,6 @@ log = logging.getLogger("campaigns.engine")
 
 LEASE_POLL_S = 1.0
 """How often a run that found the campaign's lease held asks again while it waits it out."""
-
-
-def _conclusively_down(health: SessionHealth) -> bool:
-    """Whether a health answer says the session cannot send. An unreachable gateway or an
-    error answer proves nothing: the sends themselves will classify what happens."""
-    if health.connected:
-        return False
-    state = health.state.lower()
-    return health.auth_failure or not (
-        state == "unreachable" or state.startswith(("http 5", "error"))
-    )
 
 
 class BatchRunner:
@@ -125,18 +121,57 @@ class BatchRunner:
         deadline = started + self.settings.task_time_budget
         if not self._take_lease(campaign, batch_number, run_token, lease, deadline):
             return RunResult(RunEnd.STOPPED, campaign_id, batch_number)
-        run = _Run(self, campaign, batch_number, run_token, lease, started)
         try:
-            return run.execute()
-        except ConfigurationError as exc:
-            # a session this worker cannot build (a missing token or option) would fail every
-            # recipient the same way: nothing is sent, and an operator fixes it
-            return run.interrupt(
-                f"session {run.session} cannot be used: {exc}; fix it, then resume",
-                StopKind.BLOCKED,
-            )
+            return self._run_lanes(campaign, batch_number, run_token, lease, started)
         finally:
             self._let_go(campaign_id, lease)
+
+    def _run_lanes(
+        self, campaign: Campaign, batch: int, token: str, lease: str, started: float
+    ) -> RunResult:
+        sessions = self.store.lanes_to_run(campaign.id, token)
+        if not sessions:
+            # the fence is lost, or every lane is down (a resume raced a lane's stop)
+            stop = self.store.interrupt_if_all_lanes_down(campaign.id, token)
+            if stop is None:
+                return RunResult(RunEnd.STOPPED, campaign.id, batch)
+            log.warning("campaign %s: interrupted (%s): %s", campaign.id, stop.kind, stop.reason)
+            return RunResult(RunEnd.INTERRUPTED, campaign.id, batch, reason=stop.reason)
+        halt = threading.Event()
+        pooled = len(sessions) > 1
+        runs = [
+            self._lane(campaign, batch, token, lease, started, s, pooled, halt) for s in sessions
+        ]
+        if not pooled:
+            results = [_guarded(runs[0])]
+        else:
+            results = _side_by_side(runs)
+        return _combine(runs, results, ", ".join(sessions))
+
+    def _lane(
+        self,
+        campaign: Campaign,
+        batch: int,
+        token: str,
+        lease: str,
+        started: float,
+        session: str,
+        pooled: bool,
+        halt: threading.Event,
+    ) -> LaneRun:
+        """The run of one lane, of the kind its session's profile asks for."""
+        args = (self, campaign, batch, token, lease, started)
+        try:
+            found = self.store.get_session(session)
+            profile = profile_from_options(found.gateway, found.options)
+        except ConfigurationError as exc:
+            return _Unusable(*args, session=session, pooled=pooled, halt=halt, error=exc)
+        # a rate lane's concurrency serves a session without campaign intervals; with them
+        # the lane's own gap paces it one message at a time (the session's bucket still holds)
+        kind = RateLaneRun if profile.is_rate and campaign.max_interval <= 0 else LaneRun
+        run = kind(*args, session=session, pooled=pooled, halt=halt)
+        run.profile = profile
+        return run
 
     def block(self, campaign_id: int, run_token: str, reason: str) -> bool:
         """Interrupt the campaign as ``blocked`` with ``reason``, if ``run_token`` still holds
@@ -191,199 +226,71 @@ class BatchRunner:
             log.warning("campaign %s: could not release the run lease (%s)", campaign_id, exc)
 
 
-class _Run(RunBase):
-    """The sending loop of one task run (kept off the runner so the runner is shareable)."""
+class _Unusable(LaneRun):
+    """A lane whose session's options are malformed (found before anything is claimed)."""
+
+    def __init__(self, *args: object, error: ConfigurationError, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.error = error
 
     def execute(self) -> RunResult:
-        c = self.campaign
-        log.info(
-            "campaign %s on %s: batch %s/%s starting (%s batches remaining)",
-            c.id,
-            self.session,
-            self.batch,
-            c.total_batches,
-            c.total_batches - self.batch + 1,
-        )
-        gateway = self.r.gateways.get(self.session)
-        health = gateway.health()
-        if _conclusively_down(health):
-            # a refused token stays refused through any reconnect: an operator fixes it
-            return self.interrupt(
-                f"session {self.session} is not connected ({health.state}"
-                f"{': ' + health.detail if health.detail else ''})",
-                StopKind.BLOCKED if health.auth_failure else StopKind.DISCONNECTED,
-            )
-        while True:
-            now = self.r.clock()
-            if now >= self.deadline:
-                log.info(
-                    "campaign %s batch %s: time budget spent after %s sends; continuing "
-                    "in a new task run",
-                    c.id,
-                    self.batch,
-                    self.sent,
-                )
-                return self.result(RunEnd.CONTINUE)
-            try:
-                turn = self.r.pacer.wait_for_turn(
-                    self.session,
-                    c.min_interval,
-                    c.max_interval,
-                    sleep=self.r.sleep,
-                    stop=self.should_stop,
-                    lane=str(c.id),  # a continuation keeps the lane's place in the queue
-                    budget=self.deadline - now,
-                )
-            except PacingCancelled:
-                if self.fence_lost:
-                    return self.stopped()
-                continue  # the budget ran out while waiting: the loop head continues the batch
-            except PacingDeferred as deferred:
-                return self.defer(deferred)
-            claim = self.r.store.claim_recipient(c.id, self.batch, self.token)
-            if claim is None:
-                return self.batch_without_pending()
-            try:
-                # the claim took time after the grant: if more than the pacing guard allows,
-                # queue behind grants made meanwhile so the gap still holds at the HTTP call
-                self.r.pacer.refresh(
-                    self.session,
-                    c.min_interval,
-                    turn,
-                    sleep=self.r.sleep,
-                    stop=self.should_stop,
-                )
-                message = build_message(c, claim)
-            except PacingCancelled:
-                self.give_back(claim)
-                if self.fence_lost:
-                    return self.stopped()
-                continue  # the budget ran out: the loop head continues the batch
-            except BaseException:
-                # Redis or PostgreSQL failed before the call: nothing was sent, so the
-                # recipient goes back to pending (next in line), not to recovery as unknown
-                self.give_back(claim)
-                raise
-            # instrumentation point (bench/sessions.py joins it with the sandbox's arrival
-            # times to measure schedule lag); DEBUG only, no phone number
-            log.debug(
-                "campaign %s batch %s: position %s reserved slot %.6f",
-                c.id,
-                self.batch,
-                claim.position,
-                turn.slot_at,
-            )
-            end = self.send_paced(gateway, claim, message, turn)
-            if end is not None:
-                return end
+        raise self.error
 
-    def defer(self, deferred: PacingDeferred) -> RunResult:
-        """The lane's turn lies beyond this run's budget: end the run and come back for the
-        turn (heartbeat first, and never later than the sweep allows)."""
-        if not self.r.store.heartbeat(self.campaign.id, self.token, lease=self.lease):
-            return self.stopped()
-        delay = min(deferred.wait, self.r.settings.stall_timeout / 2)
-        return self.result(RunEnd.CONTINUE, delay=delay)
 
-    def send_paced(
-        self,
-        gateway: Gateway,
-        claim: ClaimedRecipient,
-        message: OutgoingMessage,
-        turn: Reservation,
-    ) -> RunResult | None:
-        """Send, the gap holding on the wire: right before the send's bytes leave (after any
-        pre-send call and the connect) the turn is re-taken if its grant got stale."""
-        gate = self.r.pacer.gate(
-            self.session, self.campaign.min_interval, turn, self.r.sleep, self.should_stop
-        )
+def _guarded(run: LaneRun) -> RunResult | BaseException:
+    """Run one lane; a session this worker cannot build (a missing token or option) would fail
+    every recipient the same way, so nothing is sent and its lane stops for an operator. Any
+    other error is returned (and ends the other lanes at their next check)."""
+    try:
         try:
-            with paced_sends(gate):
-                return self.send(gateway, claim, message)
-        except RequestNotSent as unsent:
-            self.give_back(claim)  # not one byte left: the recipient is next in line again
-            if not isinstance(unsent.cause, PacingCancelled):
-                raise unsent.cause from unsent
-            # fence lost, or the budget ran out while re-taking: the continuation goes on
-            return self.stopped() if self.fence_lost else self.result(RunEnd.CONTINUE)
-
-    def should_stop(self) -> bool:
-        """Checked while waiting for a send turn: True once the run's time budget is spent
-        or the fence is lost (pause, cancel, takeover, or another run took the lease; found
-        by the heartbeat it stamps, which also renews this run's lease)."""
-        now = self.r.clock()
-        if now >= self.deadline:
-            return True
-        if now - self.last_beat >= self.r.heartbeat_every:
-            self.last_beat = now
-            if not self.r.store.heartbeat(self.campaign.id, self.token, lease=self.lease):
-                self.fence_lost = True
-        return self.fence_lost
-
-    def stopped(self) -> RunResult:
-        log.info(
-            "campaign %s batch %s: fence lost (paused, cancelled, taken over, or its lease "
-            "went to another run); stopping before the next message",
-            self.campaign.id,
-            self.batch,
-        )
-        return self.result(RunEnd.STOPPED)
-
-    def batch_without_pending(self) -> RunResult:
-        """No pending recipient was claimable: the fence is gone, or the batch is done."""
-        if not self.r.store.heartbeat(self.campaign.id, self.token, lease=self.lease):
-            return self.stopped()
-        c = self.campaign
-        delay = self.r.rng.uniform(c.batch_delay_min, c.batch_delay_max)
-        try:
-            result = self.r.store.finish_batch(
-                c.id, self.batch, self.token, delay=delay, lease=self.lease
+            return run.execute()
+        except ConfigurationError as exc:
+            return run.interrupt(
+                f"session {run.session} cannot be used: {exc}; fix it, then resume",
+                StopKind.BLOCKED,
             )
-        except InvalidTransition:
-            # claims of a dead task run of this batch are still open: settle the cut-off ones
-            # (older than any live call could be) and come back shortly
-            settled = self.r.store.settle_cut_off_claims(
-                c.id, self.batch, older_than=self.r.settings.stall_timeout
-            )
-            if settled:
-                log.warning(
-                    "campaign %s batch %s: %s claims cut off by a crash are unknown "
-                    "(positions %s; not resent)",
-                    c.id,
-                    self.batch,
-                    len(settled),
-                    ", ".join(map(str, settled)),
-                )
-            return self.result(RunEnd.CONTINUE, delay=min(5.0, self.r.settings.stall_timeout))
-        if result is None:
-            return self.stopped()
-        if not result.inserted:
-            # another run of this batch wrote its details row: that run hands the chain on
-            log.info(
-                "campaign %s batch %s: already finished by another run; nothing to hand on",
-                c.id,
-                self.batch,
-            )
-            return self.result(RunEnd.STOPPED)
-        counts = result.counts
-        done = c.total_batches if result.completed else self.batch
-        log.info(
-            "campaign %s on %s: batch %s done: sent %s, failed %s, duplicates %s, invalid %s, "
-            "unknown %s; progress %.0f%% (%s/%s batches)",
-            c.id,
-            self.session,
-            self.batch,
-            counts.get(RecipientStatus.SENT, 0),
-            counts.get(RecipientStatus.FAILED, 0),
-            counts.get(RecipientStatus.DUPLICATE, 0),
-            counts.get(RecipientStatus.INVALID, 0),
-            counts.get(RecipientStatus.UNKNOWN, 0),
-            100 * done / max(c.total_batches, 1),
-            done,
-            c.total_batches,
-        )
-        if result.completed:
-            log.info("campaign %s on %s: campaign finished", c.id, self.session)
-            return self.result(RunEnd.COMPLETED)
-        log.info("campaign %s: waiting %.1fs before batch %s", c.id, delay, result.next_batch)
-        return self.result(RunEnd.NEXT_BATCH, next_batch=result.next_batch, delay=delay)
+    except BaseException as exc:  # re-raised by _combine once every lane has ended
+        run.halt.set()
+        return exc
+
+
+def _side_by_side(runs: Sequence[LaneRun]) -> list[RunResult | BaseException]:
+    """Run each lane in a thread of its own and wait for all of them."""
+    results: list[RunResult | BaseException] = [RunResult(RunEnd.CONTINUE, 0, 0)] * len(runs)
+
+    def one(index: int) -> None:
+        results[index] = _guarded(runs[index])
+
+    threads = [
+        threading.Thread(target=one, args=(i,), name=f"lane-{run.session}", daemon=True)
+        for i, run in enumerate(runs)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _combine(
+    runs: Sequence[LaneRun], results: Sequence[RunResult | BaseException], sessions: str
+) -> RunResult:
+    """One run's end from its lanes' ends. An error goes up (every lane gave back what it had
+    not sent); an interruption (the last lane went down) or a lost fence ends the run; a lane
+    that still has work continues the batch, after the shortest wait any lane asked for;
+    else every lane drained or went down, and the batch is finished."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    done = [r for r in results if isinstance(r, RunResult)]
+    sent = sum(r.sent for r in done)
+    first = runs[0]
+    for end in (RunEnd.INTERRUPTED, RunEnd.STOPPED):
+        for r in done:
+            if r.end is end:
+                return RunResult(end, r.campaign_id, r.batch_number, sent=sent, reason=r.reason)
+    going_on = [r for r in done if r.end is RunEnd.CONTINUE]
+    if going_on:
+        delay = min(r.delay for r in going_on)
+        return RunResult(RunEnd.CONTINUE, first.campaign.id, first.batch, sent=sent, delay=delay)
+    return first.finish(sent, sessions)

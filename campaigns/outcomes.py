@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,13 +49,18 @@ T = TypeVar("T")
 
 
 class RunEnd(enum.StrEnum):
-    """Why a task run ended; the task maps each to what it enqueues."""
+    """Why a task run ended; the task maps each to what it enqueues. ``DRAINED`` and
+    ``LANE_DOWN`` end one lane of a run only (the runner turns them into one of the others)."""
 
     NEXT_BATCH = "next_batch"
     CONTINUE = "continue"
     COMPLETED = "completed"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
+    DRAINED = "drained"
+    """Nothing this lane may claim is pending in the batch now."""
+    LANE_DOWN = "lane_down"
+    """This lane's session is down; the campaign's other lanes go on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,10 @@ class RunBase:
         token: str,
         lease: str,
         started: float,
+        *,
+        session: str | None = None,
+        pooled: bool = False,
+        halt: threading.Event | None = None,
     ) -> None:
         self.r = runner
         self.campaign = campaign
@@ -117,7 +127,12 @@ class RunBase:
         self.token = token
         self.lease = lease
         """This run's id: it holds the campaign's run lease (see ``take_run_lease``)."""
-        self.session = campaign.session_name
+        self.session = session or campaign.session_name
+        """The lane's session: this run claims and sends for it only."""
+        self.pooled = pooled
+        """Whether the campaign's other lanes run beside this one (in the same task run)."""
+        self.halt = halt or threading.Event()
+        """Set when a lane of the same run failed: every lane ends at its next check."""
         self.deadline = started + runner.settings.task_time_budget
         self.last_beat = started
         self.fence_lost = False
@@ -136,13 +151,30 @@ class RunBase:
         kind: StopKind = StopKind.DISCONNECTED,
         resume_at: datetime | None = None,
     ) -> RunResult:
-        """Stop the campaign with the kind of the stop, which decides who resumes it: the
-        session watcher (disconnected), the sweep at ``resume_at`` (limited), an operator
-        (blocked)."""
-        self.r.store.mark_interrupted(
-            self.campaign.id, reason, run_token=self.token, kind=kind, resume_at=resume_at
+        """The lane's session is down: take the lane out of the rotation with the kind of the
+        stop, which decides who brings it back: the session watcher (disconnected), the sweep
+        at ``resume_at`` (limited), an operator (blocked). The campaign's other lanes take its
+        recipients; if it was the last lane, the campaign is interrupted with that kind."""
+        stop = self.r.store.mark_lane_down(
+            self.campaign.id,
+            self.session,
+            reason,
+            kind=kind,
+            resume_at=resume_at,
+            run_token=self.token,
         )
         self.r.store.record_session_check(self.session, kind.value, reason)
+        if stop is None:
+            log.warning(
+                "campaign %s: lane %s is down (%s) at batch %s: %s; the other lanes go on",
+                self.campaign.id,
+                self.session,
+                kind.value,
+                self.batch,
+                reason,
+            )
+            return self.result(RunEnd.LANE_DOWN, reason=reason)
+        reason = stop.reason
         log.warning(
             "campaign %s on %s: interrupted (%s) at batch %s: %s",
             self.campaign.id,
@@ -183,6 +215,11 @@ class RunBase:
                 ),
             )
             raise
+        return self.handle(claim, outcome)
+
+    def handle(self, claim: ClaimedRecipient, outcome: SendOutcome) -> RunResult | None:
+        """Act on the gateway's answer for ``claim``: exactly one store write for the claim;
+        a result ends the lane."""
         kind = outcome.kind
         if kind is OutcomeKind.SENT:
             self.record(claim, RecipientStatus.SENT, outcome)

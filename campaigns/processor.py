@@ -83,21 +83,11 @@ class CampaignBatchProcessor:
 
         ``session`` is one session name, or a list of names: a sender pool, one lane per
         session, each at its own pace; with ``sticky`` (the default) a number that a pool
-        session sent to before goes through that session while it is healthy.
-
-        Until the batch task runs one lane per session, a pool of two or more sessions is
-        refused here (nothing is written): the engine would send the whole list through the
-        pool's first session, which is not what the operator asked for. The store keeps and
-        tests pools already (CampaignStateManager.create_campaign, list_lanes, the lane
-        claim); this check goes when the engine's lanes land."""
+        session sent to before goes through that session while it is healthy. The batch task
+        runs one lane per session of the pool in the rotation."""
         names = inputs.session_names(session)
         for name in names:
             self.state.get_session(name)  # an unknown name says so first
-        if len(names) > 1:
-            raise InvalidArgument(
-                f"session: a pool of {len(names)} sessions cannot be sent yet (this release "
-                "sends each campaign through one session); name one session"
-            )
         campaign = self.state.create_campaign(
             numbers,
             message,

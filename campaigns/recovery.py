@@ -107,7 +107,11 @@ class CampaignRecoveryManager:
         if only_from is None:
             self.state.activate_lanes(campaign_id)  # the operator resumes every lane
         elif if_kind is StopKind.LIMITED:
-            self.state.activate_lanes(campaign_id, kind=StopKind.LIMITED, due_only=True)
+            # the campaign's resume_at is its earliest lane's: once it is due, so is a lane;
+            # should none be (the campaign's time was moved), its limited lanes all come back
+            # and a lane still limited is told so by its gateway again
+            if not self.state.activate_lanes(campaign_id, kind=StopKind.LIMITED, due_only=True):
+                self.state.activate_lanes(campaign_id, kind=StopKind.LIMITED)
         elif if_kind is StopKind.DISCONNECTED and session is not None:
             self.state.activate_lanes(campaign_id, session=session, kind=StopKind.DISCONNECTED)
         if only_from is None and campaign.status is CampaignStatus.RUNNING:

@@ -79,13 +79,15 @@ def pooled(store: CampaignStateManager) -> tuple[int, str]:
     return cid, token
 
 
-def test_send__with_two_sessions_is_refused_until_the_engine_runs_lanes(
+def test_send__with_two_sessions_creates_one_campaign_over_both(
     cli: Any, store: CampaignStateManager, numbers: Path
 ) -> None:
-    line = one_error_line(cli("send", str(numbers), "--session", "s1", "-s", "s2", "-m", "Hi"))
+    sent = cli("send", str(numbers), "--session", "s1", "-s", "s2", "-m", "Hi")
 
-    assert "a pool of 2 sessions cannot be sent yet" in line
-    assert store.list_campaigns() == []
+    assert sent.exit_code == 0, sent.output
+    [campaign] = store.list_campaigns()
+    assert campaign.sessions == ("s1", "s2") and campaign.total_numbers == len(NUMBERS)
+    assert [lane.session_name for lane in store.list_lanes(campaign.id)] == ["s1", "s2"]
 
 
 @pytest.mark.parametrize(

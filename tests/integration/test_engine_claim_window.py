@@ -54,17 +54,17 @@ def after_first_claim(
     store: CampaignStateManager, monkeypatch: pytest.MonkeyPatch, fault: Callable[[], None]
 ) -> None:
     """Run ``fault`` right after the store hands out its first claim."""
-    claim = store.claim_recipient
+    claim = store.claim_for_lane
     done: list[bool] = []
 
-    def claiming(*args: Any) -> ClaimedRecipient | None:
-        claimed = claim(*args)
+    def claiming(*args: Any, **kwargs: Any) -> ClaimedRecipient | None:
+        claimed = claim(*args, **kwargs)
         if claimed is not None and not done:
             done.append(True)
             fault()
         return claimed
 
-    monkeypatch.setattr(store, "claim_recipient", claiming)
+    monkeypatch.setattr(store, "claim_for_lane", claiming)
 
 
 def assert_first_back_to_pending(store: CampaignStateManager, campaign_id: int) -> None:

@@ -43,7 +43,7 @@ def redis_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from campaigns.local.embedded import EmbeddedRedis
+    from campaigns.local.redis import EmbeddedRedis
 
     server = EmbeddedRedis(ROOT / ".data" / f"test-redis-stops-{uuid.uuid4().hex[:6]}")
     server.start()

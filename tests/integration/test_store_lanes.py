@@ -108,21 +108,20 @@ def test_a_one_session_campaign__is_a_pool_of_one(
     assert (lane.session_name, lane.state) == (console_session, LaneState.ACTIVE)
 
 
-def test_process_large_campaign_array__refuses_a_pool_until_the_engine_runs_lanes(
+def test_process_large_campaign_array__takes_a_pool_and_enqueues_its_first_batch(
     store: CampaignStateManager, pool: list[str], sql: Engine
 ) -> None:
-    # the batch task still sends through one session: a pool would silently go out through
-    # its first session, so the public entry point refuses it and writes nothing
     enqueued: list[tuple[Any, ...]] = []
     processor = CampaignBatchProcessor(6, 0, 0, 0, 0, enqueue=lambda *a: enqueued.append(a))
     processor.set_state_manager(store)
 
-    with pytest.raises(InvalidArgument, match="a pool of 2 sessions cannot be sent yet"):
-        processor.process_large_campaign_array(NUMBERS, "Hi", ["s2", "s1"])
     with pytest.raises(InvalidArgument, match="names session 's2' twice"):
         processor.process_large_campaign_array(NUMBERS, "Hi", ["s2", "s2"])
-    cid = processor.process_large_campaign_array(NUMBERS, "Hi", ["s1"])
-    assert store.get_campaign(cid).sessions == ("s1",)
+    assert _rows(sql, "campaign_batch_state") == 0 and enqueued == []
+    cid = processor.process_large_campaign_array(NUMBERS, "Hi", ["s2", "s1"])
+
+    assert store.get_campaign(cid).sessions == ("s2", "s1")
+    assert [lane.session_name for lane in store.list_lanes(cid)] == ["s2", "s1"]
     assert _rows(sql, "campaign_batch_state") == 1 and [c[0] for c in enqueued] == [cid]
 
 
