@@ -79,11 +79,13 @@ def bare_loop(
     campaign_id: int,
     count: int,
     before_close: Callable[[], object] = lambda: None,
+    gateway: Gateway | None = None,
 ) -> float:
     """Send positions 1..count of a campaign in one plain loop; returns the seconds taken.
-    ``before_close`` runs while the connection (and its server process) is still open."""
+    ``before_close`` runs while the connection (and its server process) is still open.
+    ``gateway``: the adapter to send through (default a WAHA one for ``session``); closed."""
     conn = psycopg2.connect(dsn(database_url))
-    gateway = waha_gateway(session, base_url, token)
+    gateway = gateway or waha_gateway(session, base_url, token)
     try:
         started = time.perf_counter()
         for position in range(1, count + 1):
