@@ -2,7 +2,7 @@
 to docs/benchmarks.md with the machine's facts.
 
 Options: ``--only NAME...`` (loading, overhead, sessions, scaling, memory, recovery, fidelity,
-cloud-rate),
+cloud-rate, pool),
 ``--quick`` (tiny sizes: checks the code works, the figures mean nothing), ``--out PATH``.
 """
 
@@ -18,7 +18,17 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import cloud_rate, fidelity, loading, memory, overhead, recovery, scaling, sessions
+from bench import (
+    cloud_rate,
+    fidelity,
+    loading,
+    memory,
+    overhead,
+    pool,
+    recovery,
+    scaling,
+    sessions,
+)
 from bench.harness import HEADER, Bench, Row, failed_row, machine_facts
 
 BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
@@ -30,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     recovery.NAME: recovery.run,
     fidelity.NAME: fidelity.run,
     cloud_rate.NAME: cloud_rate.run,
+    pool.NAME: pool.run,
 }
 
 

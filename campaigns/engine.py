@@ -76,6 +76,8 @@ log = logging.getLogger("campaigns.engine")
 
 LEASE_POLL_S = 1.0
 """How often a run that found the campaign's lease held asks again while it waits it out."""
+LANE_JOIN_POLL_S = 1.0
+"""How often a pooled run looks for lanes put back in the rotation while its lanes send."""
 
 
 class BatchRunner:
@@ -138,15 +140,71 @@ class BatchRunner:
             log.warning("campaign %s: interrupted (%s): %s", campaign.id, stop.kind, stop.reason)
             return RunResult(RunEnd.INTERRUPTED, campaign.id, batch, reason=stop.reason)
         halt = threading.Event()
-        pooled = len(sessions) > 1
-        runs = [
-            self._lane(campaign, batch, token, lease, started, s, pooled, halt) for s in sessions
-        ]
-        if not pooled:
-            results = [_guarded(runs[0])]
-        else:
-            results = _side_by_side(runs)
-        return _combine(runs, results, ", ".join(sessions))
+        if len(campaign.sessions) == 1:
+            run = self._lane(campaign, batch, token, lease, started, sessions[0], False, halt)
+            return _combine([run], [_guarded(run)], sessions[0])
+
+        def make(session: str) -> LaneRun:
+            return self._lane(campaign, batch, token, lease, started, session, True, halt)
+
+        runs, results = self._side_by_side(campaign.id, token, sessions, make, halt, started)
+        return _combine(runs, results, ", ".join(campaign.sessions))
+
+    def _side_by_side(
+        self,
+        campaign_id: int,
+        token: str,
+        sessions: Sequence[str],
+        make: Callable[[str], LaneRun],
+        halt: threading.Event,
+        started: float,
+    ) -> tuple[list[LaneRun], list[RunResult | BaseException]]:
+        """Run each lane in a thread of its own until all have ended. While they run, a lane
+        put back in the rotation (its session reconnected, its limit ended) joins this run
+        within LANE_JOIN_POLL_S instead of waiting for the chain's next run."""
+        runs: list[LaneRun] = []
+        results: list[RunResult | BaseException] = []
+        threads: dict[str, threading.Thread] = {}
+        drained: set[str] = set()
+        lock = threading.Lock()
+
+        def start(session: str) -> None:
+            run = make(session)
+
+            def one() -> None:
+                result = _guarded(run)
+                with lock:
+                    results.append(result)
+                    if isinstance(result, RunResult) and result.end is RunEnd.DRAINED:
+                        drained.add(session)
+
+            runs.append(run)
+            threads[session] = threading.Thread(target=one, name=f"lane-{session}", daemon=True)
+            threads[session].start()
+
+        for session in sessions:
+            start(session)
+        deadline = started + self.settings.task_time_budget
+        while alive := [t for t in threads.values() if t.is_alive()]:
+            alive[0].join(timeout=LANE_JOIN_POLL_S)
+            if halt.is_set() or self.clock() >= deadline:
+                continue
+            try:
+                active = self.store.lanes_to_run(campaign_id, token)
+            except StoreUnavailable:
+                continue  # the lanes find the outage themselves
+            with lock:
+                idle = [
+                    s for s in active
+                    if s not in drained and not (s in threads and threads[s].is_alive())
+                ]  # fmt: skip
+            if idle and any(t.is_alive() for t in threads.values()):
+                for session in idle:
+                    log.info("campaign %s: lane %s joins the running batch", campaign_id, session)
+                    start(session)
+        for thread in threads.values():
+            thread.join()
+        return runs, results
 
     def _lane(
         self,
@@ -252,24 +310,6 @@ def _guarded(run: LaneRun) -> RunResult | BaseException:
     except BaseException as exc:  # re-raised by _combine once every lane has ended
         run.halt.set()
         return exc
-
-
-def _side_by_side(runs: Sequence[LaneRun]) -> list[RunResult | BaseException]:
-    """Run each lane in a thread of its own and wait for all of them."""
-    results: list[RunResult | BaseException] = [RunResult(RunEnd.CONTINUE, 0, 0)] * len(runs)
-
-    def one(index: int) -> None:
-        results[index] = _guarded(runs[index])
-
-    threads = [
-        threading.Thread(target=one, args=(i,), name=f"lane-{run.session}", daemon=True)
-        for i, run in enumerate(runs)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def _combine(

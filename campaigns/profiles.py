@@ -29,9 +29,11 @@ DEFAULT_RATE = 80.0
 """Meta's default Cloud API throughput per business phone number (messages per second)."""
 MAX_RATE = 1000.0
 """Meta's highest throughput tier per number; a higher setting could only be answered 130429."""
-DEFAULT_IN_FLIGHT = 16
-"""Outstanding requests of a rate session: at a 250 ms round trip, 16 carry 64 messages/s per
-lane; a pool of lanes or a larger in_flight reaches 80."""
+DEFAULT_IN_FLIGHT = 32
+"""Outstanding requests of a rate session. A lane sends at most in_flight / round trip
+messages per second (Little's law): Meta's 80/s at a 250 ms round trip needs 20 outstanding,
+so 16 would cap a lane at 64/s; 32 leaves room for slower answers while the bucket keeps the
+rate. A crash may leave up to in_flight recipients unknown."""
 MAX_IN_FLIGHT = 256
 
 

@@ -105,6 +105,9 @@ class Settings:
     cleanup_days: float = 30.0
     """Beat deletes completed campaigns finished longer ago than this, with their ledger."""
     cleanup_interval: float = 86_400.0
+    pacing_guard: float = 0.05
+    """Seconds added to a campaign's min_interval on every grant (PACING_GUARD_S): the jitter
+    between a grant and the request leaving. Lowered only for time-scaled rehearsals."""
 
     @property
     def pacing_redis_url(self) -> str | None:
@@ -156,6 +159,7 @@ class Settings:
             stuck_report_interval=_positive(env, "STUCK_REPORT_INTERVAL", 3600.0),
             cleanup_days=_positive(env, "CLEANUP_DAYS", 30.0, unit="days", maximum=MAX_DAYS),
             cleanup_interval=_positive(env, "CLEANUP_INTERVAL", 86_400.0),
+            pacing_guard=_positive(env, "PACING_GUARD", 0.05, zero_ok=True, maximum=5.0),
         )
         call = settings.gateway_connect_timeout + settings.gateway_read_timeout
         if settings.stall_timeout <= call:

@@ -29,7 +29,7 @@ from rich.console import Console
 
 from campaigns.cli.app import EXIT_ERROR, EXIT_INTERRUPTED, app
 from campaigns.cli.common import emit_json
-from campaigns.cli.demo_story import SESSION, DemoRun, print_summary, story, summarize
+from campaigns.cli.demo_story import POOL, SESSION, DemoRun, print_summary, story, summarize
 from campaigns.cli.watch import follow_with_progress
 from campaigns.dispatch import TaskSender
 from campaigns.domain import CampaignStatus, RecipientStatus
@@ -177,18 +177,19 @@ def _child_env(settings: Settings, data_dir: Path, token: str) -> dict[str, str]
 
 
 def _fresh_session(store: CampaignStateManager, base_url: str) -> None:
-    """(Re)create the demo's session, cancelling what an earlier, killed demo left running."""
+    """(Re)create the demo's pool, cancelling what an earlier, killed demo left running."""
     for campaign in store.list_campaigns(session=SESSION, limit=1000):
         if not campaign.status.finished:
             try:
                 store.cancel(campaign.id, "superseded by a new demo run")
             except InvalidTransition:
                 pass
-    try:
-        store.remove_session(SESSION)
-    except CampaignError:
-        pass  # there was none
-    store.add_session(SESSION, "waha", base_url, token_env=TOKEN_ENV)
+    for name in POOL:
+        try:
+            store.remove_session(name)
+        except CampaignError:
+            pass  # there was none
+        store.add_session(name, "waha", base_url, token_env=TOKEN_ENV)
 
 
 class Demo:
@@ -226,7 +227,10 @@ class Demo:
         stack.start_worker(concurrency=4)
         self.say(f"worker and beat running; their logs are in {run_dir / 'logs'}")
         _fresh_session(store, sandbox_url)
-        self.say(f"session {SESSION} added: waha at {sandbox_url}, token from ${TOKEN_ENV}")
+        self.say(
+            f"sessions {' and '.join(POOL)} added: waha at {sandbox_url}, token from "
+            f"${TOKEN_ENV}; the campaign goes out over both (a sender pool)"
+        )
 
         numbers_file = run_dir / "numbers.txt"
         numbers_file.write_text("\n".join(generate_numbers(self.numbers)) + "\n", "utf-8")
@@ -235,7 +239,7 @@ class Demo:
         processor.set_state_manager(store)
         started = time.monotonic()
         self.run.campaign_id = cid = processor.process_large_campaign_array(
-            numbers_file, "Hello from the Campaign Continuity demo!", SESSION
+            numbers_file, "Hello from the Campaign Continuity demo!", list(POOL)
         )
         first = store.snapshot(cid)
         counts = first.counts
@@ -286,7 +290,8 @@ class Demo:
             if not self.keep_data and cid is not None:
                 try:
                     store.delete_campaign(cid)
-                    store.remove_session(SESSION)
+                    for name in POOL:
+                        store.remove_session(name)
                 except CampaignError:
                     pass
             store.dispose()

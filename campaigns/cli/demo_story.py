@@ -1,9 +1,12 @@
-"""What ``campaigns demo`` tells: the session drop and the recovery as they happen, and the
-summary at the end, checked against the sandbox's own record. :mod:`campaigns.cli.demo` runs
-the servers and processes behind it."""
+"""What ``campaigns demo`` tells: a campaign over a pool of two sessions; one of them drops and
+its lane leaves the rotation while the other sends on, then comes back; later both drop, the
+campaign is interrupted and resumes on reconnect — all narrated as it happens, and the summary
+at the end checked against the sandbox's own record. :mod:`campaigns.cli.demo` runs the servers
+and processes behind it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,14 +15,20 @@ from rich.console import Console
 from rich.table import Table
 
 from campaigns.cli.common import duration
-from campaigns.domain import CampaignStatus, RecipientStatus, StatusSnapshot
+from campaigns.domain import CampaignStatus, LaneState, RecipientStatus, StatusSnapshot
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.store import CampaignStateManager
 
 SESSION = "demo-sandbox"
+SECOND = "demo-sandbox-2"
+POOL = (SESSION, SECOND)
+"""The demo's sender pool: one campaign spread over both sessions."""
+LANE_DROP_SECONDS = 3.0
+LANE_DROP_AT = 0.2
+"""Share of the valid numbers sent when the demo drops the pool's second session alone."""
 DROP_SECONDS = 5.0
-DROP_AT = 0.4
-"""Share of the valid numbers sent when the demo drops the session."""
+DROP_AT = 0.55
+"""Share of the valid numbers sent when the demo drops every session of the pool."""
 
 
 @dataclass
@@ -28,6 +37,7 @@ class DemoRun:
 
     campaign_id: int | None = None
     valid: int = 0
+    lane_dropped_at: int | None = None
     dropped_at: int | None = None
     interrupted: bool = False
     reconnected: bool = False
@@ -38,18 +48,32 @@ class DemoRun:
 def story(
     run: DemoRun, store: CampaignStateManager, control: SandboxControl
 ) -> Callable[[StatusSnapshot, Callable[[str], None]], None]:
-    """Each tick of the progress bar: drop the session once enough is sent, then narrate the
-    interruption, the reconnection and the resume as they happen."""
+    """Each tick of the progress bar: drop the pool's second session once enough is sent (its
+    lane leaves the rotation, the first sends on; the follower narrates the lane), later drop
+    both, then narrate the interruption, the reconnection and the resume as they happen."""
 
     def tick(snapshot: StatusSnapshot, say: Callable[[str], None]) -> None:
         c = snapshot.campaign
         sent = snapshot.counts.get(RecipientStatus.SENT, 0)
-        if run.dropped_at is None and sent >= DROP_AT * run.valid:
-            control.drop(SESSION, seconds=DROP_SECONDS)
+        if run.lane_dropped_at is None and sent >= LANE_DROP_AT * run.valid:
+            control.drop(SECOND, seconds=LANE_DROP_SECONDS)
+            run.lane_dropped_at = sent
+            say(
+                f"WhatsApp session {SECOND} dropped after {sent} messages (the sandbox "
+                f"disconnects it for {LANE_DROP_SECONDS:.0f}s); {SESSION} sends on ..."
+            )
+            return
+        if (
+            run.dropped_at is None
+            and sent >= DROP_AT * run.valid
+            and _lane_active(store, c.id, SECOND)  # the pool is whole again first
+        ):
+            for name in POOL:
+                control.drop(name, seconds=DROP_SECONDS)
             run.dropped_at = sent
             say(
-                f"WhatsApp session {SESSION} dropped after {sent} messages (the sandbox "
-                f"disconnects it for {DROP_SECONDS:.0f}s) ..."
+                f"WhatsApp session {SESSION} dropped after {sent} messages, and {SECOND} with "
+                f"it (the sandbox disconnects both for {DROP_SECONDS:.0f}s) ..."
             )
             return
         if c.status is CampaignStatus.INTERRUPTED:
@@ -81,10 +105,23 @@ def summarize(
         "resumed_from": None
         if run.resumed_from is None
         else {"batch": run.resumed_from[0], "position": run.resumed_from[1]},
-        "sandbox_messages": record.count(SESSION),
-        "sandbox_duplicates": len(record.duplicates(SESSION)),
+        "sandbox_messages": sum(record.count(name) for name in POOL),
+        "sandbox_duplicates": _pool_duplicates(record),
+        "sent_per_session": {name: record.count(name) for name in POOL},
         "sandbox_record": str(record.path),
     }
+
+
+def _lane_active(store: CampaignStateManager, campaign_id: int, session: str) -> bool:
+    lane = store.get_lane(campaign_id, session)
+    return lane is not None and lane.state is LaneState.ACTIVE
+
+
+def _pool_duplicates(record: SandboxRecord) -> int:
+    """Numbers the sandbox accepted more than once over the whole pool (on one session or
+    on two: either would be a person messaged twice)."""
+    seen = Counter(m.e164 for name in POOL for m in record.messages(session=name))
+    return sum(1 for times in seen.values() if times > 1)
 
 
 def print_summary(out: Console, summary: dict[str, Any]) -> None:
@@ -108,6 +145,8 @@ def print_summary(out: Console, summary: dict[str, Any]) -> None:
     )
     for label, key in rows:
         table.add_row(label, str(summary[key]))
+    for name, count in summary["sent_per_session"].items():
+        table.add_row(f"accepted from {name}", str(count))
     table.add_row("duration", duration(summary["duration_seconds"]))
     resumed = summary["resumed_from"]
     if resumed:

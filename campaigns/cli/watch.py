@@ -21,7 +21,7 @@ from campaigns.cli.common import (
     settled,
     snapshot_data,
 )
-from campaigns.domain import CampaignStatus, RecipientStatus, StatusSnapshot
+from campaigns.domain import CampaignStatus, LaneState, RecipientStatus, StatusSnapshot
 from campaigns.store import CampaignStateManager
 
 
@@ -42,17 +42,37 @@ class Follower:
         """Called with (batch, recipient position) when the campaign is seen resuming."""
         self.status: CampaignStatus | None = None
         self.changes = 0
+        self.lanes: dict[str, LaneState] = {}
 
     def poll(self) -> StatusSnapshot:
-        """Read the campaign; narrate a status change since the last poll."""
+        """Read the campaign; narrate a status change since the last poll, and in a pool
+        each lane that left the rotation or came back while the campaign runs."""
         snapshot = self.store.snapshot(self.campaign_id)
         status = snapshot.campaign.status
-        if status is not self.status:
+        changed = status is not self.status
+        if changed:
             previous, self.status = self.status, status
             if previous is not None:
                 self.changes += 1
                 self._narrate(previous, snapshot)
+        if len(snapshot.campaign.sessions) > 1:
+            self._narrate_lanes(status, quiet=changed)
         return snapshot
+
+    def _narrate_lanes(self, status: CampaignStatus, *, quiet: bool) -> None:
+        for lane in self.store.list_lanes(self.campaign_id):
+            before = self.lanes.get(lane.session_name)
+            self.lanes[lane.session_name] = lane.state
+            if before in (None, lane.state) or quiet or status is not CampaignStatus.RUNNING:
+                continue  # the campaign's own stop and resume say it for every lane
+            if lane.state is LaneState.DOWN:
+                kind = lane.stop_kind.value if lane.stop_kind else "down"
+                self.say(
+                    f"lane {lane.session_name} left the rotation ({kind}: "
+                    f"{lane.reason or 'no reason given'}); the other lanes take its recipients"
+                )
+            else:
+                self.say(f"lane {lane.session_name} is back in the rotation")
 
     def _narrate(self, previous: CampaignStatus, snapshot: StatusSnapshot) -> None:
         c = snapshot.campaign

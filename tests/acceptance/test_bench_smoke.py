@@ -23,6 +23,8 @@ EXPECTED = {
     "memory flatness": 1,
     "recovery latency": 4,
     "pacing fidelity": 2,
+    "cloud api rate": 3,
+    "sender pool": 2,
 }
 
 

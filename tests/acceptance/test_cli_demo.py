@@ -81,14 +81,25 @@ def test_demo__completes_with_a_recovery_and_no_duplicate_in_the_sandbox_record(
     assert summary["sent"] == 146 and summary["failed"] == 0 and summary["unknown"] == 0
     assert summary["interrupted"] is True and summary["resumed_from"]["batch"] >= 1
     for line in (
+        "sessions demo-sandbox and demo-sandbox-2 added",
+        "WhatsApp session demo-sandbox-2 dropped",
+        "lane demo-sandbox-2 left the rotation (disconnected",
         "WhatsApp session demo-sandbox dropped",
-        "interrupted: ",
+        "interrupted: every session of the pool is down",
         "session demo-sandbox reconnected",
         "resumed from batch",
     ):
         assert line in story, story
-    assert story.index("dropped") < story.index("interrupted: ") < story.index("reconnected")
+    # one lane down first, the campaign sending on; then the whole pool, and the recovery
+    assert story.index("left the rotation") < story.index("WhatsApp session demo-sandbox ")
+    assert story.index("WhatsApp session demo-sandbox ") < story.index("interrupted: ")
+    assert story.index("interrupted: ") < story.index("reconnected")
     assert story.index("reconnected") < story.index("resumed from batch")
+    # both sessions sent, and the ledger's stamp agrees with the sandbox
+    per_session = summary["sent_per_session"]
+    assert set(per_session) == {"demo-sandbox", "demo-sandbox-2"}
+    assert all(count > 0 for count in per_session.values())
+    assert sum(per_session.values()) == 146
 
     record = SandboxRecord(summary["sandbox_record"])
     assert record.path.exists()

@@ -72,7 +72,7 @@ def test_sessions_list__shows_each_profile_with_the_defaults_per_kind(
 
     listed = {s["name"]: s["pacing"] for s in as_json(cli("sessions", "list", "--json"))}
     assert {name: p["description"] for name, p in listed.items()} == {
-        "cloud": "rate 80/s, 16 in flight",
+        "cloud": "rate 80/s, 32 in flight",  # 80/s at a 250 ms round trip needs 20
         "evo": "human",
         "local": "human",
         "slow-cloud": "human",
@@ -83,7 +83,7 @@ def test_sessions_list__shows_each_profile_with_the_defaults_per_kind(
                               "description": "human"}
     table = cli("sessions", "list")
     assert table.exit_code == 0
-    assert "pacing" in table.stdout and "rate 80/s, 16 in flight" in table.stdout
+    assert "pacing" in table.stdout and "rate 80/s, 32 in flight" in table.stdout
     assert "rate 2/s, 1 in flight" in table.stdout
 
 
