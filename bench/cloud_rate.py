@@ -1,11 +1,11 @@
 """Cloud API at its real throughput (issue 10).
 
-Row 1: one Cloud API session with the ``rate`` profile (80 messages/s, 32 in flight, the default), the
-sandbox answering every Cloud API request in 250 ms and enforcing Meta's 80 messages/s per
-number (130429 past it). Messages/s the sandbox accepted over a steady window, against the
-target 0.95 × 80. The 130429 answers are counted from the sandbox's record: a rate lane that
-overshoots shows there, not as a faster row. (Before rate lanes: 3.9 messages/s, one answer
-awaited before each claim.)
+Row 1: one Cloud API session with the ``rate`` profile (80 messages/s, 32 in flight, the
+default), the sandbox answering every Cloud API request in 250 ms and enforcing Meta's 80
+messages/s per number (130429 past it). Messages/s the sandbox accepted over a steady window,
+against the target 0.95 × 80. The 130429 answers are counted from the sandbox's record: a rate
+lane that overshoots shows there, not as a faster row. (Before rate lanes: 3.9 messages/s, one
+answer awaited before each claim.)
 
 Rows 2 and 3: the same session at ``rate`` 1,000 and no latency, against the bare durable loop
 (bench/baselines.py: claim, POST, record, one thread) through the same Cloud API adapter and

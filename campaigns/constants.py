@@ -41,3 +41,8 @@ pace when the head leaves early: the turn it gives back is taken within this."""
 PACING_MIN_POLL_S = 0.001
 """Shortest sleep between two asks that were not granted. Guards Redis against a busy loop of
 waiters on a session without interval (they only wait while another waiter is head)."""
+
+RATE_MARGIN = 0.02
+"""A ``rate`` session's slots are spaced this much wider than 1 / rate: sends leave evenly
+spaced, so this is the jitter on the wire (about 20 ms at any rate) that can never put rate + 1
+sends into one second at the gateway (Meta counts the throughput per second)."""

@@ -12,8 +12,8 @@
 --     due     The turn time of the current head of the queue: call + the head's random gap,
 --     due_by  fixed once for that head (due_by) so that its continuation after a deferral, or
 --             its next poll, meets the same turn. Cleared by every grant.
---     tokens  ``rate`` profiles: the token bucket (tokens left at ``ts``; refilled at ``rate``
---     ts      per second up to ``burst``, both passed by the caller).
+--     next    ``rate`` profiles: the earliest time the session's next send may leave; slots are
+--             1/rate apart and booked at most ``burst`` slots ahead (both passed by the caller).
 --     run     The run_id of the Redis server that wrote this state (INFO server).
 --     epoch   Incremented by every grant; returned to the workers, which remember the highest
 --             they saw per session.
@@ -50,7 +50,7 @@
 -- <floor> (seconds since the epoch, '0' when unknown). Then call = max(now, floor): a send may
 -- be in flight that PostgreSQL has not recorded yet, so the next grant waits a full interval
 -- from now, or from PostgreSQL's last send when its clock runs ahead (capped at SKEW_CAP_S).
--- The bucket restarts empty and any due is dropped.
+-- The rate schedule restarts a full slot after 'call' and any due is dropped.
 --
 -- CALL: EVALSHA <sha> 4 <keys...> <op> <ttl_s> <known_epoch> <floor|''> <op args...>
 --   turn    <member> <gap_s> <spacing_s> <lease_s> <handoff_s> <budget_s|''> <arrival|''>
@@ -63,7 +63,8 @@
 --           still the last grant: call moves to now and the send goes (the late request
 --           keeps the gap to the previous send and pushes the next one out)
 --   hold    <seconds>                               -> {hold_until}
---   rate    <n> <rate_per_s> <burst>                -> {granted_tokens, wait, now, epoch}
+--   rate    <n> <rate_per_s> <burst>       -> {granted, wait, now, epoch, first, spacing}
+--           granted slots (0 to n) at first + i * spacing; 0: ask again after wait
 --   Any op but hold and leave may answer {'rebuild'} (see OLDER COPIES).
 --
 -- All times are Redis TIME: worker clocks may disagree, this server's clock is the only one.
@@ -148,9 +149,8 @@ if redis.call('HGET', state, 'run') ~= server or get('call') == nil or epoch < k
   end
   local call = math.max(now, math.min(tonumber(floor) or 0, now + SKEW_CAP_S))
   epoch = math.max(epoch, known) + 1
-  redis.call('HSET', state, 'call', fmt(call), 'run', server, 'epoch', epoch,
-             'tokens', '0', 'ts', fmt(now))
-  redis.call('HDEL', state, 'due', 'due_by')
+  redis.call('HSET', state, 'call', fmt(call), 'run', server, 'epoch', epoch)
+  redis.call('HDEL', state, 'due', 'due_by', 'next')
 end
 
 local call = get('call')
@@ -179,21 +179,26 @@ if op == 'retake' then
 end
 
 if op == 'rate' then
+  -- A virtual schedule (GCRA): 'next' is the earliest moment the session's next send may
+  -- leave; slots are 1/rate apart and may be booked at most burst slots ahead of now. The
+  -- caller sends slot i at first + i * spacing, so sends leave evenly spaced: never more than
+  -- rate in any one-second window (a bucket's burst would put burst + rate there).
   local n, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-  local ts = math.min(get('ts') or now, now)
-  local tokens = math.min(burst, (get('tokens') or 0) + (now - ts) * rate)
-  local take = math.min(n, math.floor(tokens))
-  if now < hold or take < 1 then
-    redis.call('HSET', state, 'tokens', string.format('%.9f', tokens), 'ts', fmt(now))
-    keep_until(math.max(hold, now))
-    local wait = math.max(hold - now, (1 - tokens) / rate)
-    return {0, fmt(wait), fmt(now), epoch}
+  local spacing = 1 / rate
+  local horizon = burst * spacing
+  -- a lost state has no 'next': the first slot is a full spacing after the rebuilt 'call'
+  local first = math.max(get('next') or (call + spacing), now, hold)
+  local room = math.floor((now + horizon - first) / spacing + 0.000001)
+  local take = math.min(n, room)
+  if take < 1 then
+    keep_until(math.max(hold, first))
+    local wait = math.max(first + spacing - horizon - now, 0.0005)
+    return {0, fmt(wait), fmt(now), epoch, fmt(first), fmt(spacing)}
   end
-  redis.call('HSET', state, 'tokens', string.format('%.9f', tokens - take), 'ts', fmt(now),
-             'call', fmt(now))
+  redis.call('HSET', state, 'next', fmt(first + take * spacing), 'call', fmt(now))
   epoch = redis.call('HINCRBY', state, 'epoch', 1)
-  keep_until(math.max(hold, now))
-  return {take, fmt(0), fmt(now), epoch}
+  keep_until(math.max(hold, first + take * spacing))
+  return {take, fmt(0), fmt(now), epoch, fmt(first), fmt(spacing)}
 end
 
 if op ~= 'turn' then

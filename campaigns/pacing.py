@@ -14,8 +14,10 @@ the rebuild of lost or older state; :mod:`campaigns.pacing_redis` runs it), on t
   ``guard`` of its grant. :meth:`SessionPacer.refresh` (and :class:`SendGate`, run by the HTTP
   client right before the paced request's bytes go out) re-takes a grant older than
   ``guard / 2``: moved to now if it is still the last one, else queued before every waiter.
-- **``rate``**: a token bucket per session (:meth:`SessionPacer.acquire_rate`); a campaign's
-  own intervals pace its lane on a key of its own: they slow the lane, never the session.
+- **``rate``**: evenly spaced send slots per session, booked a few ahead
+  (:meth:`SessionPacer.acquire_rate`; never more than ``rate`` sends in one second); a
+  campaign's own intervals pace its lane on a key of its own: they slow the lane, never the
+  session.
 - **Lost or older state**: rebuilt from the session's last send in PostgreSQL and now,
   whichever is later; a send may be in flight, so the first grant waits a full interval (a
   fresh session too). **Redis unreachable**: :class:`PacingUnavailable`; nothing is sent.
@@ -43,6 +45,7 @@ from campaigns.constants import (
     PACING_NEXT_POLL_S,
     PACING_STATE_TTL_S,
     PACING_STOP_POLL_S,
+    RATE_MARGIN,
 )
 from campaigns.errors import CampaignError
 from campaigns.pacing_redis import PacingScript
@@ -89,14 +92,22 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class RateGrant:
-    """The answer of one token bucket request."""
+    """The answer of one rate request: ``tokens`` send slots, ``spacing`` apart from ``first``
+    (the Redis clock), each to be sent no earlier than its slot."""
 
     tokens: int
-    """Tokens granted now (0 to n): that many messages may be sent."""
+    """Slots granted (0 to n): that many messages may be sent, one per slot."""
     wait: float
-    """With no token granted: seconds until the next one."""
+    """With no slot granted: seconds until there is one."""
     at: float
     """The Redis clock when the script decided."""
+    first: float = 0.0
+    """When the first slot's send may leave (Redis clock; ``at`` or later)."""
+    spacing: float = 0.0
+
+    def delay(self, index: int) -> float:
+        """Seconds from the decision until slot ``index`` (0-based) may leave."""
+        return max(0.0, self.first + index * self.spacing - self.at)
 
 
 class SessionPacer:
@@ -223,16 +234,20 @@ class SessionPacer:
     # ------------------------------------------------------------------ rate profile
 
     def acquire_rate(self, session: str, profile: PacingProfile, n: int = 1) -> RateGrant:
-        """Take up to ``n`` tokens of a ``rate`` session's bucket (``profile.rate`` per second,
-        at most ``profile.burst`` at once); never blocks. ``tokens`` 0 means: wait ``wait``
-        seconds and ask again. The hold (throttling) stops the bucket too."""
+        """Book up to ``n`` send slots of a ``rate`` session (``profile.rate`` per second, less
+        RATE_MARGIN, evenly spaced, at most ``profile.burst`` slots ahead); never blocks.
+        ``tokens`` 0 means: wait ``wait`` seconds and ask again. The hold (throttling) moves
+        the slots past it."""
         if not profile.is_rate:
             raise ValueError("acquire_rate needs a rate profile")
         if n < 1:
             raise ValueError("n must be >= 1")
-        args = [str(n), f"{profile.rate:.6f}", str(profile.burst)]
-        granted, wait, at, _ = self._redis.run(session, session, "rate", args)
-        return RateGrant(int(granted), float(wait), float(at))
+        rate = profile.rate * (1 - RATE_MARGIN)
+        args = [str(n), f"{rate:.6f}", str(profile.burst)]
+        granted, wait, at, _, first, spacing = self._redis.run(session, session, "rate", args)
+        return RateGrant(
+            int(granted), float(wait), float(at), float(first), float(spacing)
+        )
 
     def wait_for_rate(
         self,
@@ -244,8 +259,9 @@ class SessionPacer:
         *,
         budget: float | None = None,
     ) -> RateGrant:
-        """Take between 1 and ``n`` tokens, sleeping until there are (cancellable like
-        :meth:`wait_for_turn`; :class:`PacingDeferred` when a hold outlasts ``budget``)."""
+        """Book between 1 and ``n`` slots, sleeping until there are (cancellable like
+        :meth:`wait_for_turn`; :class:`PacingDeferred` when a hold outlasts ``budget``). The
+        caller sends slot i no earlier than ``grant.delay(i)`` after the call returned."""
         waited = 0.0
         while True:
             if stop is not None and stop():
@@ -286,6 +302,7 @@ class SessionPacer:
             lane_turn = self._queue(scope, session, lane, gap, spacing, budget, sleep, stop)
         left = None if budget is None else budget - (time.monotonic() - started)
         grant = self.wait_for_rate(session, profile, 1, sleep, stop, budget=left)
+        _sleep(grant.delay(0), sleep, stop)  # the slot may lie a little ahead
         return Reservation(
             slot_at=lane_turn.slot_at if lane_turn else grant.at,
             wait=time.monotonic() - started,

@@ -2,9 +2,10 @@
 
 The one-at-a-time loop waits for each answer before the next claim, so a Cloud API number
 answering in 250 ms sends 4 messages/s of the 80 it may. This lane keeps ``in_flight`` sends
-outstanding: it takes as many tokens as it has free slots (``SessionPacer.wait_for_rate``),
-claims that many recipients in one statement (``claim_several_for_lane``, in input order), and
-hands each to a thread of its own pool, which calls the gateway and records the outcome.
+outstanding: it books as many of the session's send slots as it has free threads
+(``SessionPacer.wait_for_rate``: slots 1 / rate apart, a few ahead), claims that many
+recipients in one statement (``claim_several_for_lane``, in input order), and hands each to a
+thread of its own pool, which waits for its slot, calls the gateway and records the outcome.
 
 **The bound on unknowns.** A claim is taken only for a request about to leave, and never more
 than ``in_flight`` are open, so a crash (kill -9 of the worker) leaves at most ``in_flight``
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from campaigns.domain import ClaimedRecipient, RecipientStatus
@@ -119,7 +121,9 @@ class RateLaneRun(LaneRun):
                     _collect(open_sends, None)
                     continue
                 return self.drained()
-            self._dispatch(gateway, pool, open_sends, claims)
+            booked = time.monotonic()
+            leave_at = [booked + grant.delay(i) for i in range(len(claims))]
+            self._dispatch(gateway, pool, open_sends, claims, leave_at)
 
     def _dispatch(
         self,
@@ -127,9 +131,11 @@ class RateLaneRun(LaneRun):
         pool: ThreadPoolExecutor,
         open_sends: set[Future[None]],
         claims: list[ClaimedRecipient],
+        slots: list[float],
     ) -> None:
-        """Hand each claim to a send thread; a message that cannot be built gives back every
-        claim not handed over yet (nothing was sent for them) before the error goes up."""
+        """Hand each claim to a send thread, to leave no earlier than its slot (monotonic
+        time); a message that cannot be built gives back every claim not handed over yet
+        (nothing was sent for them) before the error goes up."""
         for index, claim in enumerate(claims):
             try:
                 message = build_message(self.campaign, claim)
@@ -137,11 +143,14 @@ class RateLaneRun(LaneRun):
                 for unsent in claims[index:]:
                     self.give_back(unsent)
                 raise
-            open_sends.add(pool.submit(self._send_one, gateway, claim, message))
+            open_sends.add(pool.submit(self._send_one, gateway, claim, message, slots[index]))
 
     def _send_one(
-        self, gateway: Gateway, claim: ClaimedRecipient, message: OutgoingMessage
+        self, gateway: Gateway, claim: ClaimedRecipient, message: OutgoingMessage, slot: float
     ) -> None:
+        early = slot - time.monotonic()
+        if early > 0:
+            self.r.sleep(early)  # the slot is at most the session's burst ahead
         end = self.send(gateway, claim, message)
         if end is not None:
             with self._lock:

@@ -33,6 +33,7 @@ from campaigns.pacing import (
     PacingCancelled,
     PacingDeferred,
     PacingUnavailable,
+    RateGrant,
     Reservation,
     SessionPacer,
 )
@@ -547,28 +548,35 @@ def test_state_restored_to_an_older_copy_on_the_same_server_waits_a_full_interva
 RATE = PacingProfile(PacingKind.RATE, rate=40.0, in_flight=4)
 
 
-def test_rate_bucket_holds_the_rate_and_the_burst(pacer: SessionPacer) -> None:
+def _slots(grant: RateGrant) -> list[float]:
+    return [grant.first + i * grant.spacing for i in range(grant.tokens)]
+
+
+def test_rate_slots_are_evenly_spaced_and_never_more_than_rate_in_a_second(
+    pacer: SessionPacer,
+) -> None:
+    # a burst bucket would let burst + rate sends into one second: Meta (and the sandbox)
+    # count the throughput per second, so the slots are spaced 1 / rate apart instead
     first = pacer.acquire_rate("meta", RATE, 10)
-    assert first.tokens == 0  # a fresh (or lost) bucket starts empty
-    time.sleep(0.5)  # fills to its burst, no further
-    full = pacer.acquire_rate("meta", RATE, 10)
-    assert full.tokens == RATE.burst == 4
-    taken, started = 0, full.at
-    at = started
-    while at - started < 0.5:
+    assert first.tokens >= 1
+    assert first.first >= first.at + 1 / RATE.rate * 0.99  # a fresh (or lost) state waits
+    slots = _slots(first)
+    while slots[-1] - slots[0] < 1.5:
         grant = pacer.wait_for_rate("meta", RATE, 3)
-        taken += grant.tokens
-        at = grant.at
-    assert taken <= RATE.rate * (at - started) + 1
-    assert taken >= RATE.rate * (at - started) * 0.7
+        assert grant.first + (grant.tokens - 1) * grant.spacing <= grant.at + RATE.burst * (
+            grant.spacing * 1.001
+        )  # booked at most burst slots ahead
+        slots += _slots(grant)
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert min(gaps) >= 1 / RATE.rate  # the margin keeps them a little wider, never closer
+    for i, start in enumerate(slots):  # any one-second window holds at most rate slots
+        assert sum(1 for t in slots[i:] if t < start + 1.0) <= RATE.rate
 
 
-def test_rate_bucket_stops_while_the_session_is_held(pacer: SessionPacer) -> None:
+def test_rate_slots_move_past_a_hold(pacer: SessionPacer) -> None:
     pacer.acquire_rate("meta", RATE)
     until = pacer.hold("meta", 0.3)
-    grant = pacer.acquire_rate("meta", RATE)
-    assert grant.tokens == 0 and grant.wait > 0.2
-    assert pacer.wait_for_rate("meta", RATE).at >= until
+    assert pacer.wait_for_rate("meta", RATE).first >= until
     with pytest.raises(PacingDeferred):
         pacer.hold("meta", 5.0)
         pacer.wait_for_rate("meta", RATE, budget=1.0)
