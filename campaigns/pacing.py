@@ -61,10 +61,8 @@ class PacingCancelled(CampaignError):
 
 
 class PacingDeferred(CampaignError):
-    """The session's next turn for this lane lies beyond the run's budget; nothing was granted.
-
-    ``wait`` is the number of seconds until it: end the run and come back then (the lane keeps
-    its place in the queue until a little after it)."""
+    """The lane's next turn lies ``wait`` seconds away, beyond the run's budget; nothing was
+    granted: end the run and come back then (the lane keeps its place a little longer)."""
 
     def __init__(self, wait: float) -> None:
         super().__init__(f"the next turn is {wait:.1f}s away, beyond the run's budget")
@@ -75,16 +73,11 @@ class PacingDeferred(CampaignError):
 class Reservation:
     """A granted send turn of a session, on the Redis clock."""
 
-    slot_at: float
-    """When the turn was due (Redis clock, seconds since the epoch): the schedule lag's base."""
-    wait: float
-    """Seconds this process waited for the turn."""
-    granted_at: float | None = None
-    """When the grant was made (Redis clock)."""
-    granted_monotonic: float | None = None
-    """This process's ``time.monotonic()`` when the grant arrived (for ``refresh``)."""
-    scope: str | None = None
-    """The pacing scope the grant came from; None: nothing to re-take (a ``rate`` token)."""
+    slot_at: float  # when the turn was due (Redis clock, epoch seconds): the schedule lag's base
+    wait: float  # seconds this process waited for the turn
+    granted_at: float | None = None  # when the grant was made (Redis clock)
+    granted_monotonic: float | None = None  # time.monotonic() when it arrived (for refresh)
+    scope: str | None = None  # the pacing scope it came from; None: nothing to re-take (rate)
     lane: str | None = None
     grant_token: str | None = None
     """The grant exactly as the script recorded it (it recognises its own last grant)."""
@@ -95,14 +88,10 @@ class RateGrant:
     """The answer of one rate request: ``tokens`` send slots, ``spacing`` apart from ``first``
     (the Redis clock), each to be sent no earlier than its slot."""
 
-    tokens: int
-    """Slots granted (0 to n): that many messages may be sent, one per slot."""
-    wait: float
-    """With no slot granted: seconds until there is one."""
-    at: float
-    """The Redis clock when the script decided."""
-    first: float = 0.0
-    """When the first slot's send may leave (Redis clock; ``at`` or later)."""
+    tokens: int  # slots granted (0 to n): that many messages may be sent, one per slot
+    wait: float  # with no slot granted: seconds until there is one
+    at: float  # the Redis clock when the script decided
+    first: float = 0.0  # when the first slot's send may leave (Redis clock; at or later)
     spacing: float = 0.0
 
     def delay(self, index: int) -> float:
@@ -245,9 +234,7 @@ class SessionPacer:
         rate = profile.rate * (1 - RATE_MARGIN)
         args = [str(n), f"{rate:.6f}", str(profile.burst)]
         granted, wait, at, _, first, spacing = self._redis.run(session, session, "rate", args)
-        return RateGrant(
-            int(granted), float(wait), float(at), float(first), float(spacing)
-        )
+        return RateGrant(int(granted), float(wait), float(at), float(first), float(spacing))
 
     def wait_for_rate(
         self,

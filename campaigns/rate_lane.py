@@ -12,25 +12,28 @@ than ``in_flight`` are open, so a crash (kill -9 of the worker) leaves at most `
 recipients of this lane ``sending``, which recovery settles as ``unknown``; nothing else is at
 risk. The bound is the session's ``in_flight`` option.
 
-A sent outcome is recorded by its own thread without holding the lane (records are independent
-transactions); every other outcome is handled under the lane's lock, one at a time, so streaks,
-holds and the lane's stop are decided as in the one-at-a-time loop. Once an outcome ends the
-lane (its session is down, the campaign paused), no more claims are taken; the sends already
-out are waited for and recorded.
+The send threads only wait for their slot and call the gateway; the lane's own thread settles
+their answers: the sent ones in one statement per group (``record_sent_many``: a group is what
+came back since the lane last looked, so records cost a fraction of a transaction each at high
+rates), every other one as the one-at-a-time loop does (streaks, holds, the lane's stop). A
+send's thread is free for the next claim only once its answer is recorded, so the bound above
+holds. Once an answer ends the lane (its session is down, the campaign paused), no more claims
+are taken; the sends already out are waited for and settled.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 from campaigns.domain import ClaimedRecipient, RecipientStatus
 from campaigns.gateways.base import Gateway, OutcomeKind, OutgoingMessage, SendOutcome
+from campaigns.gateways.http import redact
 from campaigns.lane import LaneRun
 from campaigns.messages import build_message
-from campaigns.outcomes import RunEnd, RunResult
+from campaigns.outcomes import RECORD_RETRY_WINDOW_S, RunEnd, RunResult, retry_store
 from campaigns.pacing import PacingCancelled, PacingDeferred
 
 log = logging.getLogger("campaigns.engine")
@@ -40,6 +43,15 @@ COLLECT_POLL_S = 0.5
 
 # which end wins when sends of one lane end it differently
 _PRECEDENCE = (RunEnd.INTERRUPTED, RunEnd.LANE_DOWN, RunEnd.STOPPED, RunEnd.CONTINUE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What one send thread brings back: the gateway's outcome, or the error it raised."""
+
+    claim: ClaimedRecipient
+    outcome: SendOutcome | None
+    error: BaseException | None = None
 
 
 class RateLaneRun(LaneRun):
@@ -59,21 +71,20 @@ class RateLaneRun(LaneRun):
         gateway = self.open_gateway()
         if isinstance(gateway, RunResult):
             return gateway
-        self._lock = threading.Lock()
         self._ends: list[RunResult] = []
+        self._error: BaseException | None = None
         slots = self.profile.in_flight
         pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"rate-{self.session}")
-        open_sends: set[Future[None]] = set()
+        open_sends: set[Future[_Answer]] = set()
         try:
             end = self._loop(gateway, pool, open_sends, slots)
         finally:
-            # the sends already out are answered and recorded before the lane ends
-            wait(open_sends)
+            # the sends already out are answered and settled before the lane ends
+            while open_sends:
+                self._settle(open_sends, None)
             pool.shutdown(wait=True)
-        for future in open_sends:
-            error = future.exception()
-            if error is not None:
-                raise error
+        if self._error is not None:
+            raise self._error
         ends = [*self._ends, end]
         return min(ends, key=lambda r: _PRECEDENCE.index(r.end) if r.end in _PRECEDENCE else 9)
 
@@ -81,11 +92,13 @@ class RateLaneRun(LaneRun):
         self,
         gateway: Gateway,
         pool: ThreadPoolExecutor,
-        open_sends: set[Future[None]],
+        open_sends: set[Future[_Answer]],
         slots: int,
     ) -> RunResult:
         while True:
-            _collect(open_sends, 0)
+            self._settle(open_sends, 0)
+            if self._error is not None:
+                return self.result(RunEnd.CONTINUE)  # execute raises it once all are settled
             if self._ends:
                 return self._ends[0]
             now = self.r.clock()
@@ -94,7 +107,7 @@ class RateLaneRun(LaneRun):
                 return end
             free = slots - len(open_sends)
             if free <= 0:
-                _collect(open_sends, COLLECT_POLL_S)
+                self._settle(open_sends, COLLECT_POLL_S)
                 continue
             try:
                 grant = self.r.pacer.wait_for_rate(
@@ -118,7 +131,7 @@ class RateLaneRun(LaneRun):
                 if open_sends:
                     # an answer still out may give its recipient back (throttled): wait for
                     # them before deciding the lane has nothing left
-                    _collect(open_sends, None)
+                    self._settle(open_sends, None)
                     continue
                 return self.drained()
             booked = time.monotonic()
@@ -129,7 +142,7 @@ class RateLaneRun(LaneRun):
         self,
         gateway: Gateway,
         pool: ThreadPoolExecutor,
-        open_sends: set[Future[None]],
+        open_sends: set[Future[_Answer]],
         claims: list[ClaimedRecipient],
         slots: list[float],
     ) -> None:
@@ -143,44 +156,65 @@ class RateLaneRun(LaneRun):
                 for unsent in claims[index:]:
                     self.give_back(unsent)
                 raise
-            open_sends.add(pool.submit(self._send_one, gateway, claim, message, slots[index]))
+            open_sends.add(pool.submit(_send_one, gateway, claim, message, slots[index]))
 
-    def _send_one(
-        self, gateway: Gateway, claim: ClaimedRecipient, message: OutgoingMessage, slot: float
-    ) -> None:
-        early = slot - time.monotonic()
-        if early > 0:
-            self.r.sleep(early)  # the slot is at most the session's burst ahead
-        end = self.send(gateway, claim, message)
-        if end is not None:
-            with self._lock:
-                self._ends.append(end)
-
-    def handle(self, claim: ClaimedRecipient, outcome: SendOutcome) -> RunResult | None:
-        if outcome.kind is OutcomeKind.SENT:
-            # the hot path: recorded by this thread, only the counters under the lock
-            self.record(claim, RecipientStatus.SENT, outcome)
-            with self._lock:
-                self.sent += 1
-                self.transient_streak = self.throttle_streak = 0
-                reset = self.failure_streak > 0
-                self.failure_streak = 0
-            if reset:
+    def _settle(self, open_sends: set[Future[_Answer]], timeout: float | None) -> None:
+        """Record the answers that came back (waiting up to ``timeout`` for one; None: until
+        one does): the sent ones in one group, the others one by one."""
+        if not open_sends:
+            return
+        done, _ = wait(open_sends, timeout=timeout, return_when=FIRST_COMPLETED)
+        if not done:
+            return
+        answers = [future.result() for future in done]
+        sent = [
+            (a.claim, a.outcome.message_id)
+            for a in answers
+            if a.outcome is not None and a.outcome.kind is OutcomeKind.SENT
+        ]
+        if sent:
+            retry_store(
+                self.r,
+                RECORD_RETRY_WINDOW_S,
+                "recording",
+                self.campaign.id,
+                lambda: self.r.store.record_sent_many(sent),
+            )
+            self.sent += len(sent)
+            self.transient_streak = self.throttle_streak = 0
+            if self.failure_streak:
                 self.r.store.reset_failure_streak(self.campaign.id)
-            return None
-        with self._lock:
-            return super().handle(claim, outcome)
+                self.failure_streak = 0
+        for answer in answers:
+            if answer.error is not None:
+                # an adapter that raises may have sent (its bug may lie after the request):
+                # unknown, like a cut-off send, and the lane fails once the others settle
+                error = answer.error
+                self.record(
+                    answer.claim,
+                    RecipientStatus.UNKNOWN,
+                    SendOutcome(
+                        OutcomeKind.AMBIGUOUS,
+                        error_code="gateway_error",
+                        error_message=redact(f"{type(error).__name__}: {error}"),
+                    ),
+                )
+                self._error = self._error or error
+            elif answer.outcome is not None and answer.outcome.kind is not OutcomeKind.SENT:
+                end = self.handle(answer.claim, answer.outcome)
+                if end is not None:
+                    self._ends.append(end)
+        open_sends.difference_update(done)
 
 
-def _collect(open_sends: set[Future[None]], timeout: float | None) -> None:
-    """Drop the finished sends from ``open_sends``, waiting up to ``timeout`` for one (None:
-    until one finishes). A send that raised (its claim was recorded or given back first)
-    raises here, and the lane ends with its error once the other sends are answered."""
-    if not open_sends:
-        return
-    done, _ = wait(open_sends, timeout=timeout, return_when=FIRST_COMPLETED)
-    for future in done:
-        open_sends.discard(future)
-        error = future.exception()
-        if error is not None:
-            raise error
+def _send_one(
+    gateway: Gateway, claim: ClaimedRecipient, message: OutgoingMessage, slot: float
+) -> _Answer:
+    """A send thread: wait for the slot (at most the session's burst ahead), call once."""
+    early = slot - time.monotonic()
+    if early > 0:
+        time.sleep(early)
+    try:
+        return _Answer(claim, gateway.send(message))
+    except Exception as exc:
+        return _Answer(claim, None, exc)

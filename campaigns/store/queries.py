@@ -55,6 +55,23 @@ WHERE r.campaign_id = :campaign_id AND r.position = :position AND r.attempts = :
                              AND d.batch_number = r.batch_number)))
 """)
 
+# RECORD_OUTCOME for a group of sent claims of one campaign (a rate lane records its answers
+# in small groups): the same guard per row, one statement for the group.
+RECORD_SENT_MANY = text("""
+UPDATE campaign_recipients r
+SET status = 'sent', gateway_message_id = v.message_id, error_code = NULL,
+    error_message = NULL, finished_at = now(), updated_at = now()
+FROM unnest(CAST(:positions AS integer[]), CAST(:attempts AS integer[]),
+            CAST(:message_ids AS text[])) AS v(position, attempt, message_id)
+WHERE r.campaign_id = :campaign_id AND r.position = v.position AND r.attempts = v.attempt
+  AND (r.status = 'sending'
+       OR (r.status = 'pending' AND r.error_code = 'cut_off')
+       OR (r.status = 'unknown' AND r.error_code = 'cut_off'
+           AND NOT EXISTS (SELECT 1 FROM campaign_batch_details d
+                           WHERE d.campaign_id = r.campaign_id
+                             AND d.batch_number = r.batch_number)))
+""")
+
 # Taken by record_outcome before RECORD_OUTCOME, in the same transaction: waits while
 # finish_batch holds the campaign row (FOR UPDATE, from its count to its commit), so a record
 # can never commit between a batch's count and its details row. Under READ COMMITTED the

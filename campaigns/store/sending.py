@@ -4,6 +4,8 @@ transaction, fenced by the caller's run token (and, for the lease's holder, by i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from campaigns.domain import BatchResult, ClaimedRecipient, RecipientStatus, RunLease
 from campaigns.errors import InvalidTransition
 from campaigns.store import queries
@@ -68,6 +70,28 @@ class SendingVerbs(StoreBase):
                 },
             ).rowcount
         return bool(count)
+
+    def record_sent_many(self, sent: Sequence[tuple[ClaimedRecipient, str | None]]) -> int:
+        """Record a group of claims of one campaign as sent, with their gateway message ids,
+        in one transaction (as :meth:`record_outcome` does one). Returns how many were still
+        held."""
+        if not sent:
+            return 0
+        campaign_id = sent[0][0].campaign_id
+        if any(claim.campaign_id != campaign_id for claim, _ in sent):
+            raise ValueError("record_sent_many takes the claims of one campaign")
+        with translate_errors(), self.engine.begin() as conn:
+            conn.execute(queries.LOCK_CAMPAIGN_KEY_SHARE, {"campaign_id": campaign_id})
+            count = conn.execute(
+                queries.RECORD_SENT_MANY,
+                {
+                    "campaign_id": campaign_id,
+                    "positions": [claim.position for claim, _ in sent],
+                    "attempts": [claim.attempt for claim, _ in sent],
+                    "message_ids": [message_id for _, message_id in sent],
+                },
+            ).rowcount
+        return int(count)
 
     def release_claim(
         self,

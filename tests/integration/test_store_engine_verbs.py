@@ -223,3 +223,27 @@ def test_release__throttling_does_not_use_up_the_recipients_attempts(
     assert store.release_claim(claim, error_code="131000")  # a transient error counts
     again = store.claim_recipient(cid, 1, token)
     assert again and again.attempt == 2
+
+
+def test_record_sent_many__records_a_group_with_its_message_ids_and_only_held_claims(
+    store: CampaignStateManager, console_session: str
+) -> None:
+    cid, token = _campaign(store, console_session)
+    claims = store.claim_several_for_lane(cid, 1, token, console_session, limit=3)
+    assert [c.position for c in claims] == [1, 2, 3]
+    assert store.release_claim(claims[1])  # given back meanwhile: no longer held
+
+    recorded = store.record_sent_many([(c, f"wamid.{c.position}") for c in claims])
+
+    assert recorded == 2
+    rows = store.recipients(cid)
+    assert [(r["status"], r["gateway_message_id"]) for r in rows[:3]] == [
+        (RecipientStatus.SENT, "wamid.1"),
+        (RecipientStatus.PENDING, None),
+        (RecipientStatus.SENT, "wamid.3"),
+    ]
+    assert store.record_sent_many([]) == 0
+    other, other_token = _campaign(store, console_session)
+    [foreign] = store.claim_several_for_lane(other, 1, other_token, console_session, limit=1)
+    with pytest.raises(ValueError, match="one campaign"):
+        store.record_sent_many([(claims[0], "x"), (foreign, "y")])
