@@ -165,7 +165,7 @@ class BatchRunner:
         runs: list[LaneRun] = []
         results: list[RunResult | BaseException] = []
         threads: dict[str, threading.Thread] = {}
-        drained: set[str] = set()
+        came_back: set[str] = set()  # lanes of this run that ended down: they may rejoin
         lock = threading.Lock()
 
         def start(session: str) -> None:
@@ -175,8 +175,8 @@ class BatchRunner:
                 result = _guarded(run)
                 with lock:
                     results.append(result)
-                    if isinstance(result, RunResult) and result.end is RunEnd.DRAINED:
-                        drained.add(session)
+                    if isinstance(result, RunResult) and result.end is RunEnd.LANE_DOWN:
+                        came_back.add(session)
 
             runs.append(run)
             threads[session] = threading.Thread(target=one, name=f"lane-{session}", daemon=True)
@@ -194,10 +194,13 @@ class BatchRunner:
             except StoreUnavailable:
                 continue  # the lanes find the outage themselves
             with lock:
+                # a lane not started in this run, or one that went down and is active again;
+                # never one that drained or ended for its budget (it would only end again)
                 idle = [
                     s for s in active
-                    if s not in drained and not (s in threads and threads[s].is_alive())
+                    if s not in threads or (s in came_back and not threads[s].is_alive())
                 ]  # fmt: skip
+                came_back.difference_update(idle)
             if idle and any(t.is_alive() for t in threads.values()):
                 for session in idle:
                     log.info("campaign %s: lane %s joins the running batch", campaign_id, session)

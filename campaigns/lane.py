@@ -117,8 +117,9 @@ class LaneRun(RunBase):
                 return self.drained()
             try:
                 # the claim took time after the grant: if more than the pacing guard allows,
-                # queue behind grants made meanwhile so the gap still holds at the HTTP call
-                self.r.pacer.refresh(
+                # queue behind grants made meanwhile so the gap still holds at the HTTP call;
+                # the refreshed grant is the one the send's gate checks again
+                turn = self.r.pacer.refresh(
                     self.session,
                     c.min_interval,
                     turn,

@@ -54,7 +54,9 @@ def _build() -> Runtime:
         url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
     )
     # lost or older pacing state is rebuilt from the session's last send PostgreSQL recorded
-    pacer = SessionPacer(client, last_send=store.session_last_send)
+    pacer = SessionPacer(
+        client, guard=settings.pacing_guard, last_send=store.session_last_send
+    )
     gateways = GatewayPool(store, settings)
     runner = BatchRunner(store, pacer, gateways, settings)
     recovery = CampaignRecoveryManager(store, settle_delay=settings.reconnect_settle)

@@ -7,7 +7,9 @@ pauses it."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -168,3 +170,56 @@ def test_a_cloud_api_session_without_its_token__blocks_the_campaign_and_fails_no
         assert store.get_campaign(campaign.id).status is CampaignStatus.COMPLETED
         assert sorted(m.e164 for m in record.messages()) == sorted(NUMBERS)
         assert record.duplicates() == []
+
+
+class GatedGateway(ScriptedGateway):
+    """Runs the pre-send hook the way the HTTP adapters do, right before each send."""
+
+    def send(self, message: OutgoingMessage) -> SendOutcome:
+        from campaigns.gateways import wire
+
+        with wire.armed(True):
+            hook = getattr(wire._hooks, "armed", None)
+            if hook is not None:
+                hook()
+        return super().send(message)
+
+
+def test_a_slow_claim__the_refreshed_turn_is_the_one_the_send_gate_checks(
+    store: CampaignStateManager, console_session: str, redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A claim slower than half the guard makes the refresh re-take the turn. The send's gate
+    must check that re-taken grant: checking the stale one fails to recognise it and queues
+    the send for a second turn, one more min_interval per message (a 16,000-number pool run
+    at 1/100 time measured 12 s gaps at full scale for a drawn 7 s)."""
+    paced = FAST.__class__(batch_size=4, min_interval=0.05, max_interval=0.05,
+                           batch_delay_min=0, batch_delay_max=0)  # fmt: skip
+    campaign = store.create_campaign(NUMBERS[:4], "Hi", console_session, pacing=paced)
+    assert campaign.run_token
+    claim = store.claim_for_lane
+
+    def slow_claim(*args: object, **kwargs: object) -> object:
+        time.sleep(0.03)  # more than guard / 2 (0.01 s here)
+        return claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "claim_for_lane", slow_claim)
+    pacer = pacer_for(redis_url, guard=0.02)
+    queued: list[str] = []
+    queue = pacer._queue
+
+    def spying(scope: str, session: str, member: str | None, *args: Any, **kw: Any) -> Any:
+        queued.append(member or "")
+        return queue(scope, session, member, *args, **kw)
+
+    monkeypatch.setattr(pacer, "_queue", spying)
+    gateway = GatedGateway()
+
+    result = runner_for(store, pacer, gateway, Settings(pacing=paced)).run(
+        campaign.id, 1, campaign.run_token
+    )
+
+    assert result.end in (RunEnd.COMPLETED, RunEnd.NEXT_BATCH)
+    assert len(gateway.sent) == 4
+    # one queue entry per message: no send waited for a second turn
+    assert [m for m in queued if m.endswith("!")] == []
