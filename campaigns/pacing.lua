@@ -188,7 +188,8 @@ if op == 'rate' then
   local horizon = burst * spacing
   -- a lost state has no 'next': the first slot is a full spacing after the rebuilt 'call'
   local first = math.max(get('next') or (call + spacing), now, hold)
-  local room = math.floor((now + horizon - first) / spacing + 0.000001)
+  -- (a thousandth of a slot of slack: epoch seconds in doubles lose the last digits)
+  local room = math.floor((now + horizon - first) / spacing + 0.001)
   local take = math.min(n, room)
   if take < 1 then
     keep_until(math.max(hold, first))

@@ -35,6 +35,8 @@ messages per second (Little's law): Meta's 80/s at a 250 ms round trip needs 20 
 so 16 would cap a lane at 64/s; 32 leaves room for slower answers while the bucket keeps the
 rate. A crash may leave up to in_flight recipients unknown."""
 MAX_IN_FLIGHT = 256
+BOOK_AHEAD_S = 0.05
+"""How far ahead a rate session books send slots (see PacingProfile.burst)."""
 
 
 class PacingKind(enum.StrEnum):
@@ -58,10 +60,11 @@ class PacingProfile:
 
     @property
     def burst(self) -> int:
-        """Tokens a ``rate`` session's bucket holds at most: no more than ``in_flight`` (more
-        could not be outstanding anyway) and no more than one second's worth, so an idle
-        session never opens with more than ``rate`` messages in its first second."""
-        return max(1, min(self.in_flight, int(self.rate)))
+        """Send slots a ``rate`` session books ahead at most: BOOK_AHEAD_S worth (so one claim
+        statement serves several sends), never more than ``in_flight``. A slot booked further
+        ahead holds a send thread while it waits: at ``rate`` r with round trip L a lane needs
+        r × (L + BOOK_AHEAD_S) threads, so a long horizon would starve ``in_flight``."""
+        return max(1, min(self.in_flight, int(self.rate * BOOK_AHEAD_S)))
 
     def describe(self) -> str:
         """``human`` or ``rate 80/s, 16 in flight``, for lists and logs."""
