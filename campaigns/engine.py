@@ -101,6 +101,8 @@ class BatchRunner:
         self.sleep = sleep
         self.clock = clock
         self.rng = rng or random.Random()
+        self.sent_through: dict[str, float] = {}
+        """Session -> when a run of it that sent something last ended (``clock``)."""
         # the stop check heartbeats (and so renews the run lease, which lives a stall timeout)
         # while waiting, well inside the stall timeout
         self.heartbeat_every = min(5.0, settings.stall_timeout / 4)
@@ -304,7 +306,12 @@ def _guarded(run: LaneRun) -> RunResult | BaseException:
     other error is returned (and ends the other lanes at their next check)."""
     try:
         try:
-            return run.execute()
+            result = run.execute()
+            if result.end in (RunEnd.LANE_DOWN, RunEnd.INTERRUPTED):
+                run.r.sent_through.pop(run.session, None)  # the next run asks its health
+            elif result.sent:
+                run.r.sent_through[run.session] = run.r.clock()
+            return result
         except ConfigurationError as exc:
             return run.interrupt(
                 f"session {run.session} cannot be used: {exc}; fix it, then resume",

@@ -27,6 +27,10 @@ from campaigns.profiles import PacingProfile
 
 log = logging.getLogger("campaigns.engine")
 
+HEALTH_FRESH_S = 30.0
+"""A lane skips its start-of-run health check when this worker's last run of the session ended
+with sends this recently."""
+
 
 def conclusively_down(health: SessionHealth) -> bool:
     """Whether a health answer says the session cannot send. An unreachable gateway or an
@@ -49,8 +53,14 @@ class LaneRun(RunBase):
         return self.r.store.claim_for_lane(self.campaign.id, self.batch, self.token, self.session)
 
     def open_gateway(self) -> Gateway | RunResult:
-        """The lane's gateway, or the lane's end when the session is known to be down."""
+        """The lane's gateway, or the lane's end when the session is known to be down. A
+        session this worker sent through moments ago (the chain's previous run) is not asked
+        again: its sends classify whatever changed, and a Cloud API health call costs a round
+        trip per batch."""
         gateway = self.r.gateways.get(self.session)
+        last = self.r.sent_through.get(self.session)
+        if last is not None and self.r.clock() - last < HEALTH_FRESH_S:
+            return gateway
         health = gateway.health()
         if conclusively_down(health):
             # a refused token stays refused through any reconnect: an operator fixes it

@@ -85,6 +85,7 @@ class Runner(Protocol):
     clock: Callable[[], float]
     rng: random.Random
     heartbeat_every: float
+    sent_through: dict[str, float]
 
 
 def retry_store(

@@ -23,7 +23,7 @@ EXPECTED = {
     "memory flatness": 1,
     "recovery latency": 4,
     "pacing fidelity": 2,
-    "cloud api rate": 3,
+    "cloud api rate": 4,
     "sender pool": 2,
 }
 
