@@ -7,6 +7,10 @@ outstanding: it books as many of the session's send slots as it has free threads
 recipients in one statement (``claim_several_for_lane``, in input order), and hands each to a
 thread of its own pool, which waits for its slot, calls the gateway and records the outcome.
 
+**One request first.** A session this worker has not sent through in the last HEALTH_FRESH_S
+gets a single request, and the lane opens up to ``in_flight`` once it is answered sent: a
+refused template, a blocked number or a bad token costs one call, not a burst.
+
 **The bound on unknowns.** A claim is taken only for a request about to leave, and never more
 than ``in_flight`` are open, so a crash (kill -9 of the worker) leaves at most ``in_flight``
 recipients of this lane ``sending``, which recovery settles as ``unknown``; nothing else is at
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from campaigns.domain import ClaimedRecipient, RecipientStatus
 from campaigns.gateways.base import Gateway, OutcomeKind, OutgoingMessage, SendOutcome
 from campaigns.gateways.http import redact
-from campaigns.lane import LaneRun
+from campaigns.lane import HEALTH_FRESH_S, LaneRun
 from campaigns.messages import build_message
 from campaigns.outcomes import RECORD_RETRY_WINDOW_S, RunEnd, RunResult, retry_store
 from campaigns.pacing import PacingCancelled, PacingDeferred
@@ -74,6 +78,10 @@ class RateLaneRun(LaneRun):
         self._ends: list[RunResult] = []
         self._error: BaseException | None = None
         slots = self.profile.in_flight
+        # a session this worker has not sent through lately gets one request first: a refused
+        # template or a blocked number then costs one call, not a burst of them
+        last = self.r.sent_through.get(self.session)
+        self._probing = last is None or self.r.clock() - last >= HEALTH_FRESH_S
         pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"rate-{self.session}")
         open_sends: set[Future[_Answer]] = set()
         try:
@@ -105,7 +113,7 @@ class RateLaneRun(LaneRun):
             end = self.out_of_time(now)
             if end is not None:
                 return end
-            free = slots - len(open_sends)
+            free = (1 if self._probing else slots) - len(open_sends)
             if free <= 0:
                 self._settle(open_sends, COLLECT_POLL_S)
                 continue
@@ -181,6 +189,7 @@ class RateLaneRun(LaneRun):
                 lambda: self.r.store.record_sent_many(sent),
             )
             self.sent += len(sent)
+            self._probing = False
             self.transient_streak = self.throttle_streak = 0
             if self.failure_streak:
                 self.r.store.reset_failure_streak(self.campaign.id)
