@@ -349,6 +349,18 @@ ORDER BY position
 LIMIT :limit
 """)
 
+# One page of a campaign's ledger after a position (an export streams the ledger page by page
+# along the primary key: flat memory for a million rows).
+LIST_RECIPIENTS_AFTER = text("""
+SELECT position, batch_number, phone, status, attempts, gateway_message_id, error_code,
+       error_message, claimed_at, finished_at, session_name
+FROM campaign_recipients
+WHERE campaign_id = :id AND position > :after
+  AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
+ORDER BY position
+LIMIT :limit
+""")
+
 # Interrupted campaigns, optionally of one session (of their pool) and of one stop kind, oldest
 # first.
 FIND_INTERRUPTED = text("""

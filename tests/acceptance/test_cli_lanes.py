@@ -7,6 +7,8 @@ unfinished pool uses."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +184,36 @@ def test_sessions_remove__refuses_a_session_an_unfinished_pool_uses(
     assert "not finished" in one_error_line(cli("sessions", "remove", "s2"))
     store.cancel(cid)
     assert as_json(cli("sessions", "remove", "s2", "--json")) == {"removed": "s2"}
+
+
+def test_export__streams_the_ledger_with_each_recipients_session(
+    cli: Any, store: CampaignStateManager, tmp_path: Path
+) -> None:
+    cid, _ = pooled(store)
+    out = tmp_path / "ledger.csv"
+
+    written = cli("export", str(cid), "--out", str(out), "--full-numbers")
+
+    assert written.exit_code == 0, written.output
+    assert f"8 recipients of campaign {cid} written to {out}" in written.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [r["position"] for r in rows] == [str(p) for p in range(1, 9)]
+    assert [r["session"] for r in rows] == ["s1", "s2", "s1", "s1", "s1", "", "", ""]
+    assert [r["status"] for r in rows][:5] == ["sent", "sent", "sent", "unknown", "sent"]
+    assert rows[0]["phone"] == NUMBERS[0]
+    # masked by default, filtered by status, paged along the ledger
+    masked = cli("export", str(cid), "--status", "sent")
+    assert masked.exit_code == 0, masked.output
+    lines = list(csv.DictReader(io.StringIO(masked.stdout)))
+    assert len(lines) == 4 and NUMBERS[0] not in masked.stdout
+    assert [r["position"] for r in store.iter_recipients(cid, page=3)] == list(range(1, 9))
+
+
+def test_export__an_unknown_campaign_or_status_prints_one_line_and_writes_nothing(
+    cli: Any, store: CampaignStateManager, tmp_path: Path
+) -> None:
+    out = tmp_path / "none.csv"
+    assert "No campaign" in one_error_line(cli("export", "999", "--out", str(out)))
+    assert not out.exists()
+    bad = cli("export", "1", "--status", "nope")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
