@@ -24,6 +24,7 @@ from bench.harness import (
     SANDBOX_TOKEN,
     Bench,
     Client,
+    MachineCpu,
     Row,
     cpu_seconds,
     numbers,
@@ -116,6 +117,7 @@ def _measure(
             time.sleep(warmup)
             window_start = time.time()
             cpu_start = sum(cpu_seconds(pid) for pid in pids)
+            machine = MachineCpu()
             peak = 0.0
             while time.time() < window_start + steady:
                 peak = max(peak, sum(rss_mb(pid) for pid in pids))
@@ -123,6 +125,7 @@ def _measure(
             window_end = time.time()
             used = sum(cpu_seconds(pid) for pid in pids) - cpu_start
             cpu = 100 * used / (window_end - window_start)
+            busy = machine.busy_percent()
         finally:
             client.close()
         log_paths = [w.log_path for w in workers]
@@ -136,7 +139,8 @@ def _measure(
         f"sessions {sessions}: {len(lags):,} messages in the {steady:.0f} s window (about "
         f"{expected:,.0f} expected at the mean interval), lag p50 {p50:.3f} s, p99 {p99:.3f} s, "
         f"max {max(lags):.3f} s; warm-up {warmup:.0f} s after {window_start - started:.0f} s"
-        " of enqueueing and warm-up."
+        f" of enqueueing and warm-up; {processes} worker process(es); the whole machine "
+        f"(workers, PostgreSQL, Redis, sandbox) {busy:.0f}% busy."
     )
     target = sessions == TARGET_SESSIONS
     return [
