@@ -106,6 +106,7 @@ def test_every_command_on_a_fresh_data_folder__works_or_says_what_to_run(
         (("status", "1"), 1),
         (("watch", "1"), 1),
         (("unknowns", "1"), 1),
+        (("export", "1"), 1),
         (("stuck",), 0),
         (("cleanup", "--yes"), 0),
         (("pause", "1"), 1),
@@ -127,6 +128,7 @@ def test_every_command_on_a_fresh_data_folder__works_or_says_what_to_run(
     with_campaign = [
         ("status", "{id}"),
         ("unknowns", "{id}"),
+        ("export", "{id}"),
         ("pause", "{id}"),
         ("resume", "{id}"),
         ("cancel", "{id}"),
@@ -193,6 +195,7 @@ def test_configured_database_without_schema__commands_say_to_run_db_upgrade(
         ("stuck",),
         ("cleanup", "--yes"),
         ("unknowns", "1"),
+        ("export", "1"),
         ("recover",),
         ("pause", "1"),
     ]
