@@ -6,6 +6,7 @@ message id and the error of a failed one. Streamed page by page from PostgreSQL:
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -46,38 +47,46 @@ def export(
         typer.Option("--out", "-o", help="Write to this file (default: standard output)."),
     ] = None,
     full_numbers: bool = typer.Option(False, "--full-numbers", help="Do not mask the numbers."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per recipient and line (JSON Lines), not CSV."
+    ),
 ) -> None:
     """Export a campaign's ledger as CSV: status, sending session, message id, error."""
     with open_store() as store:
         store.get_campaign(campaign_id)  # an unknown id says so before any file is made
         rows = store.iter_recipients(campaign_id, status)
         if out is None:
-            count = _write(sys.stdout, rows, full_numbers)
+            count = _write(sys.stdout, rows, full_numbers, as_json)
         else:
             with out.open("w", newline="", encoding="utf-8") as target:
-                count = _write(target, rows, full_numbers)
+                count = _write(target, rows, full_numbers, as_json)
             typer.echo(f"{count} recipients of campaign {campaign_id} written to {out}", err=True)
 
 
-def _write(target: TextIO, rows: Iterable[Mapping[str, Any]], full_numbers: bool) -> int:
+def _write(
+    target: TextIO, rows: Iterable[Mapping[str, Any]], full_numbers: bool, as_json: bool
+) -> int:
     writer = csv.writer(target)
-    writer.writerow(COLUMNS)
+    if not as_json:
+        writer.writerow(COLUMNS)
     count = 0
     for row in rows:
         finished = row["finished_at"]
-        writer.writerow(
-            (
-                row["position"],
-                row["batch_number"],
-                row["phone"] if full_numbers else mask_phone(row["phone"]),
-                row["status"],
-                row["session_name"] or "",
-                row["attempts"],
-                row["gateway_message_id"] or "",
-                row["error_code"] or "",
-                row["error_message"] or "",
-                finished.isoformat() if finished else "",
-            )
+        values = (
+            row["position"],
+            row["batch_number"],
+            row["phone"] if full_numbers else mask_phone(row["phone"]),
+            str(row["status"]),
+            row["session_name"],
+            row["attempts"],
+            row["gateway_message_id"],
+            row["error_code"],
+            row["error_message"],
+            finished.isoformat() if finished else None,
         )
+        if as_json:
+            target.write(json.dumps(dict(zip(COLUMNS, values, strict=True))) + "\n")
+        else:
+            writer.writerow(["" if v is None else v for v in values])
         count += 1
     return count

@@ -207,6 +207,10 @@ def test_export__streams_the_ledger_with_each_recipients_session(
     lines = list(csv.DictReader(io.StringIO(masked.stdout)))
     assert len(lines) == 4 and NUMBERS[0] not in masked.stdout
     assert [r["position"] for r in store.iter_recipients(cid, page=3)] == list(range(1, 9))
+    as_lines = cli("export", str(cid), "--json", "--status", "unknown")
+    assert as_lines.exit_code == 0, as_lines.output
+    [unknown] = [json.loads(line) for line in as_lines.stdout.splitlines()]
+    assert (unknown["position"], unknown["session"], unknown["status"]) == (4, "s1", "unknown")
 
 
 def test_export__an_unknown_campaign_or_status_prints_one_line_and_writes_nothing(
