@@ -7,11 +7,14 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from campaigns.dispatch import TaskSender
 from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import LocalStack
+from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
@@ -97,3 +100,23 @@ def e2e_store(database_url: str, stack_env: dict[str, str]) -> Iterator[Campaign
     manager = CampaignStateManager(database_url, settings=Settings.from_env(stack_env))
     yield manager
     manager.dispose()
+
+
+@pytest.fixture
+def enqueuer(stack_env: dict[str, str]) -> Iterator[TaskSender]:
+    """Sends batch tasks to the stack's broker and queue, as the public API does."""
+    enqueue = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
+    yield enqueue
+    enqueue.close()
+
+
+def processor_for(
+    store: CampaignStateManager, enqueuer: TaskSender, **pacing: Any
+) -> CampaignBatchProcessor:
+    """The public entry point on ``store``, enqueuing through ``enqueuer``; zero intervals and
+    batch delays of at most 0.2 s unless ``pacing`` says otherwise."""
+    values = {"batch_size": 300, "min_interval": 0, "max_interval": 0, "batch_delay_min": 0,
+              "batch_delay_max": 0.2, **pacing}  # fmt: skip
+    p = CampaignBatchProcessor(**values, enqueue=enqueuer)
+    p.set_state_manager(store)
+    return p

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,25 +26,15 @@ from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.state import CampaignStateManager
+from tests.acceptance.conftest import processor_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def enqueuer(stack_env: dict[str, str]) -> Iterator[TaskSender]:
-    enqueue = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
-    yield enqueue
-    enqueue.close()
 
 
 def processor(
     store: CampaignStateManager, enqueuer: TaskSender, **pacing: Any
 ) -> CampaignBatchProcessor:
-    values = {"batch_size": 10, "min_interval": 0, "max_interval": 0, "batch_delay_min": 0,
-              "batch_delay_max": 0.2, **pacing}
-    p = CampaignBatchProcessor(**values, enqueue=enqueuer)
-    p.set_state_manager(store)
-    return p
+    return processor_for(store, enqueuer, **{"batch_size": 10, **pacing})
 
 
 def numbers(count: int) -> list[str]:

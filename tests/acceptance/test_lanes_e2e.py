@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,27 +20,18 @@ from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.state import CampaignStateManager
+from tests.acceptance.conftest import processor_for
 
 pytestmark = pytest.mark.slow
 
 SHORT_DEFAULTS = {"MIN_INTERVAL": "0.2", "MAX_INTERVAL": "0.3"}
 
 
-@pytest.fixture
-def enqueuer(stack_env: dict[str, str]) -> Iterator[TaskSender]:
-    enqueue = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
-    yield enqueue
-    enqueue.close()
-
-
 def processor(
     store: CampaignStateManager, enqueuer: TaskSender, **pacing: Any
 ) -> CampaignBatchProcessor:
-    values = {"batch_size": 20, "min_interval": 0.2, "max_interval": 0.3, "batch_delay_min": 0,
-              "batch_delay_max": 0.2, **pacing}  # fmt: skip
-    p = CampaignBatchProcessor(**values, enqueue=enqueuer)
-    p.set_state_manager(store)
-    return p
+    values = {"batch_size": 20, "min_interval": 0.2, "max_interval": 0.3, **pacing}
+    return processor_for(store, enqueuer, **values)
 
 
 def numbers(count: int) -> list[str]:

@@ -23,6 +23,7 @@ from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.state import CampaignStateManager
+from tests.acceptance.conftest import processor_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +31,10 @@ pytestmark = pytest.mark.slow
 SHORT_DEFAULTS = {"MIN_INTERVAL": "0.5", "MAX_INTERVAL": "1"}
 
 
-@pytest.fixture
-def enqueuer(stack_env: dict[str, str]) -> Iterator[TaskSender]:
-    enqueue = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
-    yield enqueue
-    enqueue.close()
-
-
 def processor(
     store: CampaignStateManager, enqueuer: TaskSender, **pacing: Any
 ) -> CampaignBatchProcessor:
-    values = {"batch_size": 300, "min_interval": 0, "max_interval": 0, "batch_delay_min": 0,
-              "batch_delay_max": 0.2, **pacing}  # fmt: skip
-    p = CampaignBatchProcessor(**values, enqueue=enqueuer)
-    p.set_state_manager(store)
-    return p
+    return processor_for(store, enqueuer, **pacing)
 
 
 def numbers(count: int, start: int = 0) -> list[str]:

@@ -25,13 +25,6 @@ HMAC_KEY = "e2e-webhook-key"
 
 
 @pytest.fixture
-def enqueuer(stack_env: dict[str, str]) -> Iterator[TaskSender]:
-    enqueue = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
-    yield enqueue
-    enqueue.close()
-
-
-@pytest.fixture
 def webhook_url(e2e_store: CampaignStateManager, stack_env: dict[str, str]) -> Iterator[str]:
     """The webhook receiver, enqueueing on the stack's broker and queue, with a WAHA key."""
     resume = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
