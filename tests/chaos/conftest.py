@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import pytest
 
 from campaigns.dispatch import TaskSender
 from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.local.postgres import EmbeddedPostgres
 from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import CampaignBatchProcessor
@@ -156,6 +158,19 @@ class Chaos:
             assert child.alive, child.log()[-3000:]
         return [c.name for c in started]
 
+    def kill_a_worker(self) -> None:
+        """SIGKILL a random live worker, start a replacement, and record how long the first
+        message after the kill took (the recovery latency of a worker kill)."""
+        victim = self.rng.choice(self.workers())
+        killed_at = time.time()
+        self.stack.kill(victim)
+        self.result.crashes += 1
+        self.result.faults += 1
+        self.stack.children.pop(victim)
+        self.stack.start_worker(concurrency=4)
+        self.wait_sent(self.record.count() + 1, timeout=60)
+        self.result.add_latency("worker kill", self.first_message_after(killed_at))
+
     def workers(self) -> list[str]:
         return [n for n, c in self.stack.children.items() if n.startswith("worker") and c.alive]
 
@@ -210,6 +225,17 @@ class Chaos:
         assert by_status.get(RecipientStatus.FAILED, set()) == set()
         assert len(unknown) <= r.crashes * unknowns_per_crash, (unknown, r.crashes)
         assert self.store.check_invariants(campaign_id) == []
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test's own: restarting it touches nobody else."""
+    server = EmbeddedPostgres(tmp_path / "postgres", durable=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -38,17 +37,6 @@ def pooled_rate_campaign(chaos: Chaos, count: int) -> int:
     return chaos.start_campaign(count, list(POOL), RATE_PACING)
 
 
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test's own: restarting it touches nobody else."""
-    server = EmbeddedPostgres(tmp_path / "postgres", durable=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.timeout(420)
 def test_worker_kills_on_a_pooled_rate_campaign__no_duplicate_and_unknowns_within_in_flight(
     chaos: Chaos,
@@ -60,15 +48,7 @@ def test_worker_kills_on_a_pooled_rate_campaign__no_duplicate_and_unknowns_withi
 
     while chaos.result.crashes < 6:
         chaos.wait_sent(chaos.record.count() + chaos.rng.randint(40, 120), timeout=90)
-        victim = chaos.rng.choice(chaos.workers())
-        killed_at = time.time()
-        chaos.stack.kill(victim)
-        chaos.result.crashes += 1
-        chaos.result.faults += 1
-        chaos.stack.children.pop(victim)
-        chaos.stack.start_worker(concurrency=4)
-        chaos.wait_sent(chaos.record.count() + 1, timeout=60)
-        chaos.result.add_latency("worker kill", chaos.first_message_after(killed_at))
+        chaos.kill_a_worker()
 
     chaos.wait_finished(cid, 240)
     # a kill cuts off at most in_flight claims of each lane of the run it hit

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -19,17 +18,6 @@ from campaigns.store import db
 from tests.chaos.conftest import STALL_TIMEOUT_S, SWEEP_INTERVAL_S, Chaos
 
 pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test's own: restarting it touches nobody else."""
-    server = EmbeddedPostgres(tmp_path / "postgres", durable=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.timeout(300)

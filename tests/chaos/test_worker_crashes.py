@@ -39,15 +39,7 @@ def test_twenty_random_worker_kills__every_number_delivered_once(chaos: Chaos) -
         # kill after a random amount of progress, so kills land mid-batch, between batches
         # and during a recovery alike
         chaos.wait_sent(chaos.record.count() + chaos.rng.randint(12, 28), timeout=60)
-        victim = chaos.rng.choice(chaos.workers())
-        killed_at = time.time()
-        chaos.stack.kill(victim)
-        chaos.result.crashes += 1
-        chaos.result.faults += 1
-        chaos.stack.children.pop(victim)
-        chaos.stack.start_worker(concurrency=4)
-        chaos.wait_sent(chaos.record.count() + 1, timeout=60)
-        chaos.result.add_latency("worker kill", chaos.first_message_after(killed_at))
+        chaos.kill_a_worker()
 
     chaos.wait_finished(cid, 240)
     chaos.verify(cid)
