@@ -75,6 +75,8 @@ class SessionRow(Base):
     connection_status: Mapped[str] = mapped_column(String(40), server_default="unknown")
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # day 0 of the session's warm-up schedule: its first recorded send
+    first_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -125,6 +127,14 @@ class CampaignBatchState(Base):
     # next (its id), until when unless renewed; a redelivered copy of it finds it held and exits
     run_lease: Mapped[str | None] = mapped_column(String(36))
     run_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the campaign's own send window (campaigns.windows JSON); NULL: the sessions' windows only
+    send_window: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # what a running campaign waits for (a session's capacity or window, a deferred
+    # recipient) and until when; cleared by its next send. A wait interrupts nothing.
+    waiting_reason: Mapped[str | None] = mapped_column(Text)
+    waiting_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the trailing batch of recipients deferred for a day (Cloud API 131049)
+    retry_batch: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         # the sweep: running campaigns by heartbeat
@@ -189,6 +199,10 @@ class CampaignRecipient(Base):
     # sticky sender: the pool session that last sent to this phone successfully, in an
     # earlier campaign (set at creation); other lanes leave it to that lane while it is healthy
     preferred_session: Mapped[str | None] = mapped_column(String(100))
+    # a pending recipient is not claimed before this (131049: a day later; 131056: after the
+    # pair-rate wait); deferrals bounds how often
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deferrals: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         # the claim: the first pending recipient of a batch, in input order
@@ -207,6 +221,13 @@ class CampaignRecipient(Base):
             "phone",
             text("finished_at DESC"),
             postgresql_include=["session_name"],
+            postgresql_where=text("status = 'sent' AND session_name IS NOT NULL"),
+        ),
+        # caps rebuilt from the ledger: a session's sends of the last 24 h
+        Index(
+            "ix_campaign_recipients_sent_by_session",
+            "session_name",
+            "finished_at",
             postgresql_where=text("status = 'sent' AND session_name IS NOT NULL"),
         ),
     )
