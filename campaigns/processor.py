@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ from campaigns.numbers import Entry
 from campaigns.recovery import CampaignRecoveryManager
 from campaigns.settings import Pacing
 from campaigns.store import CampaignStateManager
+from campaigns.windows import SendWindow, next_open_all, window_from_options
 
 log = logging.getLogger("campaigns.processor")
+
 
 class CampaignBatchProcessor:
     """Creates campaigns and hands their batches to the workers.
@@ -76,6 +78,7 @@ class CampaignBatchProcessor:
         start_at: datetime | None = None,
         region: str | None = None,
         sticky: bool = True,
+        window: SendWindow | None = None,
     ) -> int:
         """Create the campaign (ledger and state in one transaction), enqueue its first batch,
         and return its id at once. With ``start_at`` the campaign waits, ``scheduled``, and
@@ -84,10 +87,27 @@ class CampaignBatchProcessor:
         ``session`` is one session name, or a list of names: a sender pool, one lane per
         session, each at its own pace; with ``sticky`` (the default) a number that a pool
         session sent to before goes through that session while it is healthy. The batch task
-        runs one lane per session of the pool in the rotation."""
+        runs one lane per session of the pool in the rotation.
+
+        ``window`` is the campaign's own send window (:func:`campaigns.windows.parse_window`):
+        outside it, and outside its session's window, a lane waits. A window that never
+        overlaps a session's is refused before anything is written."""
         names = inputs.session_names(session)
+        if window is not None and not isinstance(window, SendWindow):
+            raise InvalidArgument(
+                f"window must be a SendWindow or None, got {type(window).__name__}"
+            )
         for name in names:
-            self.state.get_session(name)  # an unknown name says so first
+            options = self.state.get_session(name).options  # an unknown name says so first
+            own = window_from_options(options)
+            if window is not None and own is not None:
+                try:
+                    next_open_all((window, own), datetime.now(UTC))
+                except InvalidArgument:
+                    raise InvalidArgument(
+                        f"the campaign's window {window.describe()} never overlaps session "
+                        f"{name}'s window {own.describe()}; nothing was created"
+                    ) from None
         campaign = self.state.create_campaign(
             numbers,
             message,
@@ -97,6 +117,7 @@ class CampaignBatchProcessor:
             start_at=start_at,
             region=region,
             sticky=sticky,
+            window=window,
         )
         if campaign.status is CampaignStatus.RUNNING and campaign.run_token:
             self._start(campaign.id, 1, campaign.run_token)

@@ -23,8 +23,16 @@ from campaigns.cli.common import (
     snapshot_data,
     when,
 )
-from campaigns.domain import Campaign, CampaignStatus, Lane, RecipientStatus, StopKind
+from campaigns.domain import (
+    Campaign,
+    CampaignStatus,
+    Lane,
+    RecipientStatus,
+    StatusSnapshot,
+    StopKind,
+)
 from campaigns.masking import mask_phone
+from campaigns.windows import SendWindow
 
 
 def _clock(value: datetime) -> str:
@@ -59,6 +67,30 @@ def stop_line(c: Campaign, lanes: Sequence[Lane] = ()) -> str | None:
     if len(waiting) > 1:
         return f"{said}; resumes by itself when one of {', '.join(waiting)} reconnects"
     return f"{said}; resumes by itself when session {(waiting or [c.session_name])[0]} reconnects"
+
+
+def session_windows(snapshot: StatusSnapshot) -> dict[str, SendWindow | None]:
+    """Each pool session's own window (None: it has none), from the snapshot's lane windows
+    (each lane's group is the campaign's window, if any, then its session's)."""
+    own = 1 if snapshot.campaign.send_window else 0
+    groups = snapshot.lane_windows or ((),) * len(snapshot.campaign.sessions)
+    return {
+        name: group[own] if len(group) > own else None
+        for name, group in zip(snapshot.campaign.sessions, groups, strict=False)
+    }
+
+
+def window_line(snapshot: StatusSnapshot) -> str:
+    """``08:00–20:00 Mon–Sat America/Sao_Paulo; session sales 09:00–18:00 every day UTC``, or
+    ``always open``: when the campaign may send."""
+    c = snapshot.campaign
+    parts = [SendWindow.from_json(c.send_window).describe()] if c.send_window else []
+    parts += [
+        f"session {name} {window.describe()}"
+        for name, window in session_windows(snapshot).items()
+        if window is not None
+    ]
+    return "; ".join(parts) or "always open"
 
 
 def lane_label(lane: Lane) -> str:
@@ -150,7 +182,14 @@ def status(
         snapshot = store.snapshot(campaign_id)
         lanes = store.list_lanes(campaign_id, counts=True)
     if as_json:
-        emit_json(snapshot_data(snapshot, lanes))
+        data = snapshot_data(snapshot, lanes)
+        # the campaign's own window as stored (None: none) and each session's
+        data["send_window"] = snapshot.campaign.send_window
+        data["session_windows"] = {
+            name: window.to_json() if window else None
+            for name, window in session_windows(snapshot).items()
+        }
+        emit_json(data)
         return
     c = snapshot.campaign
     counts = snapshot.counts
@@ -166,6 +205,7 @@ def status(
             f"{c.batch_delay_min:g}–{c.batch_delay_max:g}s between batches of "
             f"{c.batch_size}",
         ),
+        ("window", window_line(snapshot)),
         ("ETA", duration(snapshot.eta_seconds()) if not c.status.finished else "-"),
         ("next batch at", when(c.next_batch_at)),
         ("heartbeat", when(c.heartbeat_at)),

@@ -15,8 +15,9 @@ from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import JSON_HELP, emit_json, open_store, snapshot_data
 from campaigns.domain import RecipientStatus
-from campaigns.errors import InvalidMessage, InvalidNumberFile
+from campaigns.errors import InvalidArgument, InvalidMessage, InvalidNumberFile
 from campaigns.processor import CampaignBatchProcessor
+from campaigns.windows import SendWindow, parse_window
 
 
 def read_message(message: str | None, message_file: Path | None) -> str:
@@ -53,6 +54,26 @@ def parse_start_at(value: str | None) -> datetime | None:
             param_hint="--start-at",
         ) from None
     return moment.astimezone() if moment.tzinfo is None else moment
+
+
+WINDOW_FLAGS = ("--window-tz", "--window-days", "--window-hours")
+
+
+def read_window(hours: str | None, days: str | None, tz: str | None) -> SendWindow | None:
+    """The campaign's send window from ``--window-*``; None without any. ``--window-days`` or
+    ``--window-tz`` alone is an error: the operator meant a window and would get none."""
+    if hours is None:
+        given = [
+            flag
+            for flag, value in zip(WINDOW_FLAGS[:2], (tz, days), strict=True)
+            if value is not None
+        ]
+        if given:
+            raise InvalidArgument(
+                f"{given[0]} needs --window-hours (e.g. 08:00-20:00); nothing was created"
+            )
+        return None
+    return parse_window(hours, days, tz, names=WINDOW_FLAGS)
 
 
 def _pool(ctx: typer.Context, param: typer.CallbackParam, value: list[str] | None) -> Any:
@@ -126,6 +147,18 @@ def send(
     region: str | None = typer.Option(
         None, help="Region of numbers written without a country code [DEFAULT_REGION]."
     ),
+    window_hours: str | None = typer.Option(
+        None,
+        "--window-hours",
+        help="Send only in these periods of the day, e.g. 08:00-12:00,14:00-20:00 (a period "
+        "ending before it starts runs past midnight); the sessions' own windows apply too.",
+    ),
+    window_days: str | None = typer.Option(
+        None, "--window-days", help="Week days of the window: mon-sat, mon,wed,fri, 1-5 or all."
+    ),
+    window_tz: str | None = typer.Option(
+        None, "--window-tz", help="Time zone of the window (IANA, e.g. America/Sao_Paulo; UTC)."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Create a campaign and queue its first batch; prints the campaign id.
@@ -138,6 +171,7 @@ def send(
             param_hint="--region",
         )
     when = parse_start_at(start_at)
+    window = read_window(window_hours, window_days, window_tz)
     if not file.is_file():
         raise InvalidNumberFile(f"number file {str(file)!r} does not exist; nothing was created")
     with open_store() as store:
@@ -157,6 +191,7 @@ def send(
             start_at=when,
             region=region,
             sticky=sticky,
+            window=window,
         )
         snapshot = store.snapshot(campaign_id)
     if as_json:
@@ -165,6 +200,8 @@ def send(
     c = snapshot.campaign
     counts = snapshot.counts
     start = f"starts at {when.isoformat()}" if when else "first batch queued"
+    if window is not None:
+        start += f"; sends {window.describe()}"
     typer.echo(
         f"campaign {c.id} on {', '.join(c.sessions)}: {c.total_numbers} entries in "
         f"{c.total_batches} batches, {counts.get(RecipientStatus.DUPLICATE, 0)} duplicates, "
