@@ -242,7 +242,9 @@ class CampaignRecoveryManager:
         """Ask each session with disconnected campaigns (or disconnected lanes of running
         ones) whether it is connected again; resume the campaigns of those that are.
         Sessions whose campaigns are only blocked or limited are not polled: their health
-        says nothing about those stops."""
+        says nothing about those stops. ``is_connected`` must answer False for a session that
+        is connected but reports a stop in force (WAHA's 475 capping before its cycle end, a
+        463 timelock): :meth:`SessionHealth.watch_answer` reads a health answer that way."""
         resumed = []
         for session in self.state.sessions_with_interrupted_campaigns(StopKind.DISCONNECTED):
             connected, state = is_connected(session)

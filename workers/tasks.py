@@ -153,7 +153,8 @@ def watch_sessions() -> int:
             health = gateway.health()
         finally:
             gateway.close()
-        return health.connected, health.state
+        # connected but capped (475) or timelocked (463) is not connected for the watcher
+        return health.watch_answer()
 
     return len(runtime.recovery.watch_sessions(is_connected))
 

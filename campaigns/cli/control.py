@@ -132,11 +132,11 @@ def recover(
                     health = gateway.health()
                 finally:
                     gateway.close()
-                if not health.connected:
-                    waiting.append(
-                        {"session": session, "state": health.state, "detail": health.detail}
-                    )
-                return health.connected, health.state
+                # connected but capped or timelocked is not connected for a resume
+                connected, state = health.watch_answer()
+                if not connected:
+                    waiting.append({"session": session, "state": state, "detail": health.detail})
+                return connected, state
 
             recovered += manager.watch_sessions(is_connected)
     if as_json:

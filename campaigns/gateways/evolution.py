@@ -38,10 +38,20 @@ Decisions where the contract leaves a choice:
   reports, §2.4) is WhatsApp refusing the number, whatever relays it. Its text through
   Evolution is UNCONFIRMED; a 4xx/5xx whose message names "error 463" is read as it.
 * Other 5xx are TRANSIENT; a 504 from a proxy in front is AMBIGUOUS (see ``http.py``).
+* Option ``typing`` (default ``false``): when the message asks for ``typing_s`` > 0, the v2
+  body carries ``delay`` (integer ms, at most :data:`MAX_TYPING_S`): Evolution then shows the
+  presence "composing" to the recipient and waits that long inside the request before sending
+  (§3.2: "``delay`` (ms of typing first)"; the v2 OpenAPI: "Presence time in milliseconds
+  before sending message"). v1's ``options: {delay, presence: "composing"}`` is not used: a v2
+  server refuses it, like every v1 body. The request then takes ``typing_s`` longer, so with
+  ``typing`` on the adapter's read timeout is the configured one plus :data:`MAX_TYPING_S` (the
+  HTTP client has one timeout per adapter, not per call). Off by default: Evolution's delay
+  holds a sending thread and the gateway's request for the whole wait.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator, Mapping
@@ -64,6 +74,7 @@ from campaigns.gateways.http import (
     session_down,
     status_fallback,
 )
+from campaigns.gateways.waha import parse_bool_option
 from campaigns.masking import mask_phone
 
 logger = logging.getLogger(__name__)
@@ -72,6 +83,9 @@ _CLOSED = "connection closed"
 _NOT_LOADED = "cannot read properties of undefined"
 _SCHEMA_ERROR = re.compile(r"requires property|is required|is not allowed|must be", re.I)
 _BAN = re.compile(r"\berror 463\b", re.I)
+
+MAX_TYPING_S = 20.0
+"""The longest ``delay`` sent to Evolution (and what the read timeout grows by with typing on)."""
 
 
 class EvolutionGateway:
@@ -83,6 +97,9 @@ class EvolutionGateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.instance = config.options.get("instance") or config.session_name
         self._path = quote(self.instance, safe="")
+        self.typing = parse_bool_option(config.options.get("typing", "false"), "typing")
+        if self.typing:  # the request waits ``delay`` before Evolution answers
+            config = dataclasses.replace(config, read_timeout=config.read_timeout + MAX_TYPING_S)
         headers = {"apikey": config.token} if config.token else {}
         self._http = HttpClient(config, headers)
 
@@ -97,7 +114,9 @@ class EvolutionGateway:
                 stop=StopKind.BLOCKED,
             )
         else:
-            body = {"number": digits(message.to), "text": message.text}
+            body: dict[str, Any] = {"number": digits(message.to), "text": message.text}
+            if self.typing and message.typing_s > 0:
+                body["delay"] = round(min(message.typing_s, MAX_TYPING_S) * 1000)
             answer = self._http.request(
                 "POST", f"/message/sendText/{self._path}", json_body=body, sends=True, paced=True
             )

@@ -1,26 +1,35 @@
 """WAHA adapter (devlikeapro/waha; docs/gateways.md §2).
 
-===================================================  ==========================================
-answer                                               outcome
-===================================================  ==========================================
-2xx                                                  SENT
-422 with the session's status (not WORKING)          SESSION_DOWN, ``disconnected``
-404 (no such session)                                SESSION_DOWN, ``disconnected``
-422 without a status (2024 core: only ``default``)   SESSION_DOWN, ``blocked`` (configuration)
-400 (request validation)                             SESSION_DOWN, ``blocked`` (configuration)
-401/403 (API key refused)                            SESSION_DOWN, ``blocked`` (token)
-500 mentioning error 463 (reach-out timelock, ban)   SESSION_DOWN, ``blocked``
-500 mentioning error 475 (capping)                   SESSION_DOWN, ``limited``
-a template message                                   SESSION_DOWN, ``blocked`` (WAHA sends text)
-429                                                  THROTTLED
-other 5xx, connect errors                            TRANSIENT (504, read timeout: AMBIGUOUS)
-===================================================  ==========================================
+=====================================================  ======================================
+answer                                                 outcome (level, kind)
+=====================================================  ======================================
+2xx                                                    SENT
+422 with the session's status (not WORKING)            SESSION_DOWN, ``disconnected``
+404 (no such session)                                  SESSION_DOWN, ``disconnected``
+422 without a status (2024 core: only ``default``)     SESSION_DOWN, ``blocked`` (config)
+400 (request validation)                               SESSION_DOWN, ``blocked`` (config)
+401/403 (API key refused)                              SESSION_DOWN, ``blocked`` (token)
+500 naming error 463 (reach-out timelock, ban)         SESSION_DOWN, ``blocked``
+500 naming error 475 (capping until the cycle end)     SESSION_DOWN, ``limited``, retry_after
+                                                       = seconds to the cycle end
+a template message                                     SESSION_DOWN, ``blocked`` (text only)
+check-exists ``numberExists: false``                   RECIPIENT_FAILED (recipient level)
+429                                                    THROTTLED (session level, no stop)
+other 5xx, connect errors                              TRANSIENT (504, read timeout: AMBIGUOUS)
+typing calls (sendSeen/startTyping/stopTyping): 422    SESSION_DOWN, ``disconnected`` (nothing
+with the session's status                              sent yet); any other failure: ignored
+=====================================================  ======================================
 
-``disconnected`` stops are resumed by the session watcher once ``GET /api/sessions/{session}``
-says WORKING again (or by a ``session.status`` webhook). ``blocked`` ones wait for an operator:
-the health check says WORKING all through a timelock or a version mismatch, so resuming on it
-would send the same refused request again at every watcher cycle — for 463, hitting WhatsApp on
-a number it has just restricted.
+Every answer is about the session except check-exists' ``numberExists: false`` (the
+recipient's). ``disconnected`` stops are resumed by the session watcher once
+``GET /api/sessions/{session}`` says WORKING again (or by a ``session.status`` webhook).
+``blocked`` ones wait for an operator: the status stays WORKING all through a timelock or a
+version mismatch, so resuming on it would send the same refused request again at every watcher
+cycle — for 463, hitting WhatsApp on a number it has just restricted. :meth:`WahaGateway.health`
+therefore reports a timelock or a capping the session info shows as ``SessionHealth.stop``
+(``blocked``; ``limited`` with ``until`` = the cycle end), connected staying True while WORKING
+(:mod:`campaigns.gateways.waha_limits`). Nothing here ever restarts, stops or starts a session:
+WAHA's docs say a restart does not lift a timelock, and an unasked restart drops a connection.
 
 Decisions where the contract is UNCONFIRMED or leaves a choice:
 
@@ -33,23 +42,35 @@ Decisions where the contract is UNCONFIRMED or leaves a choice:
 * A 500 whose exception mentions error 463 is SESSION_DOWN: that is WhatsApp refusing the
   number (ban, reputation block or reach-out timelock, §2.4); sending on would make it worse.
   Any other 500 is TRANSIENT (an engine error before the send).
-* Error 475 (capping until the end of a cycle, named in design.md) is UNCONFIRMED: no source
-  read gives its shape or how the cycle end is told. It is read like 463 (a 500 whose text
-  names the error) and stops the campaign as ``limited``, resuming after ``Retry-After`` when
-  the answer has one, else after :data:`CAPPING_WAIT_S` — long, because resuming early only
-  spends a call on a number that is still capped.
+* Error 475 (capping until the end of a cycle) is read like 463 (a 500 whose text names the
+  error) and stops the campaign as ``limited``: ``retry_after`` is the time left to the cycle
+  end the body gives (``cycleEndTimestamp``, else ``cycleEnd``; their shape is UNCONFIRMED, see
+  :mod:`campaigns.gateways.waha_limits`), else ``Retry-After``, else :data:`CAPPING_WAIT_S` —
+  long, because resuming early only spends a call on a number that is still capped.
 * A 400 is SESSION_DOWN: it comes from WAHA's request validation, so the body shape does not
   match the WAHA version, and every recipient would fail the same way.
 * sendText does not reject numbers that are not on WhatsApp (§2.6). With option
   ``check_exists=true`` the adapter asks ``/api/contacts/check-exists`` first, fails the
   recipient when ``numberExists`` is false, and sends to the ``chatId`` WAHA returns (it fixes
   Brazil's extra 9).
+* Option ``typing`` (default ``true``): when the message asks for ``typing_s`` > 0, the send is
+  WAHA's "How to Avoid Blocking" sequence: ``POST /api/sendSeen``, ``POST /api/startTyping``,
+  a wait of ``typing_s``, ``POST /api/stopTyping`` (each ``{session, chatId}``: WAHA's
+  ``ChatRequest``/``SendSeenRequest``, src/structures/chatting.dto.ts; startTyping and
+  stopTyping answer ``{"result": true}``, sendSeen's answer is the engine's and is not read),
+  then sendText. Only sendText is paced (the gap holds on the wire) and only it can send. The
+  typing calls never fail the message: any failure is logged and the send goes on — except a
+  422 naming the session's status, which would make sendText wait 5 s for the same 422:
+  SESSION_DOWN ``disconnected`` at once, nothing having been sent. WAHA's sources do not say
+  whether the typing endpoints wait for WORKING like sendText (the 2024 controller takes the
+  session without the wait); reading their 422 when it comes costs nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -71,16 +92,15 @@ from campaigns.gateways.http import (
     session_down,
     status_fallback,
 )
+from campaigns.gateways.waha_limits import CAPPING_WAIT_S as CAPPING_WAIT_S  # re-exported
+from campaigns.gateways.waha_limits import capping_reason, capping_wait, session_health
 from campaigns.masking import mask_phone
 
 logger = logging.getLogger(__name__)
 
 _BAN = re.compile(r"\b463\b")
 _CAPPED = re.compile(r"\b475\b")
-
-CAPPING_WAIT_S = 24 * 3600.0
-"""How long a campaign stopped by WAHA 475 (capping) waits when the answer does not say: the
-rolling day the caps of design.md are counted over."""
+_TYPING_CALLS = ("/api/sendSeen", "/api/startTyping")
 
 
 def parse_bool_option(value: str, name: str) -> bool:
@@ -95,12 +115,15 @@ class WahaGateway:
     """Sends through ``POST {base_url}/api/sendText`` with the ``X-Api-Key`` header."""
 
     kind = "waha"
+    typing_leads = True
+    """Typing happens in calls before sendText (the lane shortens its gap by it)."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.session = config.options.get("session") or config.session_name
         self.check_exists = parse_bool_option(
             config.options.get("check_exists", "false"), "check_exists"
         )
+        self.typing = parse_bool_option(config.options.get("typing", "true"), "typing")
         headers = {"X-Api-Key": config.token} if config.token else {}
         self._http = HttpClient(config, headers)
 
@@ -111,6 +134,8 @@ class WahaGateway:
         chat_id: str | SendOutcome = f"{digits(message.to)}@c.us"
         if self.check_exists:
             chat_id = self._check_exists(message.to)
+        if not isinstance(chat_id, SendOutcome) and self.typing and message.typing_s > 0:
+            chat_id = self._type(chat_id, message.typing_s)
         if isinstance(chat_id, SendOutcome):
             outcome = chat_id
         else:
@@ -128,6 +153,30 @@ class WahaGateway:
             outcome.error_code or "",
         )
         return outcome
+
+    def _type(self, chat_id: str, seconds: float) -> str | SendOutcome:
+        """Seen, typing for ``seconds``, stop typing: the chatId to send to, or the outcome
+        that ends this send (the session is not WORKING). Not paced; never sends."""
+        body = {"session": self.session, "chatId": chat_id}
+        for path in _TYPING_CALLS:
+            stopped = self._presence(path, body)
+            if stopped is not None:
+                return stopped
+        time.sleep(seconds)
+        stopped = self._presence("/api/stopTyping", body)
+        return chat_id if stopped is None else stopped
+
+    def _presence(self, path: str, body: Mapping[str, Any]) -> SendOutcome | None:
+        answer = self._http.request("POST", path, json_body=body, sends=False)
+        if isinstance(answer, HttpAnswer) and answer.ok:
+            return None
+        if isinstance(answer, HttpAnswer) and answer.status == 422:
+            stopped = _session_down(answer, _message(answer))
+            if stopped is not None and stopped.stop is StopKind.DISCONNECTED:
+                return stopped
+        detail = answer.error_message if isinstance(answer, SendOutcome) else _message(answer)
+        logger.info("waha %s: %s failed (%s); sending anyway", self.session, path, detail)
+        return None
 
     def _check_exists(self, number: str) -> str | SendOutcome:
         """The chatId to send to, or the outcome that ends this send."""
@@ -153,7 +202,8 @@ class WahaGateway:
         return chat_id if isinstance(chat_id, str) and chat_id else f"{digits(number)}@c.us"
 
     def health(self) -> SessionHealth:
-        """``GET /api/sessions/{session}``: connected only when the status is WORKING."""
+        """``GET /api/sessions/{session}``: connected only when the status is WORKING, with the
+        timelock or capping it reports as ``stop``/``until``."""
         answer = self._http.request(
             "GET", f"/api/sessions/{quote(self.session, safe='')}", sends=False
         )
@@ -166,7 +216,7 @@ class WahaGateway:
         body = answer.body if isinstance(answer.body, Mapping) else {}
         status = body.get("status")
         if answer.ok and isinstance(status, str):
-            return SessionHealth(status == "WORKING", status)
+            return session_health(status, body)
         return SessionHealth(False, f"HTTP {answer.status}", _message(answer))
 
     def close(self) -> None:
@@ -275,11 +325,8 @@ def _session_down(answer: HttpAnswer, text: str) -> SendOutcome | None:
             stop=StopKind.BLOCKED,
         )
     if answer.status >= 500 and _CAPPED.search(text):
-        wait = answer.retry_after if answer.retry_after else CAPPING_WAIT_S
+        wait = capping_wait(answer.body, answer.retry_after)
         return session_down(
-            answer,
-            f"WhatsApp capped the number (error 475): {text}",
-            stop=StopKind.LIMITED,
-            retry_after=wait,
+            answer, capping_reason(answer.body, wait, text), stop=StopKind.LIMITED, retry_after=wait
         )
     return None

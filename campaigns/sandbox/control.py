@@ -55,8 +55,18 @@ class SandboxControl:
                                            "evolution_state": evolution_state})
 
     def restore(self, session: str | None = None) -> Any:
-        """Reconnect ``session`` (None = all)."""
+        """Reconnect ``session`` (None = all) and lift its timelock and capping."""
         return self._call("POST", "restore", {"session": session})
+
+    def cap(self, session: str, seconds: float) -> Any:
+        """Put WAHA ``session`` in message capping (error 475) until the cycle end,
+        ``seconds`` from now; afterwards its sends pass again by themselves."""
+        return self._call("POST", "cap", {"session": session, "seconds": seconds})
+
+    def timelock(self, session: str, seconds: float | None = None) -> Any:
+        """Put WAHA ``session`` in a reach-out timelock (error 463) until :meth:`restore` or
+        :meth:`reset` (or for ``seconds``)."""
+        return self._call("POST", "timelock", {"session": session, "seconds": seconds})
 
     def throttle(self, *, session: str | None = None, seconds: float | None = None,
                  count: int | None = None, code: int = 130429, cloud_status: int = 400,
@@ -148,10 +158,14 @@ class SandboxControl:
         return self._call("GET", "messages", params={"session": session, "dialect": dialect,
                                                      "limit": limit})
 
+    def presence(self, *, session: str | None = None, dialect: str | None = None) -> Any:
+        """``{"count": n, "presence": [...]}``: seen, typing and delay calls, in order."""
+        return self._call("GET", "presence", params={"session": session, "dialect": dialect})
+
     def stats(self) -> Any:
         """Message counts, per-endpoint request counters, webhook deliveries."""
         return self._call("GET", "stats")
 
     def state(self) -> Any:
-        """Dropped sessions, active fault rules and settings."""
+        """Dropped, capped and timelocked sessions, active fault rules and settings."""
         return self._call("GET", "state")

@@ -3,7 +3,12 @@
 =========================  ==================================================================
 ``GET  health``            ``{"ok": true, "url"}``
 ``POST drop``              ``{session, seconds?, waha_status?=STOPPED, evolution_state?=close}``
-``POST restore``           ``{session?}`` (none: every session) → ``{"restored": [...]}``
+``POST restore``           ``{session?}`` (none: every session) → ``{"restored": [...],
+                           "lifted": [...]}`` (reconnects, and lifts timelocks and cappings)
+``POST cap``               ``{session, seconds}`` (WAHA message capping, error 475, until the
+                           cycle end ``seconds`` from now; then sends pass by themselves)
+``POST timelock``          ``{session, seconds?}`` (WAHA reach-out timelock, error 463, until
+                           restore/reset, or for ``seconds``)
 ``POST throttle``          ``{session?, seconds?, count?, code?=130429, cloud_status?=400,
                            http_status?=429, retry_after?}``
 ``POST fail``              ``{share?=1.0, session?, seconds?, count?, http_status?=500,
@@ -25,7 +30,10 @@
 ``POST reset``             ``{record?: false}`` (also throughput and latency back to the
                            values the sandbox started with)
 ``GET  messages``          ``?session=&dialect=&limit=`` → ``{"count", "messages"}``
-``GET  stats`` / ``state``  counters / dropped sessions, live rules, settings
+``GET  presence``          ``?session=&dialect=`` → ``{"count", "presence"}`` (seen, typing,
+                           Evolution's ``delay``)
+``GET  stats`` / ``state``  counters / dropped, capped and timelocked sessions, live rules,
+                           settings
 =========================  ==================================================================
 
 Every verb takes and returns JSON. Fault verbs accept ``session`` (omit it for a global fault)
@@ -91,6 +99,8 @@ class ControlApi:
             ("GET", "health"): lambda _: {"ok": True, "url": sandbox.base_url},
             ("POST", "drop"): self.drop,
             ("POST", "restore"): self.restore,
+            ("POST", "cap"): self.cap,
+            ("POST", "timelock"): self.timelock,
             ("POST", "throttle"): self.throttle,
             ("POST", "fail"): self.fail,
             ("POST", "refuse"): self.refuse,
@@ -106,6 +116,7 @@ class ControlApi:
             ("POST", "webhooks"): self.add_webhook,
             ("POST", "reset"): self.reset,
             ("GET", "messages"): self.messages,
+            ("GET", "presence"): self.presence,
             ("GET", "stats"): self.stats,
             ("GET", "state"): self.state,
         }
@@ -141,7 +152,23 @@ class ControlApi:
         return self.state({})
 
     def restore(self, body: dict[str, Any]) -> Any:
-        return {"restored": self.sandbox.faults.restore(_get(body, "session", str))}
+        session = _get(body, "session", str)
+        return {"restored": self.sandbox.faults.restore(session),
+                "lifted": self.sandbox.faults.restrictions.lift(session)}
+
+    def cap(self, body: dict[str, Any]) -> Any:
+        session, seconds = _get(body, "session", str), _get(body, "seconds", float)
+        if not session or seconds is None or seconds <= 0:
+            raise ControlError("session and seconds (positive: until the cycle end) are required")
+        capping = self.sandbox.faults.restrictions.cap(session, seconds)
+        return {"capped": {session: capping.to_json()}}
+
+    def timelock(self, body: dict[str, Any]) -> Any:
+        session = _get(body, "session", str)
+        if not session:
+            raise ControlError("session is required")
+        lock = self.sandbox.faults.restrictions.timelock(session, _get(body, "seconds", float))
+        return {"timelocked": {session: lock.to_json()}}
 
     def sessions(self, body: dict[str, Any]) -> Any:
         names = body.get("names")
@@ -253,6 +280,11 @@ class ControlApi:
             rows = rows[-limit:]
         return {"count": len(rows), "messages": [dataclasses.asdict(m) for m in rows]}
 
+    def presence(self, query: dict[str, Any]) -> Any:
+        rows = SandboxRecord(self.sandbox.record.path).presence(
+            session=query.get("session"), dialect=query.get("dialect"))
+        return {"count": len(rows), "presence": [dataclasses.asdict(p) for p in rows]}
+
     def stats(self, _: dict[str, Any]) -> Any:
         # SQL aggregates, not a row scan: benchmark records hold hundreds of thousands of rows.
         record = SandboxRecord(self.sandbox.record.path)
@@ -263,6 +295,8 @@ class ControlApi:
             "by_dialect": record.tally("dialect"),
             "duplicates": len(record.duplicates()),
             "refused": len(record.refusals()),
+            "presence": len(record.presence()),
+            **self.sandbox.faults.restrictions.snapshot(),
             "requests": self.sandbox.counters(),
             "webhook_deliveries": len(self.webhooks.deliveries()),
         }

@@ -7,6 +7,12 @@
 Every error uses Evolution's envelope ``{"status", "error", "response": {"message"}}``. Throttling
 has no Evolution contract; the sandbox answers 429 (or the fault's status) with the message
 ``rate-overlimit``, the error WhatsApp's servers give Baileys when it sends too fast.
+
+sendText's optional ``delay`` (integer ms, §3.2: "ms of typing first") is honoured: once the
+send is past its checks the sandbox records a ``composing`` presence with the delay, waits it
+out (at most :data:`MAX_DELAY_S`) and then accepts the message, as Evolution shows "composing"
+and waits inside the request before sending. A ``delay`` that is not a non-negative integer is
+a 400 schema error.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ _ROUTES = {
     ("GET", "instance/connectionState"): "state",
     ("POST", "chat/whatsappNumbers"): "numbers",
 }
+MAX_DELAY_S = 20.0
+"""The longest ``delay`` the sandbox waits (a runaway value must not hold a thread for long)."""
 _PATH = re.compile(r"^/(message/sendText|instance/connectionState|chat/whatsappNumbers)/([^/]+)/?$")
 
 
@@ -103,6 +111,9 @@ def _validate(body: Any) -> Response | None:
         return evolution_error(400, [["instance.number is not of a type(s) string"]])
     if not isinstance(body["text"], str) or not body["text"]:
         return evolution_error(400, ["Text is required"])
+    delay = body.get("delay")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int) or delay < 0):
+        return evolution_error(400, [["instance.delay is not of a type(s) integer"]])
     return None
 
 
@@ -143,6 +154,11 @@ def _send(sandbox: Sandbox, request: Request, instance: str) -> Response:
         return refusal(
             evolution_error(400, [{"jid": jid, "exists": False, "number": digits}]), "reject"
         )
+    delay = int(body.get("delay") or 0)
+    if delay > 0:
+        sandbox.record.presence(dialect="evolution", session=instance, chat_id=number,
+                                action="composing", at=request.received_at, duration_ms=delay)
+        time.sleep(min(delay / 1000.0, MAX_DELAY_S))
     text = str(body["text"])
     message_id = "BAE5" + sandbox.next_id(12)
     held = sandbox.accept(

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from campaigns.sandbox.restrictions import Restrictions
+
 WAHA_DROP_STATUSES = frozenset({"STOPPED", "STARTING", "SCAN_QR_CODE", "FAILED"})
 EVOLUTION_DROP_STATES = frozenset({"close", "connecting"})
 
@@ -110,6 +112,8 @@ class FaultState:
         self._tokens = 0
         self._timers: list[threading.Timer] = []
         self._listeners: list[StatusListener] = []
+        # WhatsApp's capping and timelock on WAHA sessions: connected, yet refused
+        self.restrictions = Restrictions()
 
     # -- listeners -------------------------------------------------------------------------
     def add_listener(self, listener: StatusListener) -> None:
@@ -309,12 +313,14 @@ class FaultState:
 
     # -- housekeeping ----------------------------------------------------------------------
     def reset(self) -> list[str]:
-        """Forget every rule and known-names restriction; restore every session."""
+        """Forget every rule, capping, timelock and known-names restriction; restore every
+        session."""
         with self._lock:
             self._rules.clear()
             self._known = None
             self._random = random.Random(self._seed)
             self._cancel_timers()
+        self.restrictions.clear()
         return self.restore()
 
     def _cancel_timers(self) -> None:
@@ -341,4 +347,5 @@ class FaultState:
             }
             rules = [r.describe(now) for r in self._rules if r.alive(now)]
             known = None if self._known is None else sorted(self._known)
-        return {"dropped": drops, "rules": rules, "known_sessions": known, "seed": self._seed}
+        return {"dropped": drops, "rules": rules, "known_sessions": known, "seed": self._seed,
+                **self.restrictions.snapshot()}

@@ -12,6 +12,10 @@ writer commits.
 Sends the sandbox refused on purpose (an injected fault, or past a number's throughput) are
 recorded too, in their own table: tests assert that nothing refused was counted as delivered,
 and that a refused recipient was sent again later.
+
+Presence calls (WAHA's sendSeen/startTyping/stopTyping, Evolution's ``delay`` of "composing"
+before a send) go to a third table, so tests can assert the order seen → typing → stop → send
+and the wait in between.
 """
 
 from __future__ import annotations
@@ -52,7 +56,18 @@ CREATE TABLE IF NOT EXISTS refusals (
     code TEXT,
     received_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS presence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dialect TEXT NOT NULL,
+    session TEXT NOT NULL,
+    chat_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    at REAL NOT NULL,
+    duration_ms INTEGER
+);
 """
+
+_PRESENCE_COLUMNS = "id, dialect, session, chat_id, action, at, duration_ms"
 
 _REFUSAL_COLUMNS = "id, dialect, session, recipient, e164, fault, status, code, received_at"
 
@@ -108,6 +123,24 @@ class RecordedRefusal:
     code: str | None
     """The gateway's error code answered (Cloud API ``130429``...), when it has one."""
     received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedPresence:
+    """One presence call: what the recipient was shown, and when."""
+
+    id: int
+    dialect: str
+    session: str
+    chat_id: str
+    """The chat as the client named it (``5511...@c.us``, Evolution's ``number``)."""
+    action: str
+    """WAHA: ``seen``, ``start_typing``, ``stop_typing``; Evolution: ``composing`` (the
+    send's ``delay``)."""
+    at: float
+    """``time.time()`` when the request arrived."""
+    duration_ms: int | None
+    """Evolution's ``delay`` (ms the sandbox waited before answering); None for WAHA."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +229,16 @@ class RecordWriter:
                 (dialect, session, recipient, e164, fault, status, code, received_at),
             )
 
+    def presence(self, *, dialect: str, session: str, chat_id: str, action: str, at: float,
+                 duration_ms: int | None = None) -> None:
+        """Record one presence call."""
+        with self._lock:
+            self._require().execute(
+                "INSERT INTO presence (dialect, session, chat_id, action, at, duration_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (dialect, session, chat_id, action, at, duration_ms),
+            )
+
     def answered(self, row_id: int, answered_at: float) -> None:
         """Stamp ``answered_at`` on a row recorded before its answer was held back."""
         with self._lock:
@@ -208,6 +251,7 @@ class RecordWriter:
         with self._lock:
             self._require().execute("DELETE FROM messages")
             self._require().execute("DELETE FROM refusals")
+            self._require().execute("DELETE FROM presence")
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -260,6 +304,23 @@ class SandboxRecord:
         rows = self._query(f"SELECT {_REFUSAL_COLUMNS} FROM refusals{clauses} ORDER BY id", params)
         return [
             RecordedRefusal(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6]), r[7], float(r[8]))
+            for r in rows
+        ]
+
+    def presence(
+        self, session: str | None = None, dialect: str | None = None
+    ) -> list[RecordedPresence]:
+        """Presence calls in arrival order, optionally of one session and/or dialect."""
+        clauses, params = _where(session, dialect)
+        try:
+            rows = self._query(
+                f"SELECT {_PRESENCE_COLUMNS} FROM presence{clauses} ORDER BY id", params
+            )
+        except sqlite3.OperationalError:
+            return []  # a record written before presence was recorded
+        return [
+            RecordedPresence(int(r[0]), r[1], r[2], r[3], r[4], float(r[5]),
+                             None if r[6] is None else int(r[6]))
             for r in rows
         ]
 

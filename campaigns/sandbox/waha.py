@@ -3,6 +3,10 @@
 - ``POST /api/sendText`` → 201 with the engine's raw message (NOWEB, WEBJS or an empty body)
 - ``GET /api/sessions/{session}`` → 200 ``{name, status, config, me, engine}``
 - ``GET /api/contacts/check-exists?phone=&session=`` → ``{numberExists, chatId}``
+- ``POST /api/sendSeen``, ``/api/startTyping``, ``/api/stopTyping`` with ``{session, chatId}``
+  (WAHA's ``ChatRequest``) → 201; startTyping and stopTyping answer ``{"result": true}`` like
+  WAHA's controller, sendSeen an empty body (its real answer is the engine's: UNCONFIRMED).
+  Recorded in the record's presence table; 422 like sendText when the session is not WORKING
 
 As in real WAHA, send endpoints wait for a non-WORKING session (``settings.waha_wait``) and then
 answer 422, and sendText accepts numbers that are not on WhatsApp (they are recorded with
@@ -11,6 +15,20 @@ answer 422, and sendText accepts numbers that are not on WhatsApp (they are reco
 Throttling has no WAHA contract; the sandbox answers what WAHA's NestJS stack would produce with
 its throttler in front: 429 ``{"statusCode":429,"message":"ThrottlerException: Too Many
 Requests"}``. Injected failures use the AllExceptionsFilter 500 body of §2.4.
+
+WhatsApp's limits on a number (:mod:`campaigns.sandbox.restrictions`); the session stays
+WORKING through both:
+
+- **Reach-out timelock**: sendText answers the 500 of a 463 refusal (``"2 UNKNOWN: server
+  returned error 463"``), and the session info's ``me`` carries ``reachoutTimelock:
+  {isActive: true, timeEnforcementEnds}`` (unix seconds or null) as WAHA's docs describe it
+  (waha-docs, sessions/reachout-timelock-callout.md).
+- **Capping**: sendText answers the same 500 naming error 475, whose ``exception`` also
+  carries ``cappingStatus: "CAPPED"``, ``cycleEndTimestamp`` (epoch seconds) and ``cycleEnd``
+  (ISO 8601); the session info carries ``capping: {status, cycleEndTimestamp, cycleEnd}``.
+  UNCONFIRMED: no public source gives how WAHA reports a capping; these names are our choice
+  (camelCase like WAHA's ``timeEnforcementEnds``, after WhatsApp's own ``capping_status`` and
+  ``cycle_end_timestamp``), and the adapter reads them defensively.
 """
 
 from __future__ import annotations
@@ -28,8 +46,11 @@ from campaigns.sandbox.core import (
     own_number,
     retry_after,
 )
+from campaigns.sandbox.restrictions import iso
 
 _SESSIONS = "/api/sessions/"
+_PRESENCE = {"/api/sendSeen": "seen", "/api/startTyping": "start_typing",
+             "/api/stopTyping": "stop_typing"}
 NOT_WORKING = "Session status is not as expected. Try again later or restart the session"
 
 
@@ -42,6 +63,9 @@ def handle(sandbox: Sandbox, request: Request) -> Response | None:
         route, response = "session", _session(sandbox, request, path[len(_SESSIONS) :])
     elif request.method == "GET" and path == "/api/contacts/check-exists":
         route, response = "check", _check(sandbox, request)
+    elif request.method == "POST" and path in _PRESENCE:
+        route = _PRESENCE[path]
+        response = _presence(sandbox, request, route)
     else:
         return None
     if sandbox.latency.active:
@@ -108,18 +132,47 @@ def _session(sandbox: Sandbox, request: Request, session: str) -> Response:
     sandbox.hold(session)
     drop = sandbox.faults.dropped(session)
     status = "WORKING" if drop is None else drop.waha_status
-    me = None if drop is not None else {"id": f"{own_number(session)}@c.us", "pushName": "Sandbox"}
+    me: dict[str, Any] | None = None
+    if drop is None:
+        me = {"id": f"{own_number(session)}@c.us", "pushName": "Sandbox"}
+        timelock = sandbox.faults.restrictions.timelocked(session)
+        if timelock is not None:
+            me["reachoutTimelock"] = timelock.to_json()
     engine = "WEBJS" if sandbox.settings.waha_shape == "webjs" else "NOWEB"
-    return json_response(
-        200,
-        {
-            "name": session,
-            "status": status,
-            "config": {"metadata": None, "proxy": None, "webhooks": []},
-            "me": me,
-            "engine": {"engine": engine},
-        },
-    )
+    info: dict[str, Any] = {
+        "name": session,
+        "status": status,
+        "config": {"metadata": None, "proxy": None, "webhooks": []},
+        "me": me,
+        "engine": {"engine": engine},
+    }
+    capping = sandbox.faults.restrictions.capping(session)
+    if capping is not None:
+        info["capping"] = capping.to_json()
+    return json_response(200, info)
+
+
+def _presence(sandbox: Sandbox, request: Request, action: str) -> Response:
+    """sendSeen / startTyping / stopTyping: checked like sendText, recorded, 201."""
+    if not _authorized(sandbox, request):
+        return _nest(401, "Unauthorized")
+    try:
+        body = request.json()
+    except ValueError:
+        return _nest(400, "Unexpected token in JSON", "Bad Request")
+    problems = [p for p in _validate(body) if not p.startswith("text")]
+    if problems:
+        return _nest(400, problems, "Bad Request")
+    session = str(body.get("session", "default"))
+    if not sandbox.faults.exists(session):
+        return _unknown(session)
+    sandbox.hold(session)
+    refused = _working(sandbox, session)
+    if refused is not None:
+        return refused
+    sandbox.record.presence(dialect="waha", session=session, chat_id=str(body["chatId"]),
+                            action=action, at=request.received_at)
+    return Response(201) if action == "seen" else json_response(201, {"result": True})
 
 
 def _check(sandbox: Sandbox, request: Request) -> Response:
@@ -182,6 +235,9 @@ def _send(sandbox: Sandbox, request: Request) -> Response:
             digits=digits, fault=fault, code=code, received_at=request.received_at,
         )  # fmt: skip
 
+    limited = _limited(sandbox, request, body, session)
+    if limited is not None:
+        return refusal(*limited)
     decision = sandbox.faults.decide(session, digits)
     if decision.throttle is not None:
         status = int(decision.throttle["http_status"])
@@ -212,6 +268,23 @@ def _send(sandbox: Sandbox, request: Request) -> Response:
     response = Response(201) if payload is None else json_response(201, payload)
     response.held_row = held
     return response
+
+
+def _limited(
+    sandbox: Sandbox, request: Request, body: Any, session: str
+) -> tuple[Response, str, int] | None:
+    """The refusal of a timelocked or capped session (answer, fault, code), or None."""
+    if sandbox.faults.restrictions.timelocked(session) is not None:
+        message = "2 UNKNOWN: server returned error 463"
+        return _failure(request, body, 500, message, code=2), "timelock", 463
+    capping = sandbox.faults.restrictions.capping(session)
+    if capping is None:
+        return None
+    answer = _failure(request, body, 500, "2 UNKNOWN: server returned error 475", code=2,
+                      extra={"cappingStatus": capping.status,
+                             "cycleEndTimestamp": int(capping.cycle_end),
+                             "cycleEnd": iso(capping.cycle_end)})
+    return answer, "cap", 475
 
 
 def _message(
@@ -266,11 +339,14 @@ def _failure(
     status: int,
     message: str = "sandbox: injected engine failure",
     code: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Response:
-    """An injected engine failure, in AllExceptionsFilter's shape (§2.4)."""
+    """An injected engine failure, in AllExceptionsFilter's shape (§2.4); ``extra`` joins the
+    exception's own fields."""
     exception: dict[str, Any] = {"message": message, "name": "Error"}
     if code is not None:
         exception["code"] = code
+    exception.update(extra or {})
     return json_response(
         status,
         {
