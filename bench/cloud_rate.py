@@ -97,7 +97,7 @@ def _steady(bench: Bench, batch_size: int) -> tuple[float, int]:
             local.start_worker("w0", concurrency=CONCURRENCY)
             client.store.add_session(
                 session, "cloud-api", sandbox_url, token_env="SANDBOX_TOKEN",
-                phone_number_id=session, pacing="rate", rate=str(RATE),
+                phone_number_id=session, pacing="rate", rate=str(RATE), tier="unlimited",
                 in_flight=str(IN_FLIGHT),
             )  # fmt: skip
             processor = client.processor(batch_size=batch_size)  # zero intervals and delays
@@ -176,6 +176,7 @@ def _fast_rows(bench: Bench) -> list[Row]:
 def _cloud_session(client: Client, name: str, sandbox_url: str) -> str:
     client.store.add_session(
         name, "cloud-api", sandbox_url, token_env="SANDBOX_TOKEN", phone_number_id=name,
+        tier="unlimited",
         pacing="rate", rate=str(FAST_RATE), in_flight=str(IN_FLIGHT),
     )  # fmt: skip
     return name

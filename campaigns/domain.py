@@ -9,8 +9,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+from campaigns.errors import InvalidArgument
+from campaigns.windows import SendWindow, finish_after_any
 
 
 class CampaignStatus(enum.StrEnum):
@@ -115,6 +118,7 @@ RECIPIENT_TRANSITIONS: Mapping[RecipientStatus, frozenset[RecipientStatus]] = {
             RecipientStatus.FAILED,
             RecipientStatus.UNKNOWN,
             RecipientStatus.PENDING,
+            RecipientStatus.SKIPPED,  # the recipient opted out (Cloud API 131050)
         }
     ),
     RecipientStatus.UNKNOWN: frozenset(
@@ -198,6 +202,13 @@ class Campaign:
     sessions: tuple[str, ...] = ()
     """The sender pool in lane order; ``session_name`` is its first session. A one-session
     campaign is a pool of one (filled in when not given)."""
+    send_window: Mapping[str, Any] | None = None
+    """The campaign's own send window (:mod:`campaigns.windows` JSON), or None."""
+    waiting_reason: str | None = None
+    """What a running campaign waits for (capacity, a window, a deferred recipient)."""
+    waiting_until: datetime | None = None
+    retry_batch: int | None = None
+    """The trailing batch of recipients deferred for a day (Cloud API 131049), once made."""
 
     def __post_init__(self) -> None:
         if not self.sessions:
@@ -285,6 +296,14 @@ class StatusSnapshot:
     batches_done: int
     last_error: str | None
     remaining_batches: int = field(default=0)
+    lane_windows: tuple[tuple[SendWindow, ...], ...] = ()
+    """For each lane of the pool, the send windows it obeys (its campaign's, its session's);
+    empty when nothing has a window."""
+
+    @property
+    def windows(self) -> tuple[SendWindow, ...]:
+        """Every distinct window of the campaign and its sessions, the campaign's first."""
+        return tuple(dict.fromkeys(w for group in self.lane_windows for w in group))
 
     @property
     def remaining(self) -> int:
@@ -292,13 +311,22 @@ class StatusSnapshot:
             RecipientStatus.SENDING, 0
         )
 
-    def eta_seconds(self) -> float:
+    def eta_seconds(self, now: datetime | None = None) -> float:
         """Expected seconds to finish at the mean pacing: messages × mean interval + the
-        mean delay between the remaining batches."""
+        mean delay between the remaining batches. With send windows, that much *open* time
+        is counted from ``now`` (lanes wait while closed), so the ETA is wall-clock time: work
+        goes on while any lane has all its windows open."""
         c = self.campaign
         mean_gap = (c.min_interval + c.max_interval) / 2
         mean_delay = (c.batch_delay_min + c.batch_delay_max) / 2
-        return self.remaining * mean_gap + max(self.remaining_batches - 1, 0) * mean_delay
+        work = self.remaining * mean_gap + max(self.remaining_batches - 1, 0) * mean_delay
+        if work <= 0 or not any(self.lane_windows):
+            return work
+        start = now or datetime.now(UTC)
+        try:
+            return (finish_after_any(self.lane_windows, start, work) - start).total_seconds()
+        except InvalidArgument:
+            return work  # windows that never open: the sweep and status say so, not the ETA
 
 
 class LaneState(enum.StrEnum):
@@ -351,3 +379,9 @@ class PoolStop:
     kind: StopKind
     reason: str
     resume_at: datetime | None = None
+
+
+def send_id(campaign_id: int, position: int) -> str:
+    """The id of a recipient's send in the capacity counts (:mod:`campaigns.capacity`): the
+    same for the live take and the rebuild from the ledger, so neither counts a send twice."""
+    return f"{campaign_id}:{position}"

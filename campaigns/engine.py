@@ -45,20 +45,18 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from campaigns.capacity import SessionCapacity
 from campaigns.domain import Campaign, CampaignStatus, StopKind
 from campaigns.errors import ConfigurationError, StoreUnavailable
 from campaigns.gateway_pool import GatewayPool
 from campaigns.lane import LaneRun
+from campaigns.limits import LaneLimits
 from campaigns.messages import build_message, render
-from campaigns.outcomes import (
-    RECORD_RETRY_WINDOW_S,
-    RELEASE_RETRY_WINDOW_S,
-    RunEnd,
-    RunResult,
-)
+from campaigns.outcomes import RECORD_RETRY_WINDOW_S, RELEASE_RETRY_WINDOW_S
 from campaigns.pacing import SessionPacer
 from campaigns.profiles import profile_from_options
 from campaigns.rate_lane import RateLaneRun
+from campaigns.run_end import RunEnd, RunResult
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
 
@@ -93,6 +91,7 @@ class BatchRunner:
         sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        capacity: SessionCapacity | None = None,
     ) -> None:
         self.store = store
         self.pacer = pacer
@@ -101,6 +100,14 @@ class BatchRunner:
         self.sleep = sleep
         self.clock = clock
         self.rng = rng or random.Random()
+        # sender capacity counts live in the pacing Redis, rebuilt from the ledger
+        self.capacity = capacity or SessionCapacity(
+            pacer.redis_client,
+            store.sends_since,
+            store.portfolio_sessions,
+            day=settings.day_seconds,
+            key_prefix=pacer.key_prefix,  # beside the pacing state, and gone with it
+        )
         self.sent_through: dict[str, float] = {}
         """Session -> when a run of it that sent something last ended (``clock``)."""
         # the stop check heartbeats (and so renews the run lease, which lives a stall timeout)
@@ -228,6 +235,9 @@ class BatchRunner:
         try:
             found = self.store.get_session(session)
             profile = profile_from_options(found.gateway, found.options)
+            limits = LaneLimits.of(
+                found, campaign, self.capacity, lambda: self.store.warmup_age(session)
+            )
         except ConfigurationError as exc:
             return _Unusable(*args, session=session, pooled=pooled, halt=halt, error=exc)
         # a rate lane's concurrency serves a session without campaign intervals; with them
@@ -235,6 +245,7 @@ class BatchRunner:
         kind = RateLaneRun if profile.is_rate and campaign.max_interval <= 0 else LaneRun
         run = kind(*args, session=session, pooled=pooled, halt=halt)
         run.profile = profile
+        run.limits = limits
         return run
 
     def block(self, campaign_id: int, run_token: str, reason: str) -> bool:

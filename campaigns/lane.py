@@ -15,15 +15,20 @@ the other lanes take its recipients; ``INTERRUPTED`` when it was the last one).
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from campaigns.domain import ClaimedRecipient, RecipientStatus, StopKind
 from campaigns.errors import InvalidTransition
 from campaigns.gateways.base import Gateway, OutgoingMessage, SessionHealth
 from campaigns.gateways.http import RequestNotSent, paced_sends
-from campaigns.messages import build_message
-from campaigns.outcomes import RunBase, RunEnd, RunResult
+from campaigns.limits import wait_out
+from campaigns.messages import build_message, typing_plan
+from campaigns.outcomes import LIMITED_WAIT_S, RunBase
 from campaigns.pacing import PacingCancelled, PacingDeferred, Reservation
 from campaigns.profiles import PacingProfile
+from campaigns.run_end import RunEnd, RunResult
 
 log = logging.getLogger("campaigns.engine")
 
@@ -35,6 +40,8 @@ with sends this recently."""
 def conclusively_down(health: SessionHealth) -> bool:
     """Whether a health answer says the session cannot send. An unreachable gateway or an
     error answer proves nothing: the sends themselves will classify what happens."""
+    if health.stop_in_force() is not None:
+        return True  # connected, but WhatsApp limits the number (WAHA 475 capping, 463)
     if health.connected:
         return False
     state = health.state.lower()
@@ -48,6 +55,8 @@ class LaneRun(RunBase):
     shareable); ``profile`` is its session's pacing profile."""
 
     profile: PacingProfile = PacingProfile()
+    min_gap = 0.0
+    """The shortest gap between two turns: the campaign's, less typing shown before a send."""
 
     def claim(self) -> ClaimedRecipient | None:
         return self.r.store.claim_for_lane(self.campaign.id, self.batch, self.token, self.session)
@@ -63,6 +72,18 @@ class LaneRun(RunBase):
             return gateway
         health = gateway.health()
         if conclusively_down(health):
+            stop = health.stop_in_force()
+            if stop is not None:
+                until = health.until if stop is StopKind.LIMITED else None
+                resume_at = None
+                if stop is StopKind.LIMITED:  # a limited stop resumes at a known time
+                    resume_at = datetime.fromtimestamp(until or time.time() + LIMITED_WAIT_S, UTC)
+                return self.interrupt(
+                    f"session {self.session} is {health.state} but {stop.value}: "
+                    f"{health.detail or 'the gateway reports a limit'}",
+                    stop,
+                    resume_at,
+                )
             # a refused token stays refused through any reconnect: an operator fixes it
             return self.interrupt(
                 f"session {self.session} is not connected ({health.state}"
@@ -100,16 +121,19 @@ class LaneRun(RunBase):
         gateway = self.open_gateway()
         if isinstance(gateway, RunResult):
             return gateway
+        # typing shown before each text fits inside the gap (see typing_plan)
+        typing, lead = typing_plan(gateway, c)
+        self.min_gap = c.min_interval - lead
         while True:
             now = self.r.clock()
-            end = self.out_of_time(now)
+            end = self.before_turn(now)
             if end is not None:
                 return end
             try:
                 turn = self.r.pacer.wait_for_turn(
                     self.session,
-                    c.min_interval,
-                    c.max_interval,
+                    self.min_gap,
+                    c.max_interval - lead,
                     sleep=self.r.sleep,
                     stop=self.should_stop,
                     profile=self.profile,
@@ -122,21 +146,21 @@ class LaneRun(RunBase):
                 continue  # the budget ran out while waiting: the loop head continues the batch
             except PacingDeferred as deferred:
                 return self.defer(deferred)
-            claim = self.claim()
-            if claim is None:
-                return self.drained()
+            claim = self.claim_to_send()
+            if isinstance(claim, RunResult):
+                return claim
             try:
                 # the claim took time after the grant: if more than the pacing guard allows,
                 # queue behind grants made meanwhile so the gap still holds at the HTTP call;
                 # the refreshed grant is the one the send's gate checks again
                 turn = self.r.pacer.refresh(
                     self.session,
-                    c.min_interval,
+                    self.min_gap,
                     turn,
                     sleep=self.r.sleep,
                     stop=self.should_stop,
                 )
-                message = build_message(c, claim)
+                message = replace(build_message(c, claim), typing_s=typing)
             except PacingCancelled:
                 self.give_back(claim)
                 if self.fence_lost:
@@ -160,6 +184,32 @@ class LaneRun(RunBase):
             if end is not None:
                 return end
 
+    def before_turn(self, now: float) -> RunResult | None:
+        """The lane's end before it waits for a turn: its budget is spent, another lane
+        failed, or a send window of the lane is closed (it waits for it to open)."""
+        end = self.out_of_time(now)
+        if end is not None:
+            return end
+        closed = self.limits.window_wait()
+        return None if closed is None else wait_out(self, *closed)
+
+    def claim_to_send(self) -> ClaimedRecipient | RunResult:
+        """The next recipient, with the session's capacity taken for it; or the lane's end:
+        nothing left to claim, or no capacity (the claim goes back, next in line once
+        capacity returns, and the lane waits). The window is checked again after the turn:
+        a turn waited for across the window's end must not send outside it."""
+        closed = self.limits.window_wait()
+        if closed is not None:
+            return wait_out(self, *closed)
+        claim = self.claim()
+        if claim is None:
+            return self.drained()
+        _, short = self.limits.take([claim])
+        if short is None:
+            return claim
+        self.give_back(claim)
+        return wait_out(self, *short)
+
     def defer(self, deferred: PacingDeferred) -> RunResult:
         """The lane's turn lies beyond this run's budget: end the run and come back for the
         turn (heartbeat first, and never later than the sweep allows)."""
@@ -178,7 +228,7 @@ class LaneRun(RunBase):
         """Send, the gap holding on the wire: right before the send's bytes leave (after any
         pre-send call and the connect) the turn is re-taken if its grant got stale."""
         gate = self.r.pacer.gate(
-            self.session, self.campaign.min_interval, turn, self.r.sleep, self.should_stop
+            self.session, self.min_gap, turn, self.r.sleep, self.should_stop
         )
         try:
             with paced_sends(gate):
@@ -244,6 +294,11 @@ class LaneRun(RunBase):
             settled = self.r.store.settle_cut_off_claims(
                 c.id, self.batch, older_than=self.r.settings.stall_timeout
             )
+            deferred = self.r.store.next_not_before(c.id, self.batch)
+            if deferred is not None and deferred > 5.0:
+                # what is left waits for its deferral (131049 a day, 131056 seconds)
+                reason = "waiting to send recipients deferred for their own limits"
+                return wait_out(self, deferred, reason)
             if settled:
                 log.warning(
                     "campaign %s batch %s: %s claims cut off by a crash are unknown "

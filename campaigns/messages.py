@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from campaigns.domain import Campaign, ClaimedRecipient
-from campaigns.gateways.base import OutgoingMessage, TemplateSpec
+from campaigns.gateways.base import OutgoingMessage, TemplateSpec, typing_seconds
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -43,3 +43,17 @@ def _render_any(value: Any, variables: Mapping[str, Any]) -> Any:
     if isinstance(value, dict):
         return {k: _render_any(v, variables) for k, v in value.items()}
     return value
+
+
+def typing_plan(gateway: object, campaign: Campaign) -> tuple[float, float]:
+    """``(typing_s, lead)`` for a lane's messages. ``typing_s``: how long the session shows
+    "typing…" before each text, sized to the message (``typing_seconds``) and never longer than
+    the campaign's shortest gap, so it fits inside the pacing gap; 0 when the session does not
+    type (option ``typing``) or the campaign has no gap. ``lead``: the part of it spent before
+    the text request leaves (WAHA's calls before sendText; Evolution waits inside its request,
+    so 0): the lane asks for a gap that much shorter, so the gap between two texts on the wire
+    stays the campaign's (the send gate moves the turn to the moment the text leaves)."""
+    if not getattr(gateway, "typing", False) or campaign.template or campaign.min_interval <= 0:
+        return 0.0, 0.0
+    seconds = min(typing_seconds(campaign.message), campaign.min_interval)
+    return seconds, seconds if getattr(gateway, "typing_leads", False) else 0.0

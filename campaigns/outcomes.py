@@ -9,12 +9,10 @@ one into a recipient nobody will send to (invariant 3).
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -23,8 +21,10 @@ from campaigns.errors import StoreUnavailable
 from campaigns.gateway_pool import GatewayPool
 from campaigns.gateways.base import Gateway, OutcomeKind, OutgoingMessage, SendOutcome
 from campaigns.gateways.http import redact
+from campaigns.limits import LaneLimits, defer_recipient, skip_opted_out
 from campaigns.masking import mask_phone
 from campaigns.pacing import SessionPacer
+from campaigns.run_end import RunEnd, RunResult
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
 
@@ -46,32 +46,6 @@ failed between the claim and the call): giving up leaves it to recovery, which c
 from a send cut off by a crash and makes it unknown."""
 
 T = TypeVar("T")
-
-
-class RunEnd(enum.StrEnum):
-    """Why a task run ended; the task maps each to what it enqueues. ``DRAINED`` and
-    ``LANE_DOWN`` end one lane of a run only (the runner turns them into one of the others)."""
-
-    NEXT_BATCH = "next_batch"
-    CONTINUE = "continue"
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    INTERRUPTED = "interrupted"
-    DRAINED = "drained"
-    """Nothing this lane may claim is pending in the batch now."""
-    LANE_DOWN = "lane_down"
-    """This lane's session is down; the campaign's other lanes go on."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    end: RunEnd
-    campaign_id: int
-    batch_number: int
-    next_batch: int | None = None
-    delay: float = 0.0
-    sent: int = 0
-    reason: str | None = None
 
 
 class Runner(Protocol):
@@ -142,6 +116,10 @@ class RunBase:
         self.throttle_streak = 0
         # consecutive failed (or unknown) recipients, kept on the campaign row so it spans runs
         self.failure_streak = campaign.failure_streak
+        self.limits = LaneLimits(self.session)
+        """The lane's windows and caps (set by the runner; none by default)."""
+        self.waiting = campaign.waiting_reason is not None
+        """The campaign said it waits (for capacity, a window): its next send clears that."""
 
     def result(self, end: RunEnd, **extra: Any) -> RunResult:
         return RunResult(end, self.campaign.id, self.batch, sent=self.sent, **extra)
@@ -196,6 +174,7 @@ class RunBase:
             self.campaign.id,
             lambda: self.r.store.release_claim(claim, counts_as_attempt=False),
         )
+        self.limits.give_back([claim])
 
     def send(
         self, gateway: Gateway, claim: ClaimedRecipient, message: OutgoingMessage
@@ -229,6 +208,11 @@ class RunBase:
                 self.failure_streak = 0
             self.sent += 1
             self.transient_streak = self.throttle_streak = 0
+            self.sends_again()
+        elif kind is OutcomeKind.DEFERRED:
+            defer_recipient(self, claim, outcome)
+        elif kind is OutcomeKind.OPTED_OUT:
+            skip_opted_out(self, claim, outcome)
         elif kind is OutcomeKind.RECIPIENT_FAILED:
             log.info(
                 "campaign %s: %s failed permanently (%s)",
@@ -266,6 +250,12 @@ class RunBase:
                 resume_at = datetime.now(UTC) + timedelta(seconds=wait)
             return self.interrupt(reason, stop, resume_at)
         return None
+
+    def sends_again(self) -> None:
+        """A send went out: the campaign no longer waits for anything."""
+        if self.waiting:
+            self.waiting = False
+            self.r.store.clear_waiting(self.campaign.id)
 
     def ambiguous(self, claim: ClaimedRecipient, outcome: SendOutcome) -> RunResult | None:
         """The gateway may or may not have sent: unknown, never resent by default; under the
@@ -358,6 +348,8 @@ class RunBase:
                 counts_as_attempt=counts_as_attempt,
             ),
         )
+        if outcome.kind is not OutcomeKind.AMBIGUOUS:  # it may have been sent: keep its place
+            self.limits.give_back([claim])
 
     def record(
         self, claim: ClaimedRecipient, status: RecipientStatus, outcome: SendOutcome

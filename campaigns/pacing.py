@@ -127,6 +127,7 @@ class SessionPacer:
         self.lease = lease
         self.handoff = handoff
         self._rng = rng or random.Random()
+        self.redis_client, self.key_prefix = redis_client, key_prefix  # capacity counts too
         self._redis = PacingScript(redis_client, key_prefix, last_send)
 
     def key(self, session: str) -> str:

@@ -36,9 +36,11 @@ from campaigns.domain import ClaimedRecipient, RecipientStatus
 from campaigns.gateways.base import Gateway, OutcomeKind, OutgoingMessage, SendOutcome
 from campaigns.gateways.http import redact
 from campaigns.lane import HEALTH_FRESH_S, LaneRun
+from campaigns.limits import wait_out
 from campaigns.messages import build_message
-from campaigns.outcomes import RECORD_RETRY_WINDOW_S, RunEnd, RunResult, retry_store
+from campaigns.outcomes import RECORD_RETRY_WINDOW_S, retry_store
 from campaigns.pacing import PacingCancelled, PacingDeferred
+from campaigns.run_end import RunEnd, RunResult
 
 log = logging.getLogger("campaigns.engine")
 
@@ -110,7 +112,7 @@ class RateLaneRun(LaneRun):
             if self._ends:
                 return self._ends[0]
             now = self.r.clock()
-            end = self.out_of_time(now)
+            end = self.before_turn(now)  # the sends still out are settled by execute
             if end is not None:
                 return end
             free = (1 if self._probing else slots) - len(open_sends)
@@ -142,9 +144,22 @@ class RateLaneRun(LaneRun):
                     self._settle(open_sends, None)
                     continue
                 return self.drained()
+            claims, short = self._within_capacity(claims)
             booked = time.monotonic()
             leave_at = [booked + grant.delay(i) for i in range(len(claims))]
             self._dispatch(gateway, pool, open_sends, claims, leave_at)
+            if short is not None:
+                return short
+
+    def _within_capacity(
+        self, claims: list[ClaimedRecipient]
+    ) -> tuple[list[ClaimedRecipient], RunResult | None]:
+        """The claims the session has capacity for; the others go back (next in line once it
+        returns) and the lane's end says it waits."""
+        granted, short = self.limits.take(claims)
+        for unsent in claims[granted:]:
+            self.give_back(unsent)
+        return claims[:granted], None if short is None else wait_out(self, *short)
 
     def _dispatch(
         self,
@@ -189,6 +204,7 @@ class RateLaneRun(LaneRun):
                 lambda: self.r.store.record_sent_many(sent),
             )
             self.sent += len(sent)
+            self.sends_again()
             self._probing = False
             self.transient_streak = self.throttle_streak = 0
             if self.failure_streak:

@@ -108,6 +108,12 @@ class Settings:
     pacing_guard: float = 0.05
     """Seconds added to a campaign's min_interval on every grant (PACING_GUARD_S): the jitter
     between a grant and the request leaving. Lowered only for time-scaled rehearsals."""
+    max_deferrals: int = 3
+    """How often a recipient is deferred a day for Meta's per-user marketing cap (131049)
+    before it fails with the reason."""
+    day_seconds: float = 86_400.0
+    """The length of a "day" for caps per rolling 24 h (an hour is a 24th of it) and the
+    131049 deferral (CAPACITY_DAY_SECONDS). Shortened only to rehearse a day in minutes."""
 
     @property
     def pacing_redis_url(self) -> str | None:
@@ -160,6 +166,8 @@ class Settings:
             cleanup_days=_positive(env, "CLEANUP_DAYS", 30.0, unit="days", maximum=MAX_DAYS),
             cleanup_interval=_positive(env, "CLEANUP_INTERVAL", 86_400.0),
             pacing_guard=_positive(env, "PACING_GUARD", 0.05, zero_ok=True, maximum=5.0),
+            max_deferrals=_count(env, "MAX_DEFERRALS", 3, minimum=0),
+            day_seconds=_positive(env, "CAPACITY_DAY_SECONDS", 86_400.0, maximum=86_400.0),
         )
         call = settings.gateway_connect_timeout + settings.gateway_read_timeout
         if settings.stall_timeout <= call:

@@ -11,17 +11,27 @@ kind          required options                     optional options (default)
 ============  ===================================  =======================================
 cloud-api     ``phone_number_id``                  ``api_version`` (``v25.0``)
 waha          —                                    ``session`` (the session name),
-                                                   ``check_exists`` (``false``)
-evolution     —                                    ``instance`` (the session name)
+                                                   ``check_exists`` (``false``),
+                                                   ``typing`` (``true``)
+evolution     —                                    ``instance`` (the session name),
+                                                   ``typing`` (``false``)
 console       —                                    —
 every kind    —                                    ``pacing`` (``rate`` for cloud-api,
                                                    ``human`` for the others), ``rate``
                                                    (80), ``in_flight`` (16)
+every kind    —                                    ``window_hours`` (none: always open),
+                                                   ``window_days`` (every day),
+                                                   ``window_tz`` (``UTC``)
 ============  ===================================  =======================================
 
 The pacing options are the session's profile (:mod:`campaigns.profiles`): ``rate`` and
 ``in_flight`` need ``pacing=rate``. An unknown option is an error too: a misspelled
 ``check_exist`` silently ignored would send without the check the operator asked for.
+
+The window options are the session's send window (:mod:`campaigns.windows`), e.g.
+``window_hours=08:00-12:00,14:00-20:00 window_days=mon-sat window_tz=America/Sao_Paulo``:
+outside it the session's lanes wait. ``window_days`` or ``window_tz`` without ``window_hours``
+is an error (the operator meant a window and would get none).
 """
 
 from __future__ import annotations
@@ -29,23 +39,42 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from urllib.parse import urlparse
 
-from campaigns.errors import ConfigurationError, InvalidInput
+from campaigns.capacity import CAP_OPTIONS, NEW_OPTIONS, PORTFOLIO_OPTIONS, caps_from_options
+from campaigns.errors import ConfigurationError, InvalidArgument, InvalidInput
 from campaigns.gateways.base import Gateway, GatewayConfig
 from campaigns.gateways.cloud_api import CloudApiGateway
 from campaigns.gateways.console import ConsoleGateway
 from campaigns.gateways.evolution import EvolutionGateway
 from campaigns.gateways.waha import WahaGateway, parse_bool_option
 from campaigns.profiles import PACING_OPTIONS, profile_from_options
+from campaigns.windows import WINDOW_OPTIONS, window_from_options
 
 GATEWAY_KINDS: tuple[str, ...] = ("cloud-api", "waha", "evolution", "console")
 
-# kind -> (required options, optional options); a session's pacing profile belongs to the
-# session whatever its gateway, so every kind takes the pacing options
+# kind -> (required options, optional options); a session's pacing profile and send window
+# belong to the session whatever its gateway, so every kind takes those options
 _OPTIONS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "cloud-api": (("phone_number_id",), ("api_version", *PACING_OPTIONS)),
-    "waha": ((), ("session", "check_exists", *PACING_OPTIONS)),
-    "evolution": ((), ("instance", *PACING_OPTIONS)),
-    "console": ((), PACING_OPTIONS),
+    "cloud-api": (
+        ("phone_number_id",),
+        ("api_version", *PACING_OPTIONS, *WINDOW_OPTIONS, *CAP_OPTIONS, *PORTFOLIO_OPTIONS),
+    ),
+    "waha": (
+        (),
+        (
+            "session",
+            "check_exists",
+            "typing",
+            *PACING_OPTIONS,
+            *WINDOW_OPTIONS,
+            *CAP_OPTIONS,
+            *NEW_OPTIONS,
+        ),
+    ),
+    "evolution": (
+        (),
+        ("instance", "typing", *PACING_OPTIONS, *WINDOW_OPTIONS, *CAP_OPTIONS, *NEW_OPTIONS),
+    ),
+    "console": ((), (*PACING_OPTIONS, *WINDOW_OPTIONS, *CAP_OPTIONS)),
 }
 
 # options whose default is the session's own name
@@ -95,9 +124,15 @@ def validate_options(kind: str, options: Mapping[str, str]) -> None:
             f"gateway {kind} does not know option {unknown[0]}; "
             f"known: {', '.join(known_options(kind)) or 'none'}"
         )
-    if kind == "waha" and "check_exists" in options:
-        parse_bool_option(options["check_exists"], "check_exists")
+    for flag in ("check_exists", "typing"):
+        if kind in ("waha", "evolution") and flag in options:
+            parse_bool_option(options[flag], flag)
     profile_from_options(kind, options)  # names the pacing option that is wrong
+    caps_from_options(kind, "", options)  # names the cap option that is wrong
+    try:
+        window_from_options(options)  # names the window option that is wrong
+    except InvalidArgument as exc:
+        raise ConfigurationError(f"gateway {kind}: {exc}") from None
 
 
 def session_options(

@@ -8,6 +8,7 @@ only on :class:`OutcomeKind`, so each dialect's quirks stay inside its own modul
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +32,12 @@ class OutcomeKind(enum.StrEnum):
     TRANSIENT = "transient"
     """An explicit temporary error answer, or the request never reached the gateway (connect
     error); nothing was sent. Safe to retry a bounded number of times, then failed."""
+    DEFERRED = "deferred"
+    """A limit of this recipient, not of the session (Cloud API 131049 per-user marketing cap,
+    131056 pair rate): nothing was sent; send it again after ``retry_after`` seconds (None: a
+    day later, at most MAX_DEFERRALS times), while the lane goes on with the others."""
+    OPTED_OUT = "opted_out"
+    """The recipient stopped this kind of message (Cloud API 131050): skipped, never retried."""
     AMBIGUOUS = "ambiguous"
     """The gateway may or may not have sent (read timeout, connection cut mid-answer). The
     recipient becomes ``unknown`` and is not resent by default."""
@@ -81,6 +88,10 @@ class OutgoingMessage:
     to: str
     text: str | None = None
     template: TemplateSpec | None = None
+    typing_s: float = 0.0
+    """Seconds to show "typing…" to the recipient before the text leaves (0: none). The lane
+    sets it and fits the wait inside the pacing gap; adapters whose session option ``typing``
+    is off ignore it, and it never changes what is sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,30 @@ class SessionHealth:
     """The gateway's own word for the state (WORKING, open, close, SCAN_QR_CODE, ...)."""
     detail: str = ""
     auth_failure: bool = False
+    stop: StopKind | None = None
+    """A stop the gateway reports in force even while the session is connected: ``limited``
+    (WAHA 475 capping, until ``until``), ``blocked`` (WAHA 463 reach-out timelock: only an
+    operator resumes). None when the gateway reports nothing of the kind."""
+    until: float | None = None
+    """Epoch seconds when ``stop`` ends, when the gateway says (a capping's cycle end)."""
+
+    def stop_in_force(self, now: float | None = None) -> StopKind | None:
+        """The reported stop that holds at ``now`` (epoch seconds, default the current time):
+        ``blocked`` always, ``limited`` until ``until`` (or always when no end is known)."""
+        if self.stop is StopKind.LIMITED and self.until is not None:
+            return self.stop if (time.time() if now is None else now) < self.until else None
+        return self.stop
+
+    def watch_answer(self, now: float | None = None) -> tuple[bool, str]:
+        """(connected, state) as the session watcher reads a health answer: a session that is
+        connected but reports a stop in force is *not* connected for it — resuming then would
+        send the refused request again (a capped or timelocked number) — and its state names
+        the stop, short (``WORKING (limited)``: the watcher stores it as the session's status,
+        at most 40 characters; ``detail`` says more)."""
+        stop = self.stop_in_force(now)
+        if stop is None:
+            return self.connected, self.state
+        return False, f"{self.state[:28]} ({stop.value})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +140,21 @@ class GatewayConfig:
     options: Mapping[str, str] = field(default_factory=dict)
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+
+
+def typing_seconds(text: str, *, low: float = 1.0, high: float = 5.0) -> float:
+    """How long to show "typing…" before ``text`` leaves: 0.05 s per character, clamped to
+    ``[low, high]``, rounded to 10 ms. Deterministic: a jitter, if any, is the lane's.
+
+    Source: WAHA's "How to Avoid Blocking" page (devlikeapro/waha-docs,
+    content/docs/overview/how-to-avoid-blocking) recommends, per message, "Send seen", then
+    "Start typing before sending a message and wait for a random interval depending on the
+    size of the message", then "Stop typing", then send (``/api/sendSeen``,
+    ``/api/startTyping``, ``/api/stopTyping``, ``/api/sendText``). The page gives no rate: 0.05
+    s per character (a fast typist's 20 characters per second) is our choice."""
+    if high < low:
+        raise ValueError("high must not be below low")
+    return round(min(max(len(text) * 0.05, low), high), 2)
 
 
 class Gateway(Protocol):

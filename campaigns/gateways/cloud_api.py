@@ -7,16 +7,20 @@ code (a proxy's HTML page, an empty 5xx).
 =============================================  ================================================
 ``error.code``                                 outcome
 =============================================  ================================================
-130429, 131056, 131048, 80007, 4, 133016,      THROTTLED, a default wait per code
-131064, 131057
+130429, 131048, 80007, 4, 133016, 131064,      THROTTLED, a default wait per code (the
+131057                                         session holds)
+131049 (per-user marketing cap)                DEFERRED a day, that recipient only (at most
+                                               MAX_DEFERRALS times, then failed)
+131056 (pair rate: one user, 6 s)              DEFERRED 6 s, that recipient only
+131050 (user stopped marketing messages)       OPTED_OUT: skipped, never retried
 0, 190 (token), 3, 10, 200–299, 131005         SESSION_DOWN, ``blocked``: a person fixes the
 (permission)                                   token or its permissions (``auth_failure``)
 368 (policy), 131031 (account locked),         SESSION_DOWN, ``blocked``: account-wide, WhatsApp
 131042 (payment), 131045 (registration)        refuses every send until a person acts
 132001, 132015, 132016 (template-wide)         SESSION_DOWN, ``blocked``: fix the template
 130497 (country restricted), 131026, 131047,   RECIPIENT_FAILED: that recipient only
-131049, 131050, 130403, 131021, 131008,
-131009, 100, the rest of 1320xx
+130403, 131021, 131008, 131009, 100, the
+rest of 1320xx
 131000, 1, 131016, 2, and any unknown code     TRANSIENT
 =============================================  ================================================
 
@@ -78,7 +82,6 @@ DEFAULT_API_VERSION = "v25.0"
 # code -> default seconds to wait when the answer carries no hint.
 THROTTLING_CODES: Mapping[int, float] = {
     130429: 2.0,  # throughput (80 mps by default) is measured per second
-    131056: 6.0,  # pair rate: 1 message per 6 s to one user; only that recipient is affected
     80007: 60.0,  # WABA rate limit
     4: 60.0,  # app call-rate limit
     133016: 300.0,  # register/deregister attempts
@@ -98,13 +101,17 @@ TEMPLATE_WIDE_CODES: Mapping[int, str] = {
     132015: "the template is paused for low quality",
     132016: "the template is disabled",
 }
+# recipient-level limits: the recipient waits, the session goes on (None: a day)
+DEFERRED_CODES: Mapping[int, float | None] = {
+    131049: None,  # Meta's per-user marketing cap: "retry after 24 h", not sooner
+    131056: 6.0,  # pair rate: 1 message per 6 s to one user
+}
+OPTED_OUT_CODES = frozenset({131050})  # the user stopped marketing messages from the business
 RECIPIENT_CODES = frozenset(
     {
         130497,  # the recipient's country is restricted for this business: not the session
         131026,
         131047,
-        131049,
-        131050,
         130403,
         131021,
         131008,
@@ -257,6 +264,8 @@ def classify_send(answer: HttpAnswer) -> SendOutcome:
     retry_after: float | None = None
     if kind in (OutcomeKind.THROTTLED, OutcomeKind.TRANSIENT):
         retry_after = _retry_after(code, answer)
+    elif kind is OutcomeKind.DEFERRED:
+        retry_after = DEFERRED_CODES[code]
     return SendOutcome(
         kind,
         error_code=str(code),
@@ -267,6 +276,10 @@ def classify_send(answer: HttpAnswer) -> SendOutcome:
 
 
 def _classify_code(code: int) -> tuple[OutcomeKind, str]:
+    if code in DEFERRED_CODES:
+        return OutcomeKind.DEFERRED, ""
+    if code in OPTED_OUT_CODES:
+        return OutcomeKind.OPTED_OUT, ""
     if code in THROTTLING_CODES:
         return OutcomeKind.THROTTLED, ""
     if code in AUTH_CODES:

@@ -26,7 +26,9 @@ from campaigns.errors import (
     ConfigurationError,
     EmptyNumberList,
     InvalidArgument,
+    InvalidInput,
     NoValidNumber,
+    UnknownSession,
 )
 from campaigns.numbers import Entry
 from campaigns.settings import Pacing, Settings
@@ -37,10 +39,12 @@ from campaigns.store.lanes import LaneVerbs
 from campaigns.store.loading import copy_entries
 from campaigns.store.models import CampaignBatchState
 from campaigns.store.pacing_state import PacingStateVerbs
+from campaigns.store.protection import ProtectionVerbs
 from campaigns.store.recovery import RecoveryVerbs
 from campaigns.store.sending import SendingVerbs
 from campaigns.store.sessions import SessionVerbs
 from campaigns.store.status import StatusVerbs
+from campaigns.windows import SendWindow, window_from_options
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,13 @@ NumberSource = Iterable[str | Mapping[str, str] | Entry] | Path
 
 
 class CampaignStateManager(
-    SendingVerbs, StatusVerbs, SessionVerbs, RecoveryVerbs, LaneVerbs, PacingStateVerbs
+    SendingVerbs,
+    StatusVerbs,
+    SessionVerbs,
+    RecoveryVerbs,
+    LaneVerbs,
+    PacingStateVerbs,
+    ProtectionVerbs,
 ):
     """Campaigns, their recipient ledger and sender sessions, in PostgreSQL."""
 
@@ -83,12 +93,15 @@ class CampaignStateManager(
         template: Mapping[str, Any] | None = None,
         start_at: datetime | None = None,
         sticky: bool = True,
+        window: SendWindow | None = None,
     ) -> Campaign:
         """Create a campaign and its whole ledger in one transaction.
 
         ``session`` is one session name or a sender pool (a list of distinct names, in lane
         order; see :mod:`campaigns.store.lanes`). With ``sticky`` (the default) and a pool,
         each recipient prefers the pool session that last sent to its phone successfully.
+        ``window`` is the campaign's own send window (stored as its JSON), which its lanes obey
+        on top of their sessions' windows.
 
         Numbers are normalized to E.164; later repeats are marked duplicate and unparseable
         entries invalid, both kept in the ledger at their input position. The campaign starts
@@ -108,13 +121,17 @@ class CampaignStateManager(
         template = inputs.template_spec(template)
         start_at = inputs.start_time(start_at)
         sticky = inputs.flag(sticky, "sticky")
+        if window is not None and not isinstance(window, SendWindow):
+            raise InvalidArgument(
+                f"window must be a SendWindow or None, got {type(window).__name__}"
+            )
         entries = inputs.number_entries(numbers)
         self.check_pool(pool)  # every session exists
         status = CampaignStatus.SCHEDULED if start_at else CampaignStatus.RUNNING
         token = None if start_at else str(uuid.uuid4())
         with translate_errors(), self.engine.begin() as conn:
             campaign_id = self._insert_state(
-                conn, pool, message, pacing, status, token, template, start_at
+                conn, pool, message, pacing, status, token, template, start_at, window
             )
             self._insert_pool(conn, campaign_id, pool)
             counter = self._copy(conn, campaign_id, entries, pacing.batch_size, region)
@@ -159,6 +176,7 @@ class CampaignStateManager(
         token: str | None,
         template: Mapping[str, Any] | None,
         start_at: datetime | None,
+        window: SendWindow | None = None,
     ) -> int:
         values: dict[str, Any] = {
             "session_name": pool[0],
@@ -173,6 +191,8 @@ class CampaignStateManager(
             "batch_delay_max": pacing.batch_delay_max,
             "template": dict(template) if template else None,
             "next_batch_at": start_at,
+            # the campaign's own send window; its lanes also obey their session's
+            "send_window": window.to_json() if window else None,
             # a fresh heartbeat: if the first batch is never enqueued (broker down right after
             # the commit), the sweep sees a stalled campaign and starts it
             "heartbeat_at": func.now(),
@@ -227,7 +247,28 @@ class CampaignStateManager(
             batches_done=int(batches_done),
             last_error=campaign.interrupt_reason or last_error,
             remaining_batches=campaign.total_batches - int(batches_done),
+            lane_windows=self._lane_windows(campaign),
         )
+
+    def _lane_windows(self, campaign: Campaign) -> tuple[tuple[SendWindow, ...], ...]:
+        """For each lane of the pool, the windows it obeys: the campaign's and its session's.
+        A window that no longer parses (a session edited by hand) is left out with a warning
+        rather than breaking every status read."""
+        own: tuple[SendWindow, ...] = ()
+        try:
+            if campaign.send_window:
+                own = (SendWindow.from_json(campaign.send_window),)
+        except InvalidInput as exc:
+            log.warning("campaign %s: send window ignored: %s", campaign.id, exc)
+        groups = []
+        for name in campaign.sessions:
+            try:
+                window = window_from_options(self.get_session(name).options)
+            except (InvalidInput, UnknownSession) as exc:
+                log.warning("session %s: send window ignored: %s", name, exc)
+                window = None
+            groups.append(own + ((window,) if window else ()))
+        return tuple(groups)
 
     def iter_recipients(
         self, campaign_id: int, status: RecipientStatus | None = None, *, page: int = 5000

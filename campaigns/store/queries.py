@@ -25,6 +25,7 @@ WITH fence AS (
 ), next AS (
     SELECT r.position FROM campaign_recipients r JOIN fence ON r.campaign_id = fence.id
     WHERE r.batch_number = :batch_number AND r.status = 'pending'
+      AND (r.not_before IS NULL OR r.not_before <= now())
     ORDER BY r.position LIMIT 1
     FOR UPDATE OF r SKIP LOCKED
 )
@@ -166,6 +167,7 @@ UPDATE campaign_batch_state SET
     resume_at = CASE WHEN CAST(:target AS campaign_status) = 'interrupted'
                      THEN CAST(:resume_at AS timestamptz) END,
     run_token = :new_token,
+    waiting_reason = NULL, waiting_until = NULL,
     failure_streak = CASE WHEN :new_token IS NULL THEN failure_streak ELSE 0 END,
     heartbeat_at = CASE WHEN :new_token IS NULL THEN heartbeat_at ELSE now() END,
     finished_at = CASE WHEN :finished THEN now() ELSE finished_at END,
@@ -521,6 +523,7 @@ WITH fence AS (
 ), next AS (
     SELECT r.position FROM campaign_recipients r JOIN lane ON r.campaign_id = lane.campaign_id
     WHERE r.batch_number = :batch_number AND r.status = 'pending'
+      AND (r.not_before IS NULL OR r.not_before <= now())
       AND (r.preferred_session IS NULL OR r.preferred_session = :session
            OR NOT EXISTS (
                SELECT 1 FROM campaign_lanes o
@@ -715,4 +718,92 @@ CROSS JOIN LATERAL (
 ) last
 WHERE CAST(:session AS varchar) = ANY(c.sessions)
   AND c.heartbeat_at > now() - make_interval(secs => :window)
+""")
+
+# --- sender protection (campaigns.capacity, deferrals of recipient-level answers) ---
+
+# The recorded sends of some sessions in the last :seconds, for the capacity counts rebuilt
+# after Redis lost them (the partial index ix_campaign_recipients_sent_by_session).
+SENDS_SINCE = text("""
+SELECT extract(epoch FROM finished_at) AS at, campaign_id, position, phone
+FROM campaign_recipients
+WHERE status = 'sent' AND session_name = ANY(CAST(:sessions AS varchar[]))
+  AND finished_at > now() - make_interval(secs => :seconds)
+""")
+
+# The Cloud API sessions of a business portfolio: named by their portfolio option, or, without
+# one, a portfolio of their own name.
+PORTFOLIO_SESSIONS = text("""
+SELECT name FROM campaign_sessions
+WHERE gateway = 'cloud-api' AND coalesce(nullif(options ->> 'portfolio', ''), name) = :portfolio
+""")
+
+# Day 0 of a session's warm-up: its first send (set by the first one that asks).
+WARMUP_START = text("""
+UPDATE campaign_sessions SET first_sent_at = coalesce(first_sent_at, now())
+WHERE name = :session
+RETURNING extract(epoch FROM now() - first_sent_at) AS age
+""")
+
+# Lock the campaign row for a deferral that may add the retry batch (taken first, as
+# finish_batch does, so the two serialise).
+LOCK_RETRY_BATCH = text("""
+SELECT total_batches, current_batch, retry_batch FROM campaign_batch_state
+WHERE id = :campaign_id FOR UPDATE
+""")
+
+# Add the trailing batch of recipients deferred for a day.
+ADD_RETRY_BATCH = text("""
+UPDATE campaign_batch_state
+SET total_batches = total_batches + 1, retry_batch = total_batches + 1, updated_at = now()
+WHERE id = :campaign_id
+RETURNING retry_batch
+""")
+
+# The held claim's deferrals so far (None: no longer held).
+CLAIM_DEFERRALS = text("""
+SELECT deferrals FROM campaign_recipients
+WHERE campaign_id = :campaign_id AND position = :position
+  AND status = 'sending' AND attempts = :attempt
+FOR UPDATE
+""")
+
+# Give a claim back to be sent not before :wait seconds from now, in :batch_number (its own,
+# or the retry batch), its attempt given back: the answer was about the recipient's limits,
+# not a failure of the send.
+DEFER_CLAIM = text("""
+UPDATE campaign_recipients
+SET status = 'pending', attempts = attempts - 1, deferrals = deferrals + 1,
+    not_before = now() + make_interval(secs => :wait), batch_number = :batch_number,
+    error_code = :error_code, error_message = :error_message, updated_at = now()
+WHERE campaign_id = :campaign_id AND position = :position
+  AND status = 'sending' AND attempts = :attempt
+""")
+
+# A held claim ends skipped (the recipient stopped marketing messages: never sent, never
+# retried), counted like any finished recipient.
+SKIP_CLAIM = text("""
+UPDATE campaign_recipients
+SET status = 'skipped', error_code = :error_code, error_message = :error_message,
+    finished_at = now(), updated_at = now()
+WHERE campaign_id = :campaign_id AND position = :position
+  AND status = 'sending' AND attempts = :attempt
+""")
+
+# Seconds until the first deferred recipient of a batch may be claimed (None: none waits).
+NEXT_NOT_BEFORE = text("""
+SELECT extract(epoch FROM min(not_before) - now()) FROM campaign_recipients
+WHERE campaign_id = :campaign_id AND batch_number = :batch_number AND status = 'pending'
+  AND not_before > now()
+""")
+
+# What a running campaign waits for, and until when (cleared by its next send).
+SET_WAITING = text("""
+UPDATE campaign_batch_state
+SET waiting_reason = :reason, waiting_until = now() + make_interval(secs => :wait)
+WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+""")
+CLEAR_WAITING = text("""
+UPDATE campaign_batch_state SET waiting_reason = NULL, waiting_until = NULL
+WHERE id = :campaign_id AND waiting_reason IS NOT NULL
 """)

@@ -149,6 +149,7 @@ def test_a_cloud_api_rate_lane__keeps_several_requests_outstanding_at_the_number
     sandbox.throughput(40)
     e2e_store.add_session(
         "cloud", "cloud-api", sandbox_url, token_env="SANDBOX_TOKEN", phone_number_id="cloud",
+        tier="unlimited",
         pacing="rate", rate="40", in_flight="8",
     )  # fmt: skip
     stack.start_worker(concurrency=2)

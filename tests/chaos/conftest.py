@@ -104,7 +104,9 @@ class Chaos:
         return self.stack.sandbox_url
 
     def add_session(self, name: str = "sales", gateway: str = "waha", **extra: str) -> str:
-        options = {"phone_number_id": name, **extra} if gateway == "cloud-api" else extra
+        # a portfolio without Meta's messaging limit: chaos sends more than a new one's 250
+        cloud = {"phone_number_id": name, "tier": "unlimited"}
+        options = {**cloud, **extra} if gateway == "cloud-api" else extra
         self.store.add_session(
             name, gateway, self.sandbox_url, token_env="SANDBOX_TOKEN", **options
         )

@@ -49,8 +49,13 @@ def test_build__kinds_are_the_four_documented_ones() -> None:
     assert GATEWAY_KINDS == ("cloud-api", "waha", "evolution", "console")
     assert required_options("cloud-api") == ("phone_number_id",)
     assert required_options("waha") == required_options("evolution") == ()
-    assert known_options("waha") == ("session", "check_exists", "pacing", "rate", "in_flight")
-    assert known_options("console") == ("pacing", "rate", "in_flight")
+    window = ("window_tz", "window_days", "window_hours")
+    caps = ("cap_day", "cap_hour", "warmup")
+    assert known_options("waha") == (
+        "session", "check_exists", "typing", "pacing", "rate", "in_flight", *window, *caps, "new",
+    )  # fmt: skip
+    assert known_options("console") == ("pacing", "rate", "in_flight", *window, *caps)
+    assert known_options("cloud-api")[-2:] == ("portfolio", "tier")
 
 
 def test_build__waha_session_and_evolution_instance_default_to_the_session_name() -> None:
@@ -142,3 +147,72 @@ def test_pacing_options__a_bad_value_is_refused_naming_the_option(
     assert message in str(refused.value) and "\n" not in str(refused.value)
     with pytest.raises(ConfigurationError, match=message):
         build_gateway(kind, config(**options))
+
+
+# --------------------------------------------------------------------------- window options
+
+
+@pytest.mark.parametrize("kind", GATEWAY_KINDS)
+def test_window_options__every_kind_takes_them(kind: str) -> None:
+    options = {
+        "window_hours": "08:00-12:00,14:00-20:00",
+        "window_days": "mon-sat",
+        "window_tz": "America/Sao_Paulo",
+    }
+    if kind == "cloud-api":
+        options["phone_number_id"] = "1"
+    assert {"window_hours", "window_days", "window_tz"} <= set(known_options(kind))
+    validate_options(kind, options)
+    base = "console://local" if kind == "console" else "http://gw"
+    assert session_options(kind, "sales", base, options).items() >= options.items()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"window_hours": "8-12"}, 'window_hours: "8-12" is not HH:MM-HH:MM'),
+        ({"window_hours": "08:00-12:00", "window_days": "someday"}, "window_days: \"someday\""),
+        ({"window_hours": "08:00-12:00", "window_tz": "Nowhere/Land"}, "unknown time zone"),
+        ({"window_tz": "America/Sao_Paulo"}, "window_tz needs window_hours"),
+        ({"window_days": "mon-fri"}, "window_days needs window_hours"),
+    ],
+)
+def test_window_options__a_bad_value_is_refused_naming_the_option(
+    options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        validate_options("waha", options)
+    with pytest.raises(InvalidInput, match="nothing was stored") as refused:
+        session_options("waha", "sales", "http://gw", options)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        ("waha", {"cap_day": "ten"}, "option cap_day must be a whole number"),
+        ("waha", {"cap_hour": "0"}, "option cap_hour must be a whole number"),
+        ("waha", {"warmup": "50,20"}, "never shrink"),
+        ("waha", {"warmup": "20,x"}, "option warmup must be daily caps"),
+        ("waha", {"new": "maybe"}, "option new must be true or false"),
+        ("cloud-api", {"phone_number_id": "1", "tier": "500"}, "option tier must be one of"),
+    ],
+)
+def test_validate__malformed_caps_are_refused_naming_the_option(
+    kind: str, options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        validate_options(kind, options)
+
+
+def test_caps__defaults_are_meta_s_new_portfolio_and_a_month_of_warm_up_for_new_numbers() -> None:
+    from campaigns.capacity import DEFAULT_WARMUP, caps_from_options
+
+    cloud = caps_from_options("cloud-api", "meta1", {"phone_number_id": "1"})
+    assert (cloud.portfolio, cloud.tier) == ("meta1", 250)  # a new portfolio's limit
+    shared = caps_from_options("cloud-api", "meta2", {"portfolio": "acme", "tier": "unlimited"})
+    assert (shared.portfolio, shared.tier) == ("acme", None)
+    fresh = caps_from_options("waha", "wa", {"new": "true"})
+    assert fresh.warmup == DEFAULT_WARMUP and fresh.day_cap(1) == 20 and fresh.day_cap(31) is None
+    assert not caps_from_options("waha", "wa", {}).limited  # an old number: no caps unless set
+    assert caps_from_options("waha", "wa", {"cap_day": "1000", "warmup": "20,50"}).day_cap(2) == 50

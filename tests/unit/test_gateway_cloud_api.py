@@ -179,7 +179,6 @@ def test_send__cloud_accepted_message_status_is_plain_sent(
 CODE_TABLE = [
     # throttling
     (130429, OutcomeKind.THROTTLED),
-    (131056, OutcomeKind.THROTTLED),
     (80007, OutcomeKind.THROTTLED),
     (4, OutcomeKind.THROTTLED),
     (133016, OutcomeKind.THROTTLED),
@@ -207,8 +206,10 @@ CODE_TABLE = [
     (130497, OutcomeKind.RECIPIENT_FAILED),
     (131026, OutcomeKind.RECIPIENT_FAILED),
     (131047, OutcomeKind.RECIPIENT_FAILED),
-    (131049, OutcomeKind.RECIPIENT_FAILED),
-    (131050, OutcomeKind.RECIPIENT_FAILED),
+    # recipient-level limits: the recipient waits or is skipped, the session goes on
+    (131049, OutcomeKind.DEFERRED),
+    (131056, OutcomeKind.DEFERRED),
+    (131050, OutcomeKind.OPTED_OUT),
     (130403, OutcomeKind.RECIPIENT_FAILED),
     (131021, OutcomeKind.RECIPIENT_FAILED),
     (131008, OutcomeKind.RECIPIENT_FAILED),
@@ -269,12 +270,21 @@ def test_send__cloud_130429_is_throttled(stub: GatewayStub, gateway: CloudApiGat
     assert "(#130429) Rate limit hit" in outcome.error_message
 
 
-def test_send__cloud_131056_pair_rate_waits_six_seconds(
+def test_send__cloud_131056_pair_rate_defers_that_recipient_six_seconds(
     stub: GatewayStub, gateway: CloudApiGateway
 ) -> None:
     outcome = send_answered(stub, gateway, 400, meta_error(131056, "Pair rate limit hit"))
 
-    assert (outcome.kind, outcome.retry_after) == (OutcomeKind.THROTTLED, 6.0)
+    assert (outcome.kind, outcome.retry_after) == (OutcomeKind.DEFERRED, 6.0)
+
+
+def test_send__cloud_131049_marketing_cap_defers_that_recipient_a_day(
+    stub: GatewayStub, gateway: CloudApiGateway
+) -> None:
+    outcome = send_answered(stub, gateway, 400, meta_error(131049, "per-user marketing limit"))
+
+    # no retry_after: "a day" is the engine's (CAPACITY_DAY_SECONDS), not the adapter's
+    assert (outcome.kind, outcome.retry_after) == (OutcomeKind.DEFERRED, None)
 
 
 def test_send__cloud_retry_after_header_wins_over_the_default(

@@ -1,0 +1,117 @@
+"""Sender protection end to end (issue 11): real `celery worker` processes, PostgreSQL, a
+private Redis and the sandbox gateway; every claim is read from the sandbox's record.
+
+A "day" is made fast (CAPACITY_DAY_SECONDS) so that caps per rolling 24 h and per hour, and
+Meta's "retry after 24 h", can be watched in seconds; nothing else about them changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from campaigns.dispatch import TaskSender
+from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.local.stack import LocalStack, wait_until
+from campaigns.sandbox import SandboxRecord
+from campaigns.state import CampaignStateManager
+from campaigns.windows import parse_window
+from tests.acceptance.conftest import processor_for
+
+pytestmark = pytest.mark.slow
+
+DAY_S = 24.0  # an "hour" is then 1 s
+
+
+def numbers(count: int, start: int = 0) -> list[str]:
+    return [f"+5511{940000000 + start + i}" for i in range(count)]
+
+
+def most_in_any_window(times: Sequence[float], span: float) -> int:
+    """The most arrivals in any window of ``span`` seconds (sliding over the arrivals)."""
+    ordered = sorted(times)
+    best, first = 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= span:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def test_caps_per_day_and_hour_hold_over_two_campaigns_and_two_workers(
+    stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
+    record: SandboxRecord, enqueuer: TaskSender,
+) -> None:  # fmt: skip
+    e2e_store.add_session(
+        "sales", "waha", sandbox_url, token_env="SANDBOX_TOKEN", cap_day="6", cap_hour="3",
+        typing="false",
+    )  # fmt: skip
+    env = {"CAPACITY_DAY_SECONDS": str(DAY_S), "MIN_INTERVAL": "0.05", "MAX_INTERVAL": "0.1"}
+    stack.start_worker(concurrency=4, extra_env=env)
+    stack.start_worker(concurrency=4, extra_env=env)
+    p = processor_for(e2e_store, enqueuer, batch_size=5, min_interval=0.05, max_interval=0.1)
+    first = p.process_large_campaign_array(numbers(5), "Hi", "sales")
+    second = p.process_large_campaign_array(numbers(5, start=100), "Hi", "sales")
+
+    # the day's six go out quickly, three per "hour"; then both campaigns wait, running
+    wait_until(lambda: record.count(session="sales") >= 6, 30, "the day's cap sent")
+    wait_until(
+        lambda: e2e_store.get_campaign(first).waiting_reason is not None
+        or e2e_store.get_campaign(second).waiting_reason is not None,
+        15,
+        "a campaign saying it waits for capacity",
+    )
+    waiting = [e2e_store.get_campaign(c) for c in (first, second)]
+    said = next(c.waiting_reason for c in waiting if c.waiting_reason)
+    assert "waiting for capacity on sales until" in (said or "")
+    assert {c.status for c in waiting} == {CampaignStatus.RUNNING}  # nothing interrupted
+
+    for cid in (first, second):  # the rest goes out as the rolling day frees capacity
+        wait_until(
+            lambda cid=cid: e2e_store.get_campaign(cid).status is CampaignStatus.COMPLETED,
+            3 * DAY_S,
+            "both campaigns completed",
+        )
+    times = [m.received_at for m in record.messages(session="sales")]
+    assert len(times) == 10
+    assert most_in_any_window(times, DAY_S) <= 6
+    assert most_in_any_window(times, DAY_S / 24) <= 3
+    for cid in (first, second):
+        assert e2e_store.check_invariants(cid) == []
+        assert e2e_store.get_campaign(cid).waiting_reason is None
+
+
+def test_a_send_window_holds_sends_until_it_opens_then_the_campaign_resumes_by_itself(
+    stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
+    record: SandboxRecord, enqueuer: TaskSender,
+) -> None:  # fmt: skip
+    now = datetime.now(UTC)
+    opens = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    if (opens - now).total_seconds() < 8:
+        opens += timedelta(minutes=1)
+    hours = f"{opens:%H:%M}-{opens + timedelta(minutes=30):%H:%M}"
+    e2e_store.add_session("sales", "waha", sandbox_url, token_env="SANDBOX_TOKEN", typing="false")
+    stack.start_worker(concurrency=4)
+    p = processor_for(e2e_store, enqueuer, batch_size=5, min_interval=0.05, max_interval=0.1)
+    cid = p.process_large_campaign_array(
+        numbers(8), "Hi", "sales", window=parse_window(hours, "all", "UTC")
+    )
+
+    wait_until(
+        lambda: e2e_store.get_campaign(cid).waiting_reason is not None, 15, "the campaign waiting"
+    )
+    waiting = e2e_store.get_campaign(cid)
+    assert waiting.status is CampaignStatus.RUNNING
+    assert "outside the send window" in (waiting.waiting_reason or "")
+    assert record.count() == 0
+    wait_until(
+        lambda: e2e_store.get_campaign(cid).status is CampaignStatus.COMPLETED,
+        (opens - datetime.now(UTC)).total_seconds() + 60,
+        "the campaign completed once the window opened",
+    )
+    arrived = [m.received_at for m in record.messages()]
+    assert len(arrived) == 8
+    assert min(arrived) >= opens.timestamp()  # nothing recorded outside the window
+    assert {r["status"] for r in e2e_store.recipients(cid)} == {RecipientStatus.SENT}
