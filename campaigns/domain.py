@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from campaigns.errors import InvalidArgument
+from campaigns.eta import LanePlan, finish_seconds
 from campaigns.windows import SendWindow, finish_after_any
 
 
@@ -250,6 +251,8 @@ class SenderSession:
     last_checked_at: datetime | None
     last_error: str | None
     created_at: datetime
+    first_sent_at: datetime | None = None
+    """Day 0 of the session's warm-up: its first send (None: nothing sent yet)."""
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> SenderSession:
@@ -299,6 +302,10 @@ class StatusSnapshot:
     lane_windows: tuple[tuple[SendWindow, ...], ...] = ()
     """For each lane of the pool, the send windows it obeys (its campaign's, its session's);
     empty when nothing has a window."""
+    lane_plans: tuple[LanePlan, ...] = ()
+    """Each lane's pace, caps and recent sends, when a session of the pool has caps: the ETA
+    is then simulated (:mod:`campaigns.eta`)."""
+    day_seconds: float = 86_400.0
 
     @property
     def windows(self) -> tuple[SendWindow, ...]:
@@ -319,6 +326,13 @@ class StatusSnapshot:
         c = self.campaign
         mean_gap = (c.min_interval + c.max_interval) / 2
         mean_delay = (c.batch_delay_min + c.batch_delay_max) / 2
+        if self.lane_plans:  # caps: the lanes are played forward
+            simulated = finish_seconds(
+                self.remaining, self.lane_plans, batch_size=c.batch_size,
+                batch_delay=mean_delay, day_seconds=self.day_seconds, now=now,
+            )  # fmt: skip
+            if simulated is not None:
+                return simulated
         work = self.remaining * mean_gap + max(self.remaining_batches - 1, 0) * mean_delay
         if work <= 0 or not any(self.lane_windows):
             return work

@@ -25,13 +25,15 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from campaigns.capacity import WHY, Caps, SessionCapacity, caps_from_options
+from campaigns.capacity import WHY, SessionCapacity
+from campaigns.caps import Caps, caps_from_options
 from campaigns.domain import Campaign, ClaimedRecipient, RecipientStatus, SenderSession, StopKind
 from campaigns.domain import send_id as make_send_id
 from campaigns.errors import ConfigurationError, InvalidArgument
 from campaigns.gateways.base import SendOutcome
 from campaigns.masking import mask_phone
 from campaigns.run_end import RunEnd, RunResult
+from campaigns.timescale import REAL_DAY_S, scale, virtual_now
 from campaigns.windows import SendWindow, wait_seconds, window_from_options
 
 log = logging.getLogger("campaigns.engine")
@@ -98,14 +100,15 @@ class LaneLimits:
         """Seconds until every window of the lane is open, with the reason; None when open."""
         if not self.windows:
             return None
-        now = datetime.now(UTC)
+        day = self.capacity.day if self.capacity is not None else REAL_DAY_S
+        now = virtual_now(day)  # the real clock unless days are made fast
         try:
-            wait = wait_seconds(self.windows, now)
+            wait = wait_seconds(self.windows, now) / scale(day)
         except InvalidArgument as exc:  # the session's and the campaign's never overlap
             raise ConfigurationError(str(exc)) from None  # a blocked stop, for an operator
         if wait <= 0:
             return None
-        opens = (now + timedelta(seconds=wait)).astimezone(_zone(self.windows[0]))
+        opens = (now + timedelta(seconds=wait * scale(day))).astimezone(_zone(self.windows[0]))
         said = "; ".join(w.describe() for w in self.windows)
         return wait, f"outside the send window of {self.session} ({said}); opens {_at(opens)}"
 

@@ -91,6 +91,10 @@ def campaign_data(campaign: Campaign) -> dict[str, Any]:
         # resume_at (limited), or only an operator (blocked)
         "interrupt_kind": campaign.interrupt_kind.value if campaign.interrupt_kind else None,
         "resume_at": campaign.resume_at,
+        # what a running campaign waits for (capacity, a window, deferred recipients): a wait
+        # interrupts nothing and ends by itself
+        "waiting_reason": campaign.waiting_reason,
+        "waiting_until": campaign.waiting_until,
         "heartbeat_at": campaign.heartbeat_at,
         "next_batch_at": campaign.next_batch_at,
         "created_at": campaign.created_at,

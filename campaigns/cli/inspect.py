@@ -216,6 +216,8 @@ def status(
     console.print(table)
     if len(c.sessions) > 1:
         _lane_table(lanes)  # a pool of one says it all in the table above
+    if c.status is CampaignStatus.RUNNING and c.waiting_reason:
+        console.print(Text(f"{c.waiting_reason}; resumes by itself"))
     stopped = stop_line(c, lanes)
     if stopped:
         # below the table, unwrapped: what to do next is the line an operator copies from

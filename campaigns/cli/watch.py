@@ -102,7 +102,7 @@ def detail(snapshot: StatusSnapshot) -> str:
     counts = snapshot.counts
     parts = [f"sent {counts.get(RecipientStatus.SENT, 0)}"]
     # only what is worth a look, to keep the line short
-    for status in (RecipientStatus.FAILED, RecipientStatus.UNKNOWN):
+    for status in (RecipientStatus.FAILED, RecipientStatus.UNKNOWN, RecipientStatus.SKIPPED):
         if counts.get(status, 0):
             parts.append(f"{status.value} {counts[status]}")
     parts.append(f"batch {c.current_batch}/{c.total_batches}")
@@ -110,6 +110,8 @@ def detail(snapshot: StatusSnapshot) -> str:
         parts.append(c.status.value)
     elif snapshot.remaining:
         parts.append(f"ETA {duration(snapshot.eta_seconds())}")
+    if c.status is CampaignStatus.RUNNING and c.waiting_reason:
+        parts.append(c.waiting_reason)  # "waiting for capacity on sales until 14:05 (...)"
     return " · ".join(parts)
 
 

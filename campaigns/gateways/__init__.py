@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from urllib.parse import urlparse
 
-from campaigns.capacity import CAP_OPTIONS, NEW_OPTIONS, PORTFOLIO_OPTIONS, caps_from_options
+from campaigns.caps import CAP_OPTIONS, NEW_OPTIONS, PORTFOLIO_OPTIONS, caps_from_options
 from campaigns.errors import ConfigurationError, InvalidArgument, InvalidInput
 from campaigns.gateways.base import Gateway, GatewayConfig
 from campaigns.gateways.cloud_api import CloudApiGateway

@@ -54,11 +54,11 @@ NumberSource = Iterable[str | Mapping[str, str] | Entry] | Path
 class CampaignStateManager(
     SendingVerbs,
     StatusVerbs,
+    ProtectionVerbs,
     SessionVerbs,
     RecoveryVerbs,
     LaneVerbs,
     PacingStateVerbs,
-    ProtectionVerbs,
 ):
     """Campaigns, their recipient ledger and sender sessions, in PostgreSQL."""
 
@@ -241,13 +241,16 @@ class CampaignStateManager(
                 queries.LAST_ERROR,
                 {"id": campaign_id},
             ).scalar()
+        windows = self._lane_windows(campaign)
         return StatusSnapshot(
             campaign=campaign,
             counts=counts,
             batches_done=int(batches_done),
             last_error=campaign.interrupt_reason or last_error,
             remaining_batches=campaign.total_batches - int(batches_done),
-            lane_windows=self._lane_windows(campaign),
+            lane_windows=windows,
+            lane_plans=self.lane_plans(campaign, windows),
+            day_seconds=self.settings.day_seconds,
         )
 
     def _lane_windows(self, campaign: Campaign) -> tuple[tuple[SendWindow, ...], ...]:

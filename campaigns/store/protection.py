@@ -12,16 +12,22 @@ reason. Both keep counters = ledger = details: a batch is counted once nothing i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from campaigns import inputs
-from campaigns.domain import ClaimedRecipient, RecipientStatus, send_id
+from campaigns.caps import caps_from_options
+from campaigns.domain import Campaign, ClaimedRecipient, RecipientStatus, send_id
+from campaigns.errors import ConfigurationError, UnknownSession
+from campaigns.eta import LanePlan
+from campaigns.profiles import profile_from_options
 from campaigns.store import queries
-from campaigns.store.base import StoreBase
 from campaigns.store.db import translate_errors
+from campaigns.store.sessions import SessionVerbs
+from campaigns.windows import SendWindow
 
 
-class ProtectionVerbs(StoreBase):
+class ProtectionVerbs(SessionVerbs):
     """Capacity rebuilds, warm-up, deferrals and waits."""
 
     def sends_since(self, sessions: Sequence[str], seconds: float) -> list[tuple[float, str, str]]:
@@ -152,3 +158,59 @@ class ProtectionVerbs(StoreBase):
         """The campaign sends again: it waits for nothing."""
         with translate_errors(), self.engine.begin() as conn:
             conn.execute(queries.CLEAR_WAITING, {"campaign_id": campaign_id})
+
+    def lane_plans(
+        self, campaign: Campaign, lane_windows: Sequence[tuple[SendWindow, ...]]
+    ) -> tuple[LanePlan, ...]:
+        """What the ETA simulation needs of each lane (:mod:`campaigns.eta`), or ``()`` when
+        no session of the pool has caps (the plain ETA is right then). Each lane's sends of
+        the last day and hour are counted from the ledger."""
+        day = self.settings.day_seconds
+        sessions, caps = [], []
+        for name in campaign.sessions:
+            try:
+                found = self.get_session(name)
+                caps.append(caps_from_options(found.gateway, found.name, found.options))
+                sessions.append(found)
+            except (ConfigurationError, UnknownSession):
+                return ()  # the runner will say what is wrong; the plain ETA meanwhile
+        if not any(c.limited for c in caps):
+            return ()
+        portfolios = [c.portfolio for c in caps if c.tier is not None]
+        plans = []
+        for found, cap, windows in zip(sessions, caps, lane_windows, strict=True):
+            sends = self.sends_since([found.name], day) if cap.limited else []
+            last_hour = datetime.now(UTC).timestamp() - day / 24
+            warm = None
+            if cap.warmup:
+                first = found.first_sent_at
+                age = 0.0 if first is None else (datetime.now(UTC) - first).total_seconds()
+                warm = int(age // day) + 1
+            plans.append(
+                LanePlan(
+                    found.name,
+                    _pace(campaign, found.gateway, found.options),
+                    cap,
+                    windows,
+                    warm,
+                    sent_day=len(sends),
+                    sent_hour=sum(1 for at, _, _ in sends if at >= last_hour),
+                    portfolio_share=1 / max(portfolios.count(cap.portfolio), 1),
+                )
+            )
+        return tuple(plans)
+
+
+ASSUMED_ROUND_TRIP_S = 0.25
+"""A lane without campaign intervals sends one message per gateway round trip (human) or at
+its rate; the round trip is not known ahead, so the ETA assumes a realistic 250 ms."""
+
+
+def _pace(campaign: Campaign, gateway: str, options: Mapping[str, str]) -> float:
+    """A lane's messages per second: the campaign's mean gap, else its session's rate."""
+    mean_gap = (campaign.min_interval + campaign.max_interval) / 2
+    if mean_gap > 0:
+        return 1 / mean_gap
+    profile = profile_from_options(gateway, options)
+    return profile.rate if profile.is_rate else 1 / ASSUMED_ROUND_TRIP_S
+

@@ -7,6 +7,7 @@ Meta's "retry after 24 h", can be watched in seconds; nothing else about them ch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ from campaigns.sandbox import SandboxRecord
 from campaigns.state import CampaignStateManager
 from campaigns.windows import parse_window
 from tests.acceptance.conftest import processor_for
+from tests.acceptance.test_cli_workers import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +44,7 @@ def most_in_any_window(times: Sequence[float], span: float) -> int:
 
 def test_caps_per_day_and_hour_hold_over_two_campaigns_and_two_workers(
     stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
-    record: SandboxRecord, enqueuer: TaskSender,
+    record: SandboxRecord, enqueuer: TaskSender, stack_env: dict[str, str],
 ) -> None:  # fmt: skip
     e2e_store.add_session(
         "sales", "waha", sandbox_url, token_env="SANDBOX_TOKEN", cap_day="6", cap_hour="3",
@@ -67,6 +69,14 @@ def test_caps_per_day_and_hour_hold_over_two_campaigns_and_two_workers(
     said = next(c.waiting_reason for c in waiting if c.waiting_reason)
     assert "waiting for capacity on sales until" in (said or "")
     assert {c.status for c in waiting} == {CampaignStatus.RUNNING}  # nothing interrupted
+    waiter = next(c.id for c in waiting if c.waiting_reason)
+    shown = run_cli({**stack_env, **env}, "status", str(waiter), "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert "waiting for capacity on sales" in data["waiting_reason"]
+    assert data["eta_seconds"] > 1.0  # the lane waits for the rolling day, not for its pace
+    text = run_cli({**stack_env, **env}, "status", str(waiter))
+    assert "resumes by itself" in text.stdout
 
     for cid in (first, second):  # the rest goes out as the rolling day frees capacity
         wait_until(

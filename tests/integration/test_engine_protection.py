@@ -9,7 +9,8 @@ import time
 
 import redis
 
-from campaigns.capacity import Caps, SessionCapacity
+from campaigns.capacity import SessionCapacity
+from campaigns.caps import Caps
 from campaigns.domain import CampaignStatus, RecipientStatus, send_id
 from campaigns.engine import RunEnd
 from campaigns.gateways.base import OutcomeKind, OutgoingMessage, SendOutcome

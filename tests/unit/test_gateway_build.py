@@ -206,7 +206,7 @@ def test_validate__malformed_caps_are_refused_naming_the_option(
 
 
 def test_caps__defaults_are_meta_s_new_portfolio_and_a_month_of_warm_up_for_new_numbers() -> None:
-    from campaigns.capacity import DEFAULT_WARMUP, caps_from_options
+    from campaigns.caps import DEFAULT_WARMUP, caps_from_options
 
     cloud = caps_from_options("cloud-api", "meta1", {"phone_number_id": "1"})
     assert (cloud.portfolio, cloud.tier) == ("meta1", 250)  # a new portfolio's limit
