@@ -2,7 +2,7 @@
 to docs/benchmarks.md with the machine's facts.
 
 Options: ``--only NAME...`` (loading, overhead, sessions, scaling, memory, recovery, fidelity,
-cloud-rate, pool),
+cloud-rate, pool, protection),
 ``--quick`` (tiny sizes: checks the code works, the figures mean nothing), ``--out PATH``.
 """
 
@@ -25,6 +25,7 @@ from bench import (
     memory,
     overhead,
     pool,
+    protection,
     recovery,
     scaling,
     sessions,
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     fidelity.NAME: fidelity.run,
     cloud_rate.NAME: cloud_rate.run,
     pool.NAME: pool.run,
+    protection.NAME: protection.run,
 }
 
 

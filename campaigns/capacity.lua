@@ -46,10 +46,14 @@ if ARGV[1] == 'give' then
   return 'ok'
 end
 
-local day = tonumber(ARGV[1])
+-- A send is counted from the moment its capacity is taken, a few milliseconds before it
+-- reaches the gateway; what counts is what WhatsApp sees, so a send leaves the rolling day
+-- (and hour) a margin late: a thousandth of the span, at least 0.1 s.
+local span = tonumber(ARGV[1])
+local day = span + math.max(span / 1000, 0.1)
+local hour = span / 24 + math.max(span / 24000, 0.1)
 local cap_day, cap_hour, tier = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
-local hour = day / 24
 local counted = cap_day >= 0 or cap_hour >= 0
 if counted and redis.call('EXISTS', KEYS[2]) == 0 then return {'rebuild', 'session'} end
 if tier >= 0 and redis.call('EXISTS', KEYS[4]) == 0 then return {'rebuild', 'portfolio'} end
