@@ -55,8 +55,6 @@ class LaneRun(RunBase):
     shareable); ``profile`` is its session's pacing profile."""
 
     profile: PacingProfile = PacingProfile()
-    min_gap = 0.0
-    """The shortest gap between two turns: the campaign's, less typing shown before a send."""
 
     def claim(self) -> ClaimedRecipient | None:
         return self.r.store.claim_for_lane(self.campaign.id, self.batch, self.token, self.session)
@@ -121,9 +119,10 @@ class LaneRun(RunBase):
         gateway = self.open_gateway()
         if isinstance(gateway, RunResult):
             return gateway
-        # typing shown before each text fits inside the gap (see typing_plan)
+        # typing before each text is a pre-send call: the send gate re-takes the turn after it,
+        # so the gap holds on the wire; the drawn gap is shortened by it where the campaign's
+        # range allows, so typing sits inside [min, max] rather than after it (typing_plan)
         typing, lead = typing_plan(gateway, c)
-        self.min_gap = c.min_interval - lead
         while True:
             now = self.r.clock()
             end = self.before_turn(now)
@@ -132,8 +131,8 @@ class LaneRun(RunBase):
             try:
                 turn = self.r.pacer.wait_for_turn(
                     self.session,
-                    self.min_gap,
-                    c.max_interval - lead,
+                    c.min_interval,
+                    max(c.min_interval, c.max_interval - lead),
                     sleep=self.r.sleep,
                     stop=self.should_stop,
                     profile=self.profile,
@@ -155,7 +154,7 @@ class LaneRun(RunBase):
                 # the refreshed grant is the one the send's gate checks again
                 turn = self.r.pacer.refresh(
                     self.session,
-                    self.min_gap,
+                    c.min_interval,
                     turn,
                     sleep=self.r.sleep,
                     stop=self.should_stop,
@@ -228,7 +227,7 @@ class LaneRun(RunBase):
         """Send, the gap holding on the wire: right before the send's bytes leave (after any
         pre-send call and the connect) the turn is re-taken if its grant got stale."""
         gate = self.r.pacer.gate(
-            self.session, self.min_gap, turn, self.r.sleep, self.should_stop
+            self.session, self.campaign.min_interval, turn, self.r.sleep, self.should_stop
         )
         try:
             with paced_sends(gate):
