@@ -119,20 +119,18 @@ class LaneRun(RunBase):
         gateway = self.open_gateway()
         if isinstance(gateway, RunResult):
             return gateway
-        # typing before each text is a pre-send call: the send gate re-takes the turn after it,
-        # so the gap holds on the wire; the drawn gap is shortened by it where the campaign's
-        # range allows, so typing sits inside [min, max] rather than after it (typing_plan)
         typing, lead = typing_plan(gateway, c)
         while True:
             now = self.r.clock()
             end = self.before_turn(now)
             if end is not None:
                 return end
+            low, high, typing_now = self.gap_with_typing(typing, lead)
             try:
                 turn = self.r.pacer.wait_for_turn(
                     self.session,
-                    c.min_interval,
-                    max(c.min_interval, c.max_interval - lead),
+                    low,
+                    high,
                     sleep=self.r.sleep,
                     stop=self.should_stop,
                     profile=self.profile,
@@ -159,7 +157,7 @@ class LaneRun(RunBase):
                     sleep=self.r.sleep,
                     stop=self.should_stop,
                 )
-                message = replace(build_message(c, claim), typing_s=typing)
+                message = replace(build_message(c, claim), typing_s=typing_now)
             except PacingCancelled:
                 self.give_back(claim)
                 if self.fence_lost:
@@ -182,6 +180,20 @@ class LaneRun(RunBase):
             end = self.send_paced(gateway, claim, message, turn)
             if end is not None:
                 return end
+
+    def gap_with_typing(self, typing: float, lead: float) -> tuple[float, float, float]:
+        """``(low, high)`` of the gap to wait for, and the typing to show before the text.
+        Typing before the text request (WAHA) is pre-send work like check-exists: the send
+        gate re-takes the turn after it, so the gap on the wire never drops below
+        ``min_interval``, through any interleaving of campaigns. To keep it *inside* the gap,
+        the lane draws the gap g itself, types for at most g - min of it and waits for the
+        rest: the text leaves g after the previous one, as without typing."""
+        c = self.campaign
+        if not lead:  # no typing, or typing inside the request (Evolution's delay)
+            return c.min_interval, c.max_interval, typing
+        gap = self.r.rng.uniform(c.min_interval, c.max_interval)
+        shown = min(typing, gap - c.min_interval)
+        return gap - shown, gap - shown, shown
 
     def before_turn(self, now: float) -> RunResult | None:
         """The lane's end before it waits for a turn: its budget is spent, another lane

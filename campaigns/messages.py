@@ -50,11 +50,8 @@ def typing_plan(gateway: object, campaign: Campaign) -> tuple[float, float]:
     "typing…" before each text, sized to the message (``typing_seconds``) and never longer than
     the campaign's shortest gap; 0 when the session does not type (option ``typing``) or the
     campaign has no gap. ``lead``: the part of it spent before the text request leaves (WAHA's
-    calls before sendText; Evolution waits inside its request, so 0). Those calls are pre-send
-    work like check-exists: the send gate re-takes the turn after them, so the gap between two
-    texts on the wire never drops below ``min_interval`` (through any interleaving of
-    campaigns); the lane draws its gap from ``[min, max - lead]`` (never below min), so the
-    typing sits inside the campaign's range instead of lengthening every gap."""
+    calls before sendText; Evolution waits inside its request, so 0); the lane fits it inside
+    the gap it draws (``LaneRun.gap_with_typing``)."""
     if not getattr(gateway, "typing", False) or campaign.template or campaign.min_interval <= 0:
         return 0.0, 0.0
     seconds = min(typing_seconds(campaign.message), campaign.min_interval)
