@@ -125,3 +125,30 @@ def test_a_send_window_holds_sends_until_it_opens_then_the_campaign_resumes_by_i
     assert len(arrived) == 8
     assert min(arrived) >= opens.timestamp()  # nothing recorded outside the window
     assert {r["status"] for r in e2e_store.recipients(cid)} == {RecipientStatus.SENT}
+
+
+def test_typing_on_a_waha_session__seen_typing_stop_then_the_text_inside_the_campaign_s_gap(
+    stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
+    record: SandboxRecord, enqueuer: TaskSender,
+) -> None:  # fmt: skip
+    e2e_store.add_session("sales", "waha", sandbox_url, token_env="SANDBOX_TOKEN")  # typing on
+    stack.start_worker(concurrency=4)
+    p = processor_for(e2e_store, enqueuer, batch_size=10, min_interval=0.5, max_interval=1.5)
+    cid = p.process_large_campaign_array(numbers(6), "Olá, tudo bem?", "sales")
+    wait_until(
+        lambda: e2e_store.get_campaign(cid).status is CampaignStatus.COMPLETED, 60, "completed"
+    )
+
+    texts = record.messages(session="sales")
+    shown = record.presence(session="sales")
+    assert len(texts) == 6
+    for text in texts:
+        calls = [p for p in shown if p.chat_id == text.recipient and p.at <= text.received_at]
+        # typing is drawn inside each gap (at most gap - min): a gap drawn at min shows none
+        if calls:
+            assert [c.action for c in calls] == ["seen", "start_typing", "stop_typing"]
+            assert calls[-1].at - calls[1].at <= 1.5 - 0.5 + 0.2
+    assert shown, "no typing was shown at all"
+    gaps = record.gaps("sales")
+    assert min(gaps) >= 0.5  # the gap between two texts still holds
+    assert sum(gaps) / len(gaps) <= 1.5  # and typing did not lengthen it past the range
