@@ -722,13 +722,20 @@ WHERE CAST(:session AS varchar) = ANY(c.sessions)
 
 # --- sender protection (campaigns.capacity, deferrals of recipient-level answers) ---
 
-# The recorded sends of some sessions in the last :seconds, for the capacity counts rebuilt
-# after Redis lost them (the partial index ix_campaign_recipients_sent_by_session).
+# The sends of some sessions in the last :seconds, for the capacity counts rebuilt after Redis
+# lost them: the recorded ones (the partial index ix_campaign_recipients_sent_by_session), and
+# the claims in flight or cut off (their capacity was taken before the call; a rebuild is rare,
+# so these few rows may cost a scan).
 SENDS_SINCE = text("""
 SELECT extract(epoch FROM finished_at) AS at, campaign_id, position, phone
 FROM campaign_recipients
 WHERE status = 'sent' AND session_name = ANY(CAST(:sessions AS varchar[]))
   AND finished_at > now() - make_interval(secs => :seconds)
+UNION ALL
+SELECT extract(epoch FROM coalesce(claimed_at, updated_at)), campaign_id, position, phone
+FROM campaign_recipients
+WHERE status IN ('sending', 'unknown') AND session_name = ANY(CAST(:sessions AS varchar[]))
+  AND coalesce(claimed_at, updated_at) > now() - make_interval(secs => :seconds)
 """)
 
 # The Cloud API sessions of a business portfolio: named by their portfolio option, or, without
