@@ -22,9 +22,10 @@ DEFAULT_WARMUP: tuple[int, ...] = (
     180, 200, 200, 250, 250, 300, 300, 350, 400, 450, 500, 600, 700, 800, 1000,
 )  # fmt: skip
 """A month of daily caps for a number marked new: 20 a day the first days, 1,000 by day 30.
-WAHA's "how to avoid blocking" advice is to start a new number slowly and grow its volume
-over weeks; this schedule follows the same shape as WhatsApp's own business tiers, which start
-a new portfolio at 250 unique recipients a day. Conservative on purpose: a ban costs the number."""
+No gateway documents a safe volume for a new number; users of peer tools report new numbers
+blocked before their twentieth message and ask for a warm-up (evolution-api issue #1840), and
+Meta itself starts a new business portfolio at 250 unique recipients a day. So the schedule
+starts below both and grows over a month. Conservative on purpose: a ban costs the number."""
 
 TIERS: Mapping[str, int | None] = {
     "250": 250,
