@@ -307,9 +307,14 @@ class LaneRun(RunBase):
             )
             deferred = self.r.store.next_not_before(c.id, self.batch)
             if deferred is not None and deferred > 5.0:
-                # what is left waits for its deferral (131049 a day, 131056 seconds)
-                reason = "waiting to send recipients deferred for their own limits"
-                return wait_out(self, deferred, reason)
+                # what is left waits for its deferral (131049 a day): the campaign says so and
+                # the chain comes back then (every lane drained: no lane leaves the rotation)
+                self.r.store.set_waiting(
+                    c.id, self.token, "waiting to send recipients deferred for their own "
+                    "limits (Meta's per-user marketing cap)", deferred,
+                )  # fmt: skip
+                delay = min(deferred, self.r.settings.stall_timeout / 2)
+                return self.result(RunEnd.CONTINUE, delay=delay)
             if settled:
                 log.warning(
                     "campaign %s batch %s: %s claims cut off by a crash are unknown "

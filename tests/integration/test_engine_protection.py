@@ -195,3 +195,31 @@ def test_131056_retries_that_recipient_after_its_wait_and_131050_skips_its_recip
     assert rows[stopped]["status"] == RecipientStatus.SKIPPED
     assert (done.success_count, done.skipped_count, done.failed_count) == (5, 1, 0)
     assert store.check_invariants(campaign.id) == []
+
+
+def test_a_pool_waiting_for_a_deferred_recipient__the_run_continues_and_no_lane_leaves(
+    store: CampaignStateManager, redis_url: str
+) -> None:
+    store.add_session("a", "console", "console://local")
+    store.add_session("b", "console", "console://local")
+    capped = NUMBERS[4]
+    tries: list[str] = []
+
+    def answer(message: OutgoingMessage) -> SendOutcome:
+        tries.append(message.to)
+        if message.to == capped and tries.count(capped) == 1:
+            return SendOutcome(OutcomeKind.DEFERRED, error_code="131049")
+        return SendOutcome(OutcomeKind.SENT, message_id=f"id-{len(tries)}")
+
+    settings = Settings(pacing=FAST, day_seconds=8.0)
+    runner = runner_for(store, pacer_for(redis_url), ScriptedGateway(answer), settings)
+    campaign = store.create_campaign(NUMBERS, "Hi", ["a", "b"], pacing=FAST)
+
+    ends = drive(runner, store, campaign.id)
+    assert set(ends) <= {RunEnd.NEXT_BATCH, RunEnd.CONTINUE}  # never a lane's end as the run's
+    waiting = store.get_campaign(campaign.id)
+    assert "deferred" in (waiting.waiting_reason or "")
+    assert all(lane.active for lane in store.list_lanes(campaign.id))
+    time.sleep(8.2)
+    assert drive(runner, store, campaign.id)[-1] is RunEnd.COMPLETED
+    assert store.check_invariants(campaign.id) == []
