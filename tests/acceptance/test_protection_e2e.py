@@ -8,15 +8,16 @@ Meta's "retry after 24 h", can be watched in seconds; nothing else about them ch
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from campaigns.dispatch import TaskSender
-from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.domain import CampaignStatus, RecipientStatus, StopKind
 from campaigns.local.stack import LocalStack, wait_until
-from campaigns.sandbox import SandboxRecord
+from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.state import CampaignStateManager
 from campaigns.windows import parse_window
 from tests.acceptance.conftest import processor_for
@@ -152,3 +153,36 @@ def test_typing_on_a_waha_session__seen_typing_stop_then_the_text_inside_the_cam
     gaps = record.gaps("sales")
     assert min(gaps) >= 0.5  # the gap between two texts still holds
     assert sum(gaps) / len(gaps) <= 1.5  # and typing did not lengthen it past the range
+
+
+def test_waha_475_capping__limited_until_its_cycle_end_then_the_campaign_resumes_by_itself(
+    stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
+    sandbox: SandboxControl, record: SandboxRecord, enqueuer: TaskSender,
+) -> None:  # fmt: skip
+    e2e_store.add_session("sales", "waha", sandbox_url, token_env="SANDBOX_TOKEN", typing="false")
+    stack.start_beat()  # the sweep resumes limited stops at their time
+    stack.start_worker(concurrency=4)
+    p = processor_for(e2e_store, enqueuer, batch_size=10, min_interval=0.2, max_interval=0.3)
+    cid = p.process_large_campaign_array(numbers(20), "Hi", "sales")
+    wait_until(lambda: record.count() >= 4, 30, "the first sends")
+
+    capped_at = time.time()
+    sandbox.cap("sales", 6)
+    cycle_end = capped_at + 6
+    wait_until(
+        lambda: e2e_store.get_campaign(cid).status is CampaignStatus.INTERRUPTED, 15, "limited"
+    )
+    stopped = e2e_store.get_campaign(cid)
+    assert stopped.interrupt_kind is StopKind.LIMITED
+    assert stopped.resume_at is not None
+    assert abs(stopped.resume_at.timestamp() - cycle_end) < 2.5  # read from the answer
+    assert "475" in (stopped.interrupt_reason or "")
+    wait_until(
+        lambda: e2e_store.get_campaign(cid).status is CampaignStatus.COMPLETED, 60, "completed"
+    )
+    during = [m for m in record.messages() if capped_at + 0.5 < m.received_at < cycle_end]
+    assert during == []  # nothing went out while WhatsApp capped the number
+    assert len(record.messages()) == 20
+    assert min(m.received_at for m in record.messages() if m.received_at > capped_at) >= (
+        cycle_end - 1.0  # the sandbox rounds the cycle end up to the second
+    )
