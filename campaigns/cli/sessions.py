@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from campaigns.caps import caps_from_options
 from campaigns.cli.app import EXIT_ERROR
 from campaigns.cli.common import JSON_HELP, console, emit_json, new_table, open_store, when
 from campaigns.domain import SenderSession
@@ -14,6 +15,7 @@ from campaigns.errors import ConfigurationError, InvalidInput
 from campaigns.gateway_pool import gateway_for
 from campaigns.gateways import GATEWAY_KINDS
 from campaigns.profiles import profile_from_options
+from campaigns.windows import window_from_options
 
 
 def _gateway_kind(value: str) -> str:
@@ -42,6 +44,22 @@ def pacing_data(session: SenderSession) -> dict[str, Any]:
     }
 
 
+def protection_data(session: SenderSession) -> dict[str, Any]:
+    """The session's caps and send window, as a person reads them."""
+    try:
+        caps = caps_from_options(session.gateway, session.name, session.options)
+        window = window_from_options(session.options)
+    except (ConfigurationError, InvalidInput) as exc:
+        return {"caps": f"invalid: {exc}", "window": None}
+    return {"caps": caps.describe(), "window": window.describe() if window else None}
+
+
+def _pace_and_limits(session: SenderSession) -> str:
+    """``human; 1000/day, 100/h; 08:00–20:00 Mon–Sat UTC`` for the list's pacing column."""
+    said = [pacing_data(session)["description"], *protection_data(session).values()]
+    return "; ".join(v for v in said if v and v != "no caps")
+
+
 def session_data(session: SenderSession) -> dict[str, Any]:
     """A session for JSON output (it holds no secret: only the variable's name)."""
     return {
@@ -51,6 +69,7 @@ def session_data(session: SenderSession) -> dict[str, Any]:
         "token_env": session.token_env,
         "options": dict(session.options),
         "pacing": pacing_data(session),
+        **protection_data(session),
         "connection_status": session.connection_status,
         "last_checked_at": session.last_checked_at,
         "last_error": session.last_error,
@@ -133,7 +152,7 @@ def list_sessions(as_json: bool = typer.Option(False, "--json", help=JSON_HELP))
             s.gateway,
             s.base_url,
             s.token_env or "-",
-            pacing_data(s)["description"],
+            _pace_and_limits(s),
             ", ".join(f"{k}={v}" for k, v in sorted(s.options.items())) or "-",
             s.connection_status,
             when(s.last_checked_at),

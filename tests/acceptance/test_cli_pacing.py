@@ -108,3 +108,21 @@ def test_sessions_add__a_bad_pacing_option_prints_one_line_and_stores_nothing(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and expected in line and "nothing was stored" in line
     assert store.list_sessions() == []
+
+
+def test_sessions_list__shows_caps_warm_up_portfolio_and_window(
+    cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 200)
+    assert cli("sessions", "add", "sales", *WAHA, "-o", "cap_day=1000", "-o", "cap_hour=100",
+               "-o", "window_hours=08:00-20:00", "-o", "window_days=mon-sat",
+               "-o", "window_tz=America/Sao_Paulo").exit_code == 0  # fmt: skip
+    assert cli("sessions", "add", "meta", *CLOUD, "-o", "portfolio=acme").exit_code == 0
+
+    listed = {s["name"]: s for s in as_json(cli("sessions", "list", "--json"))}
+    assert listed["sales"]["caps"] == "1000/day, 100/h"
+    assert "America/Sao_Paulo" in listed["sales"]["window"]
+    assert listed["meta"]["caps"] == "portfolio acme 250 recipients/day"  # a new portfolio's
+    assert listed["meta"]["window"] is None
+    table = cli("sessions", "list").stdout
+    assert "human; 1000/day, 100/h; 08:00" in table
