@@ -223,15 +223,19 @@ class FaultState:
         seconds: float | None = None,
         count: int | None = None,
     ) -> Rule:
-        """Add a fault rule; a new rule of the same kind and scope replaces the old one."""
+        """Add a fault rule; a new rule of the same kind and scope replaces the old one. The
+        scope of a refusal aimed at numbers includes them: refusing 131049 for one recipient
+        and 130497 for another are two rules, as they are two people's answers."""
         until = None if seconds is None else time.monotonic() + seconds
         rule = Rule(kind, session, params, until, count)
+
+        def same_scope(r: Rule) -> bool:
+            if r.kind != kind or r.session != session or kind == "reject":
+                return False
+            return kind != "refuse" or r.params.get("numbers") == params.get("numbers")
+
         with self._lock:
-            self._rules = [
-                r
-                for r in self._rules
-                if not (r.kind == kind and r.session == session and kind != "reject")
-            ]
+            self._rules = [r for r in self._rules if not same_scope(r)]
             self._rules.append(rule)
         return rule
 

@@ -186,3 +186,42 @@ def test_waha_475_capping__limited_until_its_cycle_end_then_the_campaign_resumes
     assert min(m.received_at for m in record.messages() if m.received_at > capped_at) >= (
         cycle_end - 1.0  # the sandbox rounds the cycle end up to the second
     )
+
+
+def test_recipient_level_cloud_answers_stay_with_their_recipient__with_real_workers(
+    stack: LocalStack, e2e_store: CampaignStateManager, sandbox_url: str,
+    sandbox: SandboxControl, record: SandboxRecord, enqueuer: TaskSender,
+) -> None:  # fmt: skip
+    listed = numbers(12)
+    paired, capped, stopped, abroad = listed[0], listed[1], listed[5], listed[7]
+    digits = {n: n.lstrip("+") for n in listed}
+    sandbox.refuse(131049, numbers=[digits[capped]], count=1)  # per-user marketing cap, once
+    sandbox.refuse(131056, numbers=[digits[paired]], count=1)  # pair rate, once
+    sandbox.refuse(131050, numbers=[digits[stopped]])  # stopped marketing messages
+    sandbox.refuse(130497, numbers=[digits[abroad]])  # country restricted
+    e2e_store.add_session("meta", "cloud-api", sandbox_url, token_env="SANDBOX_TOKEN",
+                          phone_number_id="meta", pacing="human")  # fmt: skip
+    stack.start_worker(concurrency=4, extra_env={"CAPACITY_DAY_SECONDS": "8"})
+    p = processor_for(e2e_store, enqueuer, batch_size=4, min_interval=0.05, max_interval=0.1)
+    cid = p.process_large_campaign_array(listed, "Hi", "meta")
+
+    wait_until(
+        lambda: e2e_store.get_campaign(cid).status is CampaignStatus.COMPLETED, 60, "completed"
+    )
+    rows = {r["phone"]: r for r in e2e_store.recipients(cid)}
+    assert rows[capped]["status"] == RecipientStatus.SENT  # a "day" later, in the retry batch
+    assert rows[paired]["status"] == RecipientStatus.SENT  # after its 6 s
+    assert rows[stopped]["status"] == RecipientStatus.SKIPPED
+    assert rows[abroad]["status"] == RecipientStatus.FAILED
+    assert {rows[n]["status"] for n in listed if n not in (stopped, abroad)} == {
+        RecipientStatus.SENT
+    }
+    done = e2e_store.get_campaign(cid)
+    assert done.total_batches == 4 and done.retry_batch == 4  # three batches and the retry one
+    arrived = {m.e164: m.received_at for m in record.messages()}
+    refused = {r.e164: r.received_at for r in record.refusals()}
+    assert arrived[capped] - refused[capped] >= 8.0  # retried a (fast) day later
+    assert arrived[paired] - refused[paired] >= 6.0  # after the pair rate's wait
+    # the lane went on meanwhile: the rest of the paired one's batch did not wait for it
+    assert arrived[listed[2]] < arrived[paired] and arrived[listed[3]] < arrived[paired]
+    assert e2e_store.check_invariants(cid) == []

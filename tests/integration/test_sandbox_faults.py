@@ -164,6 +164,16 @@ def test_a_refusal_naming_numbers_refuses_only_those(client: Client) -> None:
     assert cloud_send(client, to="+5511988887777").status_code == 200
 
 
+def test_refusals_naming_different_numbers_stack__one_per_person(client: Client) -> None:
+    client.control.refuse(131049, numbers=["+5511999999999"], count=1)
+    client.control.refuse(130497, numbers=["+5511988887777"])
+    assert cloud_send(client).json()["error"]["code"] == 131049
+    assert cloud_send(client).status_code == 200  # its one refusal is spent
+    assert cloud_send(client, to="+5511988887777").json()["error"]["code"] == 130497
+    client.control.refuse(131050, numbers=["+5511988887777"])  # the same people: replaced
+    assert cloud_send(client, to="+5511988887777").json()["error"]["code"] == 131050
+
+
 def test_reset_clears_faults_drops_and_counters_and_optionally_the_record(
         client: Client, sandbox: SandboxServer) -> None:
     assert cloud_send(client).status_code == 200
