@@ -138,13 +138,14 @@ class LaneLimits:
 
 def wait_out(run: Run, wait: float, reason: str) -> RunResult:
     """The lane must wait ``wait`` seconds (a closed window, no capacity): leave the rotation
-    of a pool whose other lanes go on, else keep the campaign running and come back then."""
+    of a pool whose other lanes go on (until then), else keep the campaign running and come
+    back then. Nothing is interrupted either way."""
     store, c = run.r.store, run.campaign
-    if run.pooled and any(
-        lane.active and lane.session_name != run.session for lane in store.list_lanes(c.id)
-    ):
-        resume_at = datetime.now(UTC) + timedelta(seconds=wait)
-        return run.interrupt(reason, StopKind.LIMITED, resume_at)
+    resume_at = datetime.now(UTC) + timedelta(seconds=wait)
+    if run.pooled and store.park_lane(c.id, run.session, reason, resume_at, run.token):
+        log.info("campaign %s: lane %s waits (%s); the other lanes go on", c.id, run.session,
+                 reason)  # fmt: skip
+        return run.result(RunEnd.LANE_DOWN, reason=reason)
     if not store.heartbeat(c.id, run.token, lease=run.lease):
         return run.result(RunEnd.STOPPED)
     store.set_waiting(c.id, run.token, reason, wait)

@@ -5,15 +5,17 @@ virtual day) and Meta's "retry after 24 h" — so a week of a campaign can be wa
 minutes. With the default (86,400 s) the virtual clock is the real one.
 
 The virtual clock counts from a fixed anchor, so every worker and the command line agree on
-what virtual time it is.
+what virtual time it is; it wraps every 520 weeks (whole weeks, so week days hold), which keeps
+it within dates Python can hold at any speed-up.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 REAL_DAY_S = 86_400.0
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
+WRAP = timedelta(weeks=520)
 
 
 def scale(day_seconds: float) -> float:
@@ -27,4 +29,5 @@ def virtual_now(day_seconds: float, now: datetime | None = None) -> datetime:
     factor = scale(day_seconds)
     if factor == 1.0:
         return real
-    return ANCHOR + (real - ANCHOR) * factor
+    elapsed = ((real - ANCHOR).total_seconds() * factor) % WRAP.total_seconds()
+    return ANCHOR + timedelta(seconds=elapsed)

@@ -154,6 +154,36 @@ class ProtectionVerbs(SessionVerbs):
             ).rowcount
         return bool(count)
 
+    def park_lane(
+        self, campaign_id: int, session: str, reason: str, resume_at: datetime, run_token: str
+    ) -> bool:
+        """Take the lane of ``session`` out of the rotation until ``resume_at`` (a closed
+        window, no capacity), but only while another lane of the pool stays active: True when
+        it was parked. False means it is the last active one (or the fence is lost), and the
+        campaign itself waits instead, running — a wait is never an interruption. One
+        transaction under the campaign's and the lanes' locks, so lanes parking at once
+        cannot all leave."""
+        with translate_errors(), self.engine.begin() as conn:
+            fenced = conn.execute(
+                queries.LOCK_FENCED, {"campaign_id": campaign_id, "run_token": run_token}
+            ).first()
+            if fenced is None:
+                return False
+            lanes = conn.execute(queries.LOCK_LANES, {"campaign_id": campaign_id}).all()
+            if not any(lane.state == "active" and lane.session_name != session for lane in lanes):
+                return False
+            conn.execute(
+                queries.SET_LANE_DOWN,
+                {
+                    "campaign_id": campaign_id,
+                    "session": session,
+                    "kind": "limited",
+                    "reason": reason,
+                    "resume_at": resume_at,
+                },
+            )
+        return True
+
     def clear_waiting(self, campaign_id: int) -> None:
         """The campaign sends again: it waits for nothing."""
         with translate_errors(), self.engine.begin() as conn:

@@ -25,6 +25,7 @@ EXPECTED = {
     "pacing fidelity": 2,
     "cloud api rate": 4,
     "sender pool": 2,
+    "sender protection": 3,
 }
 
 

@@ -223,3 +223,28 @@ def test_a_pool_waiting_for_a_deferred_recipient__the_run_continues_and_no_lane_
     time.sleep(8.2)
     assert drive(runner, store, campaign.id)[-1] is RunEnd.COMPLETED
     assert store.check_invariants(campaign.id) == []
+
+
+def test_every_lane_of_a_pool_outside_its_window__the_campaign_waits_running_never_interrupted(
+    store: CampaignStateManager, redis_url: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from campaigns.windows import parse_window
+
+    pool = ["a", "b", "c"]
+    for name in pool:
+        store.add_session(name, "console", "console://local")
+    opens = datetime.now(UTC) + timedelta(hours=2)
+    window = parse_window(f"{opens:%H}:00-{opens:%H}:59", "all", "UTC")
+    gateway = ScriptedGateway()
+    runner = runner_for(store, pacer_for(redis_url), gateway)
+    campaign = store.create_campaign(NUMBERS, "Hi", pool, pacing=FAST, window=window)
+
+    ends = drive(runner, store, campaign.id)
+
+    assert ends == [RunEnd.CONTINUE] and gateway.sent == []
+    waiting = store.get_campaign(campaign.id)
+    assert waiting.status is CampaignStatus.RUNNING  # three lanes parking at once: one stays
+    assert "outside the send window" in (waiting.waiting_reason or "")
+    assert sum(lane.active for lane in store.list_lanes(campaign.id)) == 1
