@@ -203,13 +203,10 @@ class Campaign:
     sessions: tuple[str, ...] = ()
     """The sender pool in lane order; ``session_name`` is its first session. A one-session
     campaign is a pool of one (filled in when not given)."""
-    send_window: Mapping[str, Any] | None = None
-    """The campaign's own send window (:mod:`campaigns.windows` JSON), or None."""
-    waiting_reason: str | None = None
-    """What a running campaign waits for (capacity, a window, a deferred recipient)."""
+    send_window: Mapping[str, Any] | None = None  # its own window (campaigns.windows JSON)
+    waiting_reason: str | None = None  # what a running campaign waits for (capacity, window)
     waiting_until: datetime | None = None
-    retry_batch: int | None = None
-    """The trailing batch of recipients deferred for a day (Cloud API 131049), once made."""
+    retry_batch: int | None = None  # the trailing batch of recipients deferred for a day
 
     def __post_init__(self) -> None:
         if not self.sessions:
