@@ -300,8 +300,8 @@ class StatusSnapshot:
     """For each lane of the pool, the send windows it obeys (its campaign's, its session's);
     empty when nothing has a window."""
     lane_plans: tuple[LanePlan, ...] = ()
-    """Each lane's pace, caps and recent sends, when a session of the pool has caps: the ETA
-    is then simulated (:mod:`campaigns.eta`)."""
+    """Each lane's pace, caps and recent sends, for a pool or a capped session: the ETA is
+    then simulated (:mod:`campaigns.eta`)."""
     day_seconds: float = 86_400.0
 
     @property

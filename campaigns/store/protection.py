@@ -192,9 +192,10 @@ class ProtectionVerbs(SessionVerbs):
     def lane_plans(
         self, campaign: Campaign, lane_windows: Sequence[tuple[SendWindow, ...]]
     ) -> tuple[LanePlan, ...]:
-        """What the ETA simulation needs of each lane (:mod:`campaigns.eta`), or ``()`` when
-        no session of the pool has caps (the plain ETA is right then). Each lane's sends of
-        the last day and hour are counted from the ledger."""
+        """What the ETA simulation needs of each lane (:mod:`campaigns.eta`), or ``()`` for
+        one session without caps (the plain ETA is exact then; a pool's lanes send side by
+        side, which only the simulation counts). Each lane's sends of the last day and hour
+        are counted from the ledger."""
         day = self.settings.day_seconds
         sessions, caps = [], []
         for name in campaign.sessions:
@@ -204,8 +205,8 @@ class ProtectionVerbs(SessionVerbs):
                 sessions.append(found)
             except (ConfigurationError, UnknownSession):
                 return ()  # the runner will say what is wrong; the plain ETA meanwhile
-        if not any(c.limited for c in caps):
-            return ()
+        if len(caps) == 1 and not caps[0].limited:
+            return ()  # one uncapped lane: the plain ETA is exact
         portfolios = [c.portfolio for c in caps if c.tier is not None]
         plans = []
         for found, cap, windows in zip(sessions, caps, lane_windows, strict=True):

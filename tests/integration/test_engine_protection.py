@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 
 from campaigns.capacity import SessionCapacity
@@ -248,3 +249,23 @@ def test_every_lane_of_a_pool_outside_its_window__the_campaign_waits_running_nev
     assert waiting.status is CampaignStatus.RUNNING  # three lanes parking at once: one stays
     assert "outside the send window" in (waiting.waiting_reason or "")
     assert sum(lane.active for lane in store.list_lanes(campaign.id)) == 1
+
+
+def test_the_eta_of_a_pool_counts_its_lanes_sending_side_by_side(
+    store: CampaignStateManager,
+) -> None:
+    from campaigns.settings import Pacing as P
+
+    pool = [f"s{i}" for i in range(6)]
+    for name in pool:
+        store.add_session(name, "console", "console://local")
+    pacing = P(batch_size=300, min_interval=4, max_interval=10, batch_delay_min=15,
+               batch_delay_max=30)  # fmt: skip
+    numbers = [f"+5511{960000000 + i}" for i in range(1200)]
+    pooled = store.create_campaign(numbers, "Hi", pool, pacing=pacing)
+    alone = store.create_campaign(numbers, "Hi", "s0", pacing=pacing)
+
+    one = store.snapshot(alone.id).eta_seconds()
+    six = store.snapshot(pooled.id).eta_seconds()
+    assert one == 1200 * 7 + 3 * 22.5  # one lane: the plain arithmetic
+    assert six == pytest.approx(1200 * 7 / 6 + 3 * 22.5, rel=0.03)  # six lanes side by side
