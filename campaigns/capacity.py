@@ -108,7 +108,7 @@ class SessionCapacity:
         keys = self._keys(session, caps)
         for _ in range(3):  # at most one rebuild of each count
             reply = self._eval(keys, args)
-            if reply[0] == b"rebuild" or reply[0] == "rebuild":
+            if _text(reply[0]) == "rebuild":
                 self._rebuild(session, caps, keys, _text(reply[1]))
                 continue
             return Taken(int(reply[0]), float(_text(reply[1])), _text(reply[2]))

@@ -154,22 +154,10 @@ def _session(sandbox: Sandbox, request: Request, session: str) -> Response:
 
 def _presence(sandbox: Sandbox, request: Request, action: str) -> Response:
     """sendSeen / startTyping / stopTyping: checked like sendText, recorded, 201."""
-    if not _authorized(sandbox, request):
-        return _nest(401, "Unauthorized")
-    try:
-        body = request.json()
-    except ValueError:
-        return _nest(400, "Unexpected token in JSON", "Bad Request")
-    problems = [p for p in _validate(body) if not p.startswith("text")]
-    if problems:
-        return _nest(400, problems, "Bad Request")
-    session = str(body.get("session", "default"))
-    if not sandbox.faults.exists(session):
-        return _unknown(session)
-    sandbox.hold(session)
-    refused = _working(sandbox, session)
-    if refused is not None:
-        return refused
+    admitted = _admit(sandbox, request, text=False)
+    if isinstance(admitted, Response):
+        return admitted
+    body, session = admitted
     sandbox.record.presence(dialect="waha", session=session, chat_id=str(body["chatId"]),
                             action=action, at=request.received_at)
     return Response(201) if action == "seen" else json_response(201, {"result": True})
@@ -207,14 +195,19 @@ def _validate(body: Any) -> list[str]:
     return problems
 
 
-def _send(sandbox: Sandbox, request: Request) -> Response:
+def _admit(
+    sandbox: Sandbox, request: Request, *, text: bool
+) -> tuple[dict[str, Any], str] | Response:
+    """What sendText and the typing calls check alike, in WAHA's order: the API key, the JSON
+    body (``text`` only for sendText), the session, its WORKING state. The body and the
+    session, or the answer that refuses the request."""
     if not _authorized(sandbox, request):
         return _nest(401, "Unauthorized")
     try:
         body = request.json()
     except ValueError:
         return _nest(400, "Unexpected token in JSON", "Bad Request")
-    problems = _validate(body)
+    problems = [p for p in _validate(body) if text or not p.startswith("text")]
     if problems:
         return _nest(400, problems, "Bad Request")
     session = str(body.get("session", "default"))
@@ -224,6 +217,14 @@ def _send(sandbox: Sandbox, request: Request) -> Response:
     refused = _working(sandbox, session)
     if refused is not None:
         return refused
+    return body, session
+
+
+def _send(sandbox: Sandbox, request: Request) -> Response:
+    admitted = _admit(sandbox, request, text=True)
+    if isinstance(admitted, Response):
+        return admitted
+    body, session = admitted
     chat_id = str(body["chatId"])
     if "@" not in chat_id:
         chat_id += "@c.us"  # WAHA's ensureSuffix
