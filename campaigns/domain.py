@@ -47,21 +47,12 @@ TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = {
         {CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.CANCELLED}
     ),
     CampaignStatus.RUNNING: frozenset(
-        {
-            CampaignStatus.COMPLETED,
-            CampaignStatus.FAILED,
-            CampaignStatus.INTERRUPTED,
-            CampaignStatus.PAUSED,
-            CampaignStatus.CANCELLED,
-        }
+        {CampaignStatus.COMPLETED, CampaignStatus.FAILED, CampaignStatus.INTERRUPTED,
+         CampaignStatus.PAUSED, CampaignStatus.CANCELLED}
     ),
     CampaignStatus.INTERRUPTED: frozenset(
-        {
-            CampaignStatus.RUNNING,
-            CampaignStatus.PAUSED,
-            CampaignStatus.CANCELLED,
-            CampaignStatus.FAILED,
-        }
+        {CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.CANCELLED,
+         CampaignStatus.FAILED}
     ),
     CampaignStatus.PAUSED: frozenset(
         {CampaignStatus.RUNNING, CampaignStatus.CANCELLED, CampaignStatus.FAILED}
@@ -111,6 +102,7 @@ RECIPIENT_TRANSITIONS: Mapping[RecipientStatus, frozenset[RecipientStatus]] = {
             RecipientStatus.FAILED,
             RecipientStatus.SENT,
             RecipientStatus.UNKNOWN,
+            RecipientStatus.SKIPPED,  # on the opt-out list when its claim came
         }
     ),
     RecipientStatus.SENDING: frozenset(
@@ -125,11 +117,9 @@ RECIPIENT_TRANSITIONS: Mapping[RecipientStatus, frozenset[RecipientStatus]] = {
     RecipientStatus.UNKNOWN: frozenset(
         {RecipientStatus.SENT, RecipientStatus.FAILED, RecipientStatus.UNKNOWN}
     ),
-    RecipientStatus.SENT: frozenset(),
-    RecipientStatus.FAILED: frozenset(),
-    RecipientStatus.DUPLICATE: frozenset(),
-    RecipientStatus.INVALID: frozenset(),
-    RecipientStatus.SKIPPED: frozenset(),
+    **{s: frozenset() for s in (RecipientStatus.SENT, RecipientStatus.FAILED,
+                                RecipientStatus.DUPLICATE, RecipientStatus.INVALID,
+                                RecipientStatus.SKIPPED)},  # settled for good
 }
 
 
@@ -207,6 +197,13 @@ class Campaign:
     waiting_reason: str | None = None  # what a running campaign waits for (capacity, window)
     waiting_until: datetime | None = None
     retry_batch: int | None = None  # the trailing batch of recipients deferred for a day
+    variants: tuple[str, ...] = ()  # texts besides ``message``, one chosen per recipient
+    columns: tuple[str, ...] = ()  # the list's variable names ({name} placeholders)
+    media: Mapping[str, Any] | None = None  # an image/document/audio/video by URL, captioned
+    legal_basis: str = "consent"  # consent or legitimate_interest (LGPD), with its note
+    legal_note: str | None = None
+    dedupe_days: float | None = None  # skip numbers the pool messaged this recently
+    retry_of: int | None = None  # the campaign whose failed recipients this one retries
 
     def __post_init__(self) -> None:
         if not self.sessions:
@@ -219,6 +216,8 @@ class Campaign:
         if values["interrupt_kind"] is not None:
             values["interrupt_kind"] = StopKind(values["interrupt_kind"])
         values["sessions"] = tuple(values["sessions"] or ())
+        values["variants"] = tuple(values["variants"] or ())
+        values["columns"] = tuple(values["columns"] or ())
         return cls(**values)
 
 
@@ -232,6 +231,8 @@ class ClaimedRecipient:
     phone: str
     variables: Mapping[str, str] | None
     attempt: int
+    variant: str | None = None
+    """The message variant chosen for this recipient at creation (:mod:`campaigns.content`)."""
 
 
 @dataclass(frozen=True, slots=True)

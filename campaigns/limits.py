@@ -183,12 +183,14 @@ def defer_recipient(run: Run, claim: ClaimedRecipient, outcome: SendOutcome) -> 
 
 
 def skip_opted_out(run: Run, claim: ClaimedRecipient, outcome: SendOutcome) -> None:
-    """The recipient stopped these messages (131050): skipped, never retried."""
+    """The recipient stopped these messages (131050): skipped, never retried, and put on the
+    opt-out list so that no later campaign tries the number again."""
     run.r.store.skip_claim(
         claim,
         outcome.error_code or "opted_out",
         f"the recipient stopped marketing messages from this business "
         f"({outcome.error_message or 'opt-out'}); skipped, not retried",
+        opt_out=True,
     )
     log.info("campaign %s: %s opted out; skipped", run.campaign.id, mask_phone(claim.phone))
     run.limits.give_back([claim])

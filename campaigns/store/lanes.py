@@ -211,18 +211,22 @@ class LaneVerbs(StoreBase):
         :meth:`claim_for_lane` otherwise. A crash may leave all of them unknown, so
         ``limit`` is the lane's ``in_flight`` at most."""
         stale = self.settings.stall_timeout if stale_after is None else stale_after
-        with translate_errors(), self.engine.begin() as conn:
-            rows = conn.execute(
-                queries.CLAIM_FOR_LANE,
-                {
-                    "campaign_id": campaign_id,
-                    "batch_number": batch_number,
-                    "run_token": run_token,
-                    "session": session,
-                    "limit": inputs.positive_int(limit, "limit"),
-                    "stale_after": float(stale),
-                },
-            ).all()
+        params = {
+            "campaign_id": campaign_id,
+            "batch_number": batch_number,
+            "run_token": run_token,
+            "session": session,
+            "limit": inputs.positive_int(limit, "limit"),
+            "stale_after": float(stale),
+        }
+        while True:
+            with translate_errors(), self.engine.begin() as conn:
+                # the opt-out list is read at the claim, in its transaction: a number added
+                # while the campaign runs ends skipped instead of being claimed
+                skipped = conn.execute(queries.SKIP_OPTED_OUT_FOR_LANE, params).rowcount
+                rows = conn.execute(queries.CLAIM_FOR_LANE, params).all()
+            if rows or not skipped:
+                break  # a head of the batch that was all opted out: look again past it
         return [
             ClaimedRecipient(
                 campaign_id=campaign_id,
@@ -231,6 +235,7 @@ class LaneVerbs(StoreBase):
                 phone=row.phone,
                 variables=row.variables,
                 attempt=row.attempts,
+                variant=row.variant,
             )
             for row in sorted(rows, key=lambda r: r.position)
         ]

@@ -22,7 +22,7 @@ COPY_RECIPIENTS = (
 _CHUNK_ROWS = 2000
 
 
-class _StreamReader(io.RawIOBase):
+class StreamReader(io.RawIOBase):
     """A read-only file over an iterator of text chunks, for ``cursor.copy_expert``."""
 
     def __init__(self, chunks: Iterator[str]) -> None:
@@ -109,7 +109,7 @@ def copy_entries(
     """COPY every entry into the ledger of ``campaign_id`` on ``cursor`` (a psycopg2 cursor
     inside the caller's transaction). Returns the counts; raises whatever reading raised."""
     counter = LoadCounter()
-    stream = _StreamReader(_csv_chunks(campaign_id, entries, batch_size, region, counter))
+    stream = StreamReader(_csv_chunks(campaign_id, entries, batch_size, region, counter))
     try:
         cursor.copy_expert(COPY_RECIPIENTS, stream, size=65536)
     except Exception:

@@ -34,6 +34,7 @@ from campaigns.numbers import Entry
 from campaigns.settings import Pacing, Settings
 from campaigns.store import queries
 from campaigns.store.base import counts_by_status
+from campaigns.store.consent import ConsentVerbs
 from campaigns.store.db import create_db_engine, translate_errors
 from campaigns.store.lanes import LaneVerbs
 from campaigns.store.loading import copy_entries
@@ -52,6 +53,7 @@ NumberSource = Iterable[str | Mapping[str, str] | Entry] | Path
 
 
 class CampaignStateManager(
+    ConsentVerbs,
     SendingVerbs,
     StatusVerbs,
     ProtectionVerbs,

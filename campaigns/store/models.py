@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -135,8 +136,23 @@ class CampaignBatchState(Base):
     waiting_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # the trailing batch of recipients deferred for a day (Cloud API 131049)
     retry_batch: Mapped[int | None] = mapped_column(Integer)
+    # the LGPD basis the sender relies on, with its note (shown with the campaign)
+    legal_basis: Mapped[str] = mapped_column(String(30), server_default="consent")
+    legal_note: Mapped[str | None] = mapped_column(Text)
+    # texts besides `message` (one chosen per recipient) and the list's variable names, which
+    # decide whether {a|b} is a variable with a fallback or spintax (campaigns.content)
+    variants: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    columns: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    media: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # numbers the pool messaged this many days back were marked duplicate at creation
+    dedupe_days: Mapped[float | None] = mapped_column(Float)
+    # a follow-up campaign: the campaign whose failed (or unknown) recipients it retries
+    retry_of: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
+        CheckConstraint(
+            "legal_basis IN ('consent', 'legitimate_interest')", name="legal_basis"
+        ),
         # the sweep: running campaigns by heartbeat
         Index("ix_campaign_batch_state_status_heartbeat", "status", "heartbeat_at"),
         # find_interrupted_campaigns(session), list by session
@@ -203,6 +219,8 @@ class CampaignRecipient(Base):
     # pair-rate wait); deferrals bounds how often
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deferrals: Mapped[int] = mapped_column(Integer, server_default="0")
+    # the message variant chosen at creation (campaigns.content's label)
+    variant: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         # the claim: the first pending recipient of a batch, in input order
@@ -229,6 +247,33 @@ class CampaignRecipient(Base):
             "session_name",
             "finished_at",
             postgresql_where=text("status = 'sent' AND session_name IS NOT NULL"),
+        ),
+    )
+
+
+class OptOut(Base):
+    """A number that must not be messaged: globally (``session_name`` NULL) or by one sender
+    session. ``source`` and ``created_at`` are the proof of when and how it was asked (the
+    operator, an import, an inbound STOP, Meta's preferences, a 131050 answer)."""
+
+    __tablename__ = "campaign_optouts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    session_name: Mapped[str | None] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
+    via_session: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        # one entry per number and scope; the claim's check is one probe of it
+        Index(
+            "uq_campaign_optouts_phone_session",
+            "phone",
+            "session_name",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
         ),
     )
 

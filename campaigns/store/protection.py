@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from campaigns import inputs
 from campaigns.caps import caps_from_options
+from campaigns.consent import SOURCE_131050
 from campaigns.domain import Campaign, ClaimedRecipient, RecipientStatus, send_id
 from campaigns.errors import ConfigurationError, UnknownSession
 from campaigns.eta import LanePlan
@@ -114,11 +115,21 @@ class ProtectionVerbs(SessionVerbs):
             )
         return RecipientStatus.PENDING
 
-    def skip_claim(self, claim: ClaimedRecipient, error_code: str, error_message: str) -> bool:
-        """End ``claim`` skipped (never sent, never retried). False if no longer held."""
+    def skip_claim(
+        self,
+        claim: ClaimedRecipient,
+        error_code: str,
+        error_message: str,
+        *,
+        opt_out: bool = False,
+    ) -> bool:
+        """End ``claim`` skipped (never sent, never retried). With ``opt_out`` (the person
+        stopped marketing messages: Cloud API 131050) the number also goes on the opt-out list
+        in the same transaction, globally, with the session that was told: no later campaign
+        claims it until Meta's "resume" or an operator lifts it. False if no longer held."""
         with translate_errors(), self.engine.begin() as conn:
             conn.execute(queries.LOCK_CAMPAIGN_KEY_SHARE, {"campaign_id": claim.campaign_id})
-            count = conn.execute(
+            row = conn.execute(
                 queries.SKIP_CLAIM,
                 {
                     "campaign_id": claim.campaign_id,
@@ -127,8 +138,14 @@ class ProtectionVerbs(SessionVerbs):
                     "error_code": error_code,
                     "error_message": error_message,
                 },
-            ).rowcount
-        return bool(count)
+            ).first()
+            if row is not None and opt_out:
+                conn.execute(
+                    queries.ADD_OPTOUT,
+                    {"phone": row.phone, "session": None, "source": SOURCE_131050,
+                     "detail": error_message[:2000], "via_session": row.session_name},
+                )  # fmt: skip
+        return row is not None
 
     def next_not_before(self, campaign_id: int, batch_number: int) -> float | None:
         """Seconds until the batch's first deferred recipient may be claimed; None if none

@@ -26,6 +26,9 @@ WITH fence AS (
     SELECT r.position FROM campaign_recipients r JOIN fence ON r.campaign_id = fence.id
     WHERE r.batch_number = :batch_number AND r.status = 'pending'
       AND (r.not_before IS NULL OR r.not_before <= now())
+      AND NOT EXISTS (
+          SELECT 1 FROM campaign_optouts x WHERE x.phone = r.phone
+            AND (x.session_name IS NULL OR x.session_name = fence.session_name))
     ORDER BY r.position LIMIT 1
     FOR UPDATE OF r SKIP LOCKED
 )
@@ -34,7 +37,7 @@ SET status = 'sending', attempts = r.attempts + 1, session_name = fence.session_
     claimed_at = now(), updated_at = now()
 FROM next, fence
 WHERE r.campaign_id = :campaign_id AND r.position = next.position
-RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts
+RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts, r.variant
 """)
 
 # Record the outcome of the gateway call of one claim (sent, failed or unknown); only the holder
@@ -530,6 +533,9 @@ WITH fence AS (
                WHERE o.campaign_id = r.campaign_id AND o.session_name = r.preferred_session
                  AND o.state = 'active'
                  AND o.heartbeat_at > now() - make_interval(secs => :stale_after)))
+      AND NOT EXISTS (
+          SELECT 1 FROM campaign_optouts x
+          WHERE x.phone = r.phone AND (x.session_name IS NULL OR x.session_name = :session))
     ORDER BY r.position LIMIT :limit
     FOR UPDATE OF r SKIP LOCKED
 )
@@ -538,7 +544,7 @@ SET status = 'sending', attempts = r.attempts + 1, session_name = :session,
     claimed_at = now(), updated_at = now()
 FROM next
 WHERE r.campaign_id = :campaign_id AND r.position = next.position
-RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts
+RETURNING r.position, r.batch_number, r.phone, r.variables, r.attempts, r.variant
 """)
 
 # Stamp the campaign's and one active lane's heartbeat if the caller holds the fence; no row
@@ -795,6 +801,7 @@ SET status = 'skipped', error_code = :error_code, error_message = :error_message
     finished_at = now(), updated_at = now()
 WHERE campaign_id = :campaign_id AND position = :position
   AND status = 'sending' AND attempts = :attempt
+RETURNING phone, session_name
 """)
 
 # Seconds until the first deferred recipient of a batch may be claimed (None: none waits).
@@ -813,4 +820,93 @@ WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
 CLEAR_WAITING = text("""
 UPDATE campaign_batch_state SET waiting_reason = NULL, waiting_until = NULL
 WHERE id = :campaign_id AND waiting_reason IS NOT NULL
+""")
+
+# --- consent: the opt-out list (campaigns.consent) ---
+
+# Add a number to the opt-out list (global when :session is NULL); an existing entry keeps its
+# first source and time, the proof of when it was first asked for. Returns the row when new.
+ADD_OPTOUT = text("""
+INSERT INTO campaign_optouts (phone, session_name, source, detail, via_session)
+VALUES (:phone, :session, :source, :detail, :via_session)
+ON CONFLICT (phone, session_name) DO NOTHING
+RETURNING id
+""")
+
+# Remove a number's entry of one scope, optionally only if it came from one of :sources.
+REMOVE_OPTOUT = text("""
+DELETE FROM campaign_optouts
+WHERE phone = :phone AND session_name IS NOT DISTINCT FROM :session
+  AND (CAST(:sources AS varchar[]) IS NULL OR source = ANY(CAST(:sources AS varchar[])))
+""")
+
+# Whether a number may not be messaged through :session (its own entry or a global one).
+IS_OPTED_OUT = text("""
+SELECT EXISTS (SELECT 1 FROM campaign_optouts
+               WHERE phone = :phone AND (session_name IS NULL OR session_name = :session))
+""")
+
+# A page of the list in insertion order, optionally of one scope (:scope '' = global only).
+LIST_OPTOUTS_AFTER = text("""
+SELECT id, phone, session_name, source, detail, via_session, created_at
+FROM campaign_optouts
+WHERE id > :after
+  AND (CAST(:scope AS varchar) IS NULL
+       OR (CAST(:scope AS varchar) = '' AND session_name IS NULL)
+       OR session_name = CAST(:scope AS varchar))
+ORDER BY id
+LIMIT :limit
+""")
+
+COUNT_OPTOUTS = text("""
+SELECT count(*) FROM campaign_optouts
+""")
+
+# An import streams into a temporary table first (COPY), then joins the list in one statement.
+CREATE_OPTOUT_IMPORT = text("""
+CREATE TEMPORARY TABLE optout_import (phone varchar(20)) ON COMMIT DROP
+""")
+COPY_OPTOUT_IMPORT = "COPY optout_import (phone) FROM STDIN WITH (FORMAT csv)"
+INSERT_OPTOUT_IMPORT = text("""
+INSERT INTO campaign_optouts (phone, session_name, source, detail)
+SELECT DISTINCT phone, CAST(:session AS varchar), :source, :detail FROM optout_import
+ON CONFLICT (phone, session_name) DO NOTHING
+""")
+
+# Before a lane's claim, in its transaction: the recipients the claim would take next (the
+# same candidates, in input order) whose number is on the list for the lane's session end
+# skipped, counted like any finished recipient. The claim that follows leaves them out, so a
+# number added while the campaign runs is never claimed, whichever worker holds the batch.
+SKIP_OPTED_OUT_FOR_LANE = text("""
+WITH fence AS (
+    SELECT id FROM campaign_batch_state
+    WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
+), next AS (
+    SELECT r.position FROM campaign_recipients r JOIN fence ON r.campaign_id = fence.id
+    WHERE r.batch_number = :batch_number AND r.status = 'pending'
+      AND (r.not_before IS NULL OR r.not_before <= now())
+      AND (r.preferred_session IS NULL OR r.preferred_session = :session
+           OR NOT EXISTS (
+               SELECT 1 FROM campaign_lanes o
+               WHERE o.campaign_id = r.campaign_id AND o.session_name = r.preferred_session
+                 AND o.state = 'active'
+                 AND o.heartbeat_at > now() - make_interval(secs => :stale_after)))
+    ORDER BY r.position LIMIT :limit
+    FOR UPDATE OF r SKIP LOCKED
+), listed AS (
+    SELECT next.position, o.* FROM next JOIN campaign_recipients c
+      ON c.campaign_id = :campaign_id AND c.position = next.position
+    CROSS JOIN LATERAL (
+        SELECT session_name, source, created_at FROM campaign_optouts
+        WHERE phone = c.phone AND (session_name IS NULL OR session_name = :session)
+        ORDER BY session_name NULLS FIRST LIMIT 1) o
+)
+UPDATE campaign_recipients r
+SET status = 'skipped', error_code = 'opted_out', session_name = :session,
+    error_message = 'on the opt-out list (' || coalesce(o.session_name, 'global') || ', '
+                    || o.source || ', since ' || to_char(o.created_at, 'YYYY-MM-DD') || ')',
+    finished_at = now(), updated_at = now()
+FROM listed o
+WHERE r.campaign_id = :campaign_id AND r.position = o.position AND r.status = 'pending'
+RETURNING r.position
 """)

@@ -36,6 +36,7 @@ class SendingVerbs(StoreBase):
             phone=row.phone,
             variables=row.variables,
             attempt=row.attempts,
+            variant=row.variant,
         )
 
     def record_outcome(
