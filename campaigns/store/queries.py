@@ -358,7 +358,7 @@ LIMIT :limit
 # along the primary key: flat memory for a million rows).
 LIST_RECIPIENTS_AFTER = text("""
 SELECT position, batch_number, phone, status, attempts, gateway_message_id, error_code,
-       error_message, claimed_at, finished_at, session_name
+       error_message, claimed_at, finished_at, session_name, variant
 FROM campaign_recipients
 WHERE campaign_id = :id AND position > :after
   AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
