@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from campaigns.domain import StopKind
+from campaigns.media import MediaSpec
 
 
 class OutcomeKind(enum.StrEnum):
@@ -92,6 +93,10 @@ class OutgoingMessage:
     """Seconds to show "typing…" to the recipient before the text leaves (0: none). The lane
     sets it and fits the wait inside the pacing gap; adapters whose session option ``typing``
     is off ignore it, and it never changes what is sent."""
+    media: MediaSpec | None = None
+    """An image, document, audio or video sent by URL; ``text`` is then its caption (None or
+    empty: no caption). Checked for every gateway of the pool when the campaign was created
+    (:func:`campaigns.media.media_spec`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,7 +152,7 @@ class CloudApiGateway:
         self._session = config.session_name
 
     def send(self, message: OutgoingMessage) -> SendOutcome:
-        """Send one text or template message and classify Meta's answer."""
+        """Send one text, template or media message and classify Meta's answer."""
         body = build_body(message)
         answer = self._http.request(
             "POST", self._prefix + "/messages", json_body=body, sends=True, paced=True
@@ -186,7 +186,8 @@ class CloudApiGateway:
 
 
 def build_body(message: OutgoingMessage) -> dict[str, Any]:
-    """The request body of docs/gateways.md §1.2, for a text or a template message."""
+    """The request body of docs/gateways.md §1.2, for a text, a template or a media message
+    (Meta's ``ImageMessage``, ``DocumentMessage``, ``AudioMessage``, ``VideoMessage``)."""
     base: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -203,9 +204,26 @@ def build_body(message: OutgoingMessage) -> dict[str, Any]:
                 "components": [dict(c) for c in template.components],
             },
         }
+    if message.media is not None:
+        return {**base, "type": message.media.kind, message.media.kind: media_object(message)}
     if message.text is None:
-        raise ValueError("an outgoing message needs a text or a template")
+        raise ValueError("an outgoing message needs a text, a template or a media")
     return {**base, "type": "text", "text": {"preview_url": False, "body": message.text}}
+
+
+def media_object(message: OutgoingMessage) -> dict[str, Any]:
+    """The ``image``/``document``/``audio``/``video`` object of a media message by ``link``
+    (Meta's ``MediaObject``): ``caption`` when the text is not empty, except for audio, which
+    takes none; ``filename`` for documents (the name the person sees)."""
+    media = message.media
+    if media is None:
+        raise ValueError("not a media message")
+    body: dict[str, Any] = {"link": media.url}
+    if message.text and media.kind != "audio":
+        body["caption"] = message.text
+    if media.kind == "document" and media.filename:
+        body["filename"] = media.filename
+    return body
 
 
 def error_code(body: Any) -> int | None:

@@ -17,7 +17,7 @@ answer                                             outcome
 400 from schema validation                         SESSION_DOWN, ``blocked`` (configuration)
 401/403 (API key refused)                          SESSION_DOWN, ``blocked`` (token)
 "error 463" (WhatsApp's reach-out timelock)        SESSION_DOWN, ``blocked``
-a template message                                 SESSION_DOWN, ``blocked`` (text only)
+a template message                                 SESSION_DOWN, ``blocked`` (no template)
 400 listing ``exists: false``                      RECIPIENT_FAILED
 429                                                THROTTLED
 other 400, 5xx                                     TRANSIENT (504: AMBIGUOUS)
@@ -25,6 +25,13 @@ other 400, 5xx                                     TRANSIENT (504: AMBIGUOUS)
 
 ``blocked`` stops wait for an operator: the connection state stays ``open`` through them, so a
 resume on the health check would send the same refused request again at every watcher cycle.
+
+Media (:class:`campaigns.media.MediaSpec`) goes by URL through ``POST
+/message/sendMedia/{instance}`` with the six fields Evolution's OpenAPI document requires:
+``number``, ``mediatype`` (image, document, video, audio: the source's ``mediaMessageSchema``),
+``mimetype``, ``caption`` (the text, empty for none; audio always empty: WhatsApp's audio
+message has no caption), ``media`` (the URL) and ``fileName``; ``delay`` as for a text. Its
+answers are read like sendText's.
 
 Decisions where the contract leaves a choice:
 
@@ -76,6 +83,7 @@ from campaigns.gateways.http import (
 )
 from campaigns.gateways.waha import parse_bool_option
 from campaigns.masking import mask_phone
+from campaigns.media import file_name
 
 logger = logging.getLogger(__name__)
 
@@ -104,21 +112,21 @@ class EvolutionGateway:
         self._http = HttpClient(config, headers)
 
     def send(self, message: OutgoingMessage) -> SendOutcome:
-        """Send one text message and classify Evolution's answer."""
-        if message.text is None:
+        """Send one text or media message and classify Evolution's answer."""
+        if message.text is None and message.media is None:
             # Every recipient would fail alike: stop the campaign, do not fail the list.
             outcome = SendOutcome(
                 OutcomeKind.SESSION_DOWN,
                 error_code="unsupported_message",
-                error_message="Evolution sends text only; this campaign has a template message",
+                error_message="Evolution sends no templates; this campaign has a template",
                 stop=StopKind.BLOCKED,
             )
         else:
-            body: dict[str, Any] = {"number": digits(message.to), "text": message.text}
+            route, body = request_body(message)
             if self.typing and message.typing_s > 0:
                 body["delay"] = round(min(message.typing_s, MAX_TYPING_S) * 1000)
             answer = self._http.request(
-                "POST", f"/message/sendText/{self._path}", json_body=body, sends=True, paced=True
+                "POST", f"/message/{route}/{self._path}", json_body=body, sends=True, paced=True
             )
             outcome = answer if isinstance(answer, SendOutcome) else classify_send(answer)
         logger.debug(
@@ -152,6 +160,23 @@ class EvolutionGateway:
     def close(self) -> None:
         """Release HTTP connections."""
         self._http.close()
+
+
+def request_body(message: OutgoingMessage) -> tuple[str, dict[str, Any]]:
+    """The route (``sendText`` or ``sendMedia``) and v2 body that send ``message``, without the
+    typing ``delay``."""
+    media = message.media
+    if media is None:
+        return "sendText", {"number": digits(message.to), "text": message.text}
+    caption = "" if media.kind == "audio" else (message.text or "")
+    return "sendMedia", {
+        "number": digits(message.to),
+        "mediatype": media.kind,
+        "mimetype": media.mime,
+        "caption": caption,
+        "media": media.url,
+        "fileName": file_name(media),
+    }
 
 
 def _messages(answer: HttpAnswer) -> Any:

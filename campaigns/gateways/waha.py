@@ -12,7 +12,8 @@ answer                                                 outcome (level, kind)
 500 naming error 463 (reach-out timelock, ban)         SESSION_DOWN, ``blocked``
 500 naming error 475 (capping until the cycle end)     SESSION_DOWN, ``limited``, retry_after
                                                        = seconds to the cycle end
-a template message                                     SESSION_DOWN, ``blocked`` (text only)
+a template message                                     SESSION_DOWN, ``blocked`` (no template)
+"... available only in Plus version" (media on Core)   SESSION_DOWN, ``blocked`` (any status)
 check-exists ``numberExists: false``                   RECIPIENT_FAILED (recipient level)
 429                                                    THROTTLED (session level, no stop)
 other 5xx, connect errors                              TRANSIENT (504, read timeout: AMBIGUOUS)
@@ -30,6 +31,17 @@ therefore reports a timelock or a capping the session info shows as ``SessionHea
 (``blocked``; ``limited`` with ``until`` = the cycle end), connected staying True while WORKING
 (:mod:`campaigns.gateways.waha_limits`). Nothing here ever restarts, stops or starts a session:
 WAHA's docs say a restart does not lift a timelock, and an unasked restart drops a connection.
+
+Media (:class:`campaigns.media.MediaSpec`) goes by URL through the endpoint WAHA documents for
+its kind (waha-docs, content/docs/how-to/send-messages/): image ``POST /api/sendImage``,
+document ``/api/sendFile`` (``caption`` and ``file: {mimetype, url, filename}``), video
+``/api/sendVideo`` (plus ``asNote: false``, ``convert: false``: the campaign's check kept it
+to mp4), audio ``/api/sendVoice`` (no caption: ``MessageVoiceRequest`` has none; OGG/Opus as
+``audio/ogg; codecs=opus``, any other audio type with ``convert: true``, WAHA's documented way
+to have it converted). Only the send itself is paced; typing happens before it as for a text.
+These endpoints are WAHA Plus features: WAHA Core answers ``AvailableInPlusVersion`` (a 422 in
+the 2024 core, an Error, so a 500, in newer ones): SESSION_DOWN ``blocked`` whatever the
+status, since every recipient would get the same answer until the operator changes WAHA.
 
 Decisions where the contract is UNCONFIRMED or leaves a choice:
 
@@ -95,11 +107,19 @@ from campaigns.gateways.http import (
 from campaigns.gateways.waha_limits import CAPPING_WAIT_S as CAPPING_WAIT_S  # re-exported
 from campaigns.gateways.waha_limits import capping_reason, capping_wait, session_health
 from campaigns.masking import mask_phone
+from campaigns.media import file_name
 
 logger = logging.getLogger(__name__)
 
 _BAN = re.compile(r"\b463\b")
 _CAPPED = re.compile(r"\b475\b")
+_PLUS_ONLY = re.compile(r"available only in Plus", re.I)
+MEDIA_PATHS = {
+    "image": "/api/sendImage",
+    "document": "/api/sendFile",
+    "video": "/api/sendVideo",
+    "audio": "/api/sendVoice",
+}
 _TYPING_CALLS = ("/api/sendSeen", "/api/startTyping")
 
 
@@ -128,8 +148,9 @@ class WahaGateway:
         self._http = HttpClient(config, headers)
 
     def send(self, message: OutgoingMessage) -> SendOutcome:
-        """Send one text message (optionally after check-exists) and classify the answer."""
-        if message.text is None:
+        """Send one text or media message (optionally after check-exists) and classify the
+        answer."""
+        if message.text is None and message.media is None:
             return _unsupported()
         chat_id: str | SendOutcome = f"{digits(message.to)}@c.us"
         if self.check_exists:
@@ -139,11 +160,9 @@ class WahaGateway:
         if isinstance(chat_id, SendOutcome):
             outcome = chat_id
         else:
-            body = {"session": self.session, "chatId": chat_id, "text": message.text}
+            path, body = request_body(self.session, chat_id, message)
             # the send itself is paced (not check-exists): the gap holds when it leaves
-            answer = self._http.request(
-                "POST", "/api/sendText", json_body=body, sends=True, paced=True
-            )
+            answer = self._http.request("POST", path, json_body=body, sends=True, paced=True)
             outcome = answer if isinstance(answer, SendOutcome) else classify_send(answer)
         logger.debug(
             "waha %s: %s -> %s %s",
@@ -224,13 +243,38 @@ class WahaGateway:
         self._http.close()
 
 
+def request_body(
+    session: str, chat_id: str, message: OutgoingMessage
+) -> tuple[str, dict[str, Any]]:
+    """The path and body of the call that sends ``message``: sendText, or the media endpoint of
+    its kind (see the module docstring)."""
+    media = message.media
+    if media is None:
+        return "/api/sendText", {"session": session, "chatId": chat_id, "text": message.text}
+    file: dict[str, Any] = {"mimetype": media.mime, "url": media.url}
+    body: dict[str, Any] = {"session": session, "chatId": chat_id, "file": file}
+    if media.kind == "audio":
+        opus = media.mime == "audio/ogg"
+        if opus:
+            file["mimetype"] = "audio/ogg; codecs=opus"
+        body["convert"] = not opus
+        return MEDIA_PATHS["audio"], body
+    file["filename"] = file_name(media)
+    if message.text:
+        body["caption"] = message.text
+    if media.kind == "video":
+        body["asNote"] = False
+        body["convert"] = False
+    return MEDIA_PATHS[media.kind], body
+
+
 def _unsupported() -> SendOutcome:
     # A template cannot go through WAHA; every recipient would fail alike, so stop the
     # campaign rather than fail the list.
     return SendOutcome(
         OutcomeKind.SESSION_DOWN,
         error_code="unsupported_message",
-        error_message="WAHA sends text only; this campaign has a template message",
+        error_message="WAHA sends no templates; this campaign has a template message",
         stop=StopKind.BLOCKED,
     )
 
@@ -301,6 +345,14 @@ def classify_send(answer: HttpAnswer, *, sends: bool = True) -> SendOutcome:
 def _session_down(answer: HttpAnswer, text: str) -> SendOutcome | None:
     """The SESSION_DOWN outcome of a WAHA answer, with the kind of its stop; None otherwise."""
     body = answer.body if isinstance(answer.body, Mapping) else {}
+    # NestJS puts the exception's words in "message" and its class in "error": look at both
+    plus_only = next((t for t in (text, str(body.get("message", ""))) if _PLUS_ONLY.search(t)), "")
+    if plus_only:
+        return session_down(
+            answer,
+            redact(f"WAHA cannot send this message (media needs WAHA Plus): {plus_only}"),
+            stop=StopKind.BLOCKED,
+        )
     if answer.status == 422:
         status = body.get("status")
         session = body.get("session")
