@@ -15,6 +15,7 @@ from typing import TypeVar
 import phonenumbers
 
 from campaigns.errors import ConfigurationError, InvalidArgument, InvalidInput
+from campaigns.inbound import keywords_from
 from campaigns.inputs import (
     MAX_BATCH_SIZE,
     MAX_DAYS,
@@ -114,6 +115,9 @@ class Settings:
     day_seconds: float = 86_400.0
     """The length of a "day" for caps per rolling 24 h (an hour is a 24th of it) and the
     131049 deferral (CAPACITY_DAY_SECONDS). Shortened only to rehearse a day in minutes."""
+    optout_keywords: frozenset[str] = field(default_factory=lambda: keywords_from(None))
+    """Inbound texts that opt their sender out (OPTOUT_KEYWORDS, comma-separated), folded:
+    no accents, case-folded (:func:`campaigns.inbound.keywords_from`)."""
 
     @property
     def pacing_redis_url(self) -> str | None:
@@ -168,6 +172,7 @@ class Settings:
             pacing_guard=_positive(env, "PACING_GUARD", 0.05, zero_ok=True, maximum=5.0),
             max_deferrals=_count(env, "MAX_DEFERRALS", 3, minimum=0),
             day_seconds=_positive(env, "CAPACITY_DAY_SECONDS", 86_400.0, maximum=86_400.0),
+            optout_keywords=keywords_from(env.get("OPTOUT_KEYWORDS"), "OPTOUT_KEYWORDS"),
         )
         call = settings.gateway_connect_timeout + settings.gateway_read_timeout
         if settings.stall_timeout <= call:
