@@ -47,6 +47,9 @@ PostgreSQL's interval arithmetic overflows."""
 MAX_MESSAGE_LENGTH = 4096
 """WhatsApp's limit for a text message."""
 
+MAX_TEMPLATE_PARAMETERS = 1024
+"""A Cloud API template's body has at most 1024 characters, so fewer parameters than that."""
+
 MAX_NAME_LENGTH = 100
 """``campaign_sessions.name`` is ``varchar(100)``."""
 
@@ -293,7 +296,10 @@ def start_time(value: object, name: str = "start_at") -> datetime | None:
 
 def template_spec(value: object, name: str = "template") -> dict[str, Any] | None:
     """None, or a Cloud API template: a mapping with a ``name``, an optional ``language`` and
-    ``components`` (a list), holding only JSON values and storable text."""
+    ``components`` (a list), holding only JSON values and storable text. It may declare the
+    approved template's ``body`` text (``"Olá {{1}}"``) or its ``parameter_count``: both are
+    kept with the campaign for :func:`campaigns.content.template_check` and never sent (the
+    outgoing message takes only name, language and components)."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -306,6 +312,13 @@ def template_spec(value: object, name: str = "template") -> dict[str, Any] | Non
         raise InvalidArgument(f"{name}['language'] must be text (str), e.g. 'en_US'")
     if not isinstance(value.get("components", []), list):
         raise InvalidArgument(f"{name}['components'] must be a list")
+    if not isinstance(value.get("body", ""), str):
+        raise InvalidArgument(f"{name}['body'] must be the approved template's body text (str)")
+    if value.get("parameter_count") is not None:
+        whole_number(
+            value["parameter_count"], f"{name}['parameter_count']", minimum=0,
+            maximum=MAX_TEMPLATE_PARAMETERS,
+        )  # fmt: skip
     _check_json(value, name)
     return dict(value)
 
