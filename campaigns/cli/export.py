@@ -1,14 +1,21 @@
-"""``campaigns export``: a campaign's ledger as CSV, one row per input entry in input order,
-with the session that sent each recipient (a pool's lanes stamp their sends), the gateway's
-message id and the error of a failed one. Streamed page by page from PostgreSQL: a
-1,000,000-row ledger is exported in flat memory. Numbers are masked unless ``--full-numbers``."""
+"""``campaigns export``: a campaign's ledger as CSV or JSON Lines, one row per input entry in
+input order, with the session that sent each recipient (a pool's lanes stamp their sends), the
+gateway's message id, the error of a failed one, when it was claimed and finished, and the
+message variant it was given. Streamed page by page from PostgreSQL and written row by row: a
+1,000,000-row ledger is exported in flat memory. Numbers are masked unless ``--full-numbers``.
+
+:func:`write_rows` is the one writer of the command line's streamed exports (the ledger here,
+the opt-out list in :mod:`campaigns.cli.optouts`), so both formats read the same everywhere.
+"""
 
 from __future__ import annotations
 
 import csv
+import enum
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -31,7 +38,92 @@ COLUMNS = (
     "error_code",
     "error_message",
     "finished_at",
+    # added after the first release: at the end, so a consumer reading columns by index
+    # keeps working
+    "claimed_at",
+    "variant",
 )
+
+
+class ExportFormat(enum.StrEnum):
+    """What an export writes: CSV with a header line, or one JSON object per line."""
+
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+FORMAT_HELP = "csv (a header line, then one row per line) or jsonl (one JSON object per line)."
+FULL_NUMBERS_HELP = (
+    "Write the numbers unmasked. An export is for your own systems (a CRM, a suppression "
+    "list), where masked numbers are of no use; masked is the default so that no command "
+    "prints a whole number unless asked."
+)
+
+
+def pick_format(chosen: ExportFormat | None, as_json: bool) -> ExportFormat:
+    """``--format``, with ``--json`` as the older spelling of ``--format jsonl``."""
+    if as_json and chosen is ExportFormat.CSV:
+        raise typer.BadParameter(
+            "--json means --format jsonl; it cannot go with --format csv", param_hint="--json"
+        )
+    if as_json:
+        return ExportFormat.JSONL
+    return chosen or ExportFormat.CSV
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def write_rows(
+    target: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: ExportFormat
+) -> int:
+    """Write ``rows`` (values in ``columns`` order: str, int or None) as ``fmt``, one at a
+    time; returns how many. None is an empty CSV field and a JSON null."""
+    count = 0
+    if fmt is ExportFormat.CSV:
+        writer = csv.writer(target)
+        writer.writerow(columns)
+        for values in rows:
+            writer.writerow(values)  # csv writes None as an empty field
+            count += 1
+        return count
+    for values in rows:
+        target.write(json.dumps(dict(zip(columns, values, strict=True)), ensure_ascii=False))
+        target.write("\n")
+        count += 1
+    return count
+
+
+def write_to(
+    out: Path | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: ExportFormat
+) -> int:
+    """Write to ``out`` (created or truncated), or to standard output without it."""
+    if out is None:
+        return write_rows(sys.stdout, columns, rows, fmt)
+    with out.open("w", newline="", encoding="utf-8") as target:
+        return write_rows(target, columns, rows, fmt)
+
+
+def ledger_values(
+    rows: Iterable[Mapping[str, Any]], full_numbers: bool
+) -> Iterator[tuple[Any, ...]]:
+    """Ledger rows (``iter_recipients``) as :data:`COLUMNS` values."""
+    for row in rows:
+        yield (
+            row["position"],
+            row["batch_number"],
+            row["phone"] if full_numbers else mask_phone(row["phone"]),
+            str(row["status"]),
+            row["session_name"],
+            row["attempts"],
+            row["gateway_message_id"],
+            row["error_code"],
+            row["error_message"],
+            iso(row["finished_at"]),
+            iso(row["claimed_at"]),
+            row["variant"],
+        )
 
 
 @app.command()
@@ -44,49 +136,22 @@ def export(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write to this file (default: standard output)."),
+        typer.Option(
+            "--out", "-o", help="Write to this file (default: standard output).", dir_okay=False
+        ),
     ] = None,
-    full_numbers: bool = typer.Option(False, "--full-numbers", help="Do not mask the numbers."),
-    as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per recipient and line (JSON Lines), not CSV."
-    ),
+    fmt: Annotated[
+        ExportFormat | None, typer.Option("--format", help=FORMAT_HELP + " [default: csv]")
+    ] = None,
+    full_numbers: bool = typer.Option(False, "--full-numbers", help=FULL_NUMBERS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="The same as --format jsonl."),
 ) -> None:
-    """Export a campaign's ledger as CSV: status, sending session, message id, error."""
+    """Export a campaign's ledger: number, status, sending session, message id, error,
+    claim and finish times, variant. Streamed: flat memory for any size."""
+    chosen = pick_format(fmt, as_json)
     with open_store() as store:
         store.get_campaign(campaign_id)  # an unknown id says so before any file is made
-        rows = store.iter_recipients(campaign_id, status)
-        if out is None:
-            count = _write(sys.stdout, rows, full_numbers, as_json)
-        else:
-            with out.open("w", newline="", encoding="utf-8") as target:
-                count = _write(target, rows, full_numbers, as_json)
-            typer.echo(f"{count} recipients of campaign {campaign_id} written to {out}", err=True)
-
-
-def _write(
-    target: TextIO, rows: Iterable[Mapping[str, Any]], full_numbers: bool, as_json: bool
-) -> int:
-    writer = csv.writer(target)
-    if not as_json:
-        writer.writerow(COLUMNS)
-    count = 0
-    for row in rows:
-        finished = row["finished_at"]
-        values = (
-            row["position"],
-            row["batch_number"],
-            row["phone"] if full_numbers else mask_phone(row["phone"]),
-            str(row["status"]),
-            row["session_name"],
-            row["attempts"],
-            row["gateway_message_id"],
-            row["error_code"],
-            row["error_message"],
-            finished.isoformat() if finished else None,
-        )
-        if as_json:
-            target.write(json.dumps(dict(zip(COLUMNS, values, strict=True))) + "\n")
-        else:
-            writer.writerow(["" if v is None else v for v in values])
-        count += 1
-    return count
+        rows = ledger_values(store.iter_recipients(campaign_id, status), full_numbers)
+        count = write_to(out, COLUMNS, rows, chosen)
+    if out is not None:
+        typer.echo(f"{count} recipients of campaign {campaign_id} written to {out}", err=True)
