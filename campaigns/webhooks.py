@@ -1,18 +1,28 @@
-"""Webhook receiver: gateways push session status changes, campaigns resume on reconnect.
+"""Webhook receiver: gateways push session status changes and people's opt-outs.
 
-- ``POST /webhooks/waha``: WAHA ``session.status`` events. When ``WAHA_WEBHOOK_HMAC_KEY`` is
-  set, ``X-Webhook-Hmac`` must be the HMAC-SHA512 hex of the raw body, else 401.
-- ``POST /webhooks/evolution``: Evolution ``connection.update`` events (Evolution signs
-  nothing); state ``open`` is a reconnect.
+- ``POST /webhooks/waha``: WAHA ``session.status`` events, and ``message`` events whose text is
+  an opt-out keyword. When ``WAHA_WEBHOOK_HMAC_KEY`` is set, ``X-Webhook-Hmac`` must be the
+  HMAC-SHA512 hex of the raw body, else 401.
+- ``POST /webhooks/evolution`` (and ``/webhooks/evolution/<event>``, Evolution's "webhook by
+  events" URLs): ``connection.update`` events (state ``open`` is a reconnect) and
+  ``messages.upsert`` opt-out keywords. Evolution signs nothing.
+- ``GET /webhooks/cloud``: Meta's verification handshake (``hub.mode=subscribe``,
+  ``hub.verify_token`` equal to ``CLOUD_WEBHOOK_VERIFY_TOKEN``: the ``hub.challenge`` is echoed;
+  anything else 403). ``POST /webhooks/cloud``: ``messages`` opt-out keywords and
+  ``user_preferences`` marketing stop/resume, only with ``X-Hub-Signature-256: sha256=<hex>``,
+  the HMAC-SHA256 of the raw body with ``META_APP_SECRET`` (missing, wrong or no secret set:
+  401, nothing changed; an unsigned Cloud webhook is never trusted).
 
-The gateway's session name is mapped to ours: WAHA's ``session`` is our session's option
-``session`` (or its name), Evolution's ``instance`` our option ``instance``. On a reconnect of a
-known session the receiver enqueues ``campaigns.resume_session(session, reason)`` by name
-(:mod:`campaigns.dispatch`); the recovery manager applies the settle delay, so the receiver
-answers at once. Unknown sessions and events
-that say nothing about connectivity are answered 200 and ignored: gateways retry non-2xx
-answers, and retrying an event we do not care about helps nobody. A store or broker outage is
-answered 503, so the gateway does retry that one.
+The gateway's session name is mapped to ours by the option ``session`` (WAHA; else our name),
+``instance`` (Evolution) or ``phone_number_id`` (Cloud API). A reconnect of a known session
+enqueues ``campaigns.resume_session(session, reason)`` by name (:mod:`campaigns.dispatch`); the
+recovery manager applies the settle delay, so the receiver answers at once. Opt-outs, parsed by
+:mod:`campaigns.inbound`, are stored global (the person revokes consent for the business,
+whichever of our numbers they answered) with the session that received them, even when none of
+ours maps to the gateway's name: the person's word does not depend on our configuration.
+Events we do not act on are answered 200 and ignored (gateways retry non-2xx answers, which
+helps nobody then). A store or broker outage is answered 503 so the gateway retries: a 200 is
+only given once the opt-out is stored.
 """
 
 from __future__ import annotations
@@ -30,10 +40,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from campaigns.dispatch import TaskSender, queue_name
 from campaigns.domain import SenderSession
 from campaigns.errors import StoreUnavailable
+from campaigns.inbound import (
+    META_RESUME_SOURCES,
+    WAHA_MESSAGE_EVENTS,
+    OptOutEvent,
+    cloud_events,
+    evolution_events,
+    keywords_from,
+    waha_events,
+)
+from campaigns.masking import mask_phone
 from campaigns.store import CampaignStateManager
 
 log = logging.getLogger("campaigns.webhooks")
@@ -41,6 +62,8 @@ log = logging.getLogger("campaigns.webhooks")
 MAX_BODY_BYTES = 1_000_000
 """Largest event accepted: status events are a few hundred bytes; anything this big is not one."""
 HMAC_KEY_ENV = "WAHA_WEBHOOK_HMAC_KEY"
+APP_SECRET_ENV = "META_APP_SECRET"
+VERIFY_TOKEN_ENV = "CLOUD_WEBHOOK_VERIFY_TOKEN"
 WAHA_CONNECTED = "WORKING"
 EVOLUTION_CONNECTED = "open"
 
@@ -53,7 +76,8 @@ class Answer:
     """What the receiver answers one delivery."""
 
     status: int
-    body: Mapping[str, Any]
+    body: Mapping[str, Any] | str
+    """JSON, or plain text (the echoed challenge of Meta's handshake)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +93,12 @@ class StatusEvent:
 def waha_signature(key: str, body: bytes) -> str:
     """WAHA's ``X-Webhook-Hmac``: HMAC-SHA512 hex of the raw body."""
     return hmac.new(key.encode(), body, hashlib.sha512).hexdigest()
+
+
+def cloud_signature(app_secret: str, body: bytes) -> str:
+    """Meta's ``X-Hub-Signature-256``: ``sha256=`` and the HMAC-SHA256 hex of the raw body
+    with the app secret (gateways.md §1.7: always over the bytes received, never a re-dump)."""
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def parse_waha(payload: Mapping[str, Any]) -> StatusEvent | None:
@@ -99,63 +129,159 @@ def parse_evolution(payload: Mapping[str, Any]) -> StatusEvent | None:
     return StatusEvent("evolution", name, state.lower() == EVOLUTION_CONNECTED, state)
 
 
+_NAME_OPTIONS = {"waha": "session", "evolution": "instance", "cloud-api": "phone_number_id"}
+_KINDS = {"waha": "waha", "evolution": "evolution", "cloud": "cloud-api"}
+"""Webhook dialect → the gateway kind of the sessions it speaks for."""
+
+
 def gateway_name(session: SenderSession) -> str:
     """The name the session's gateway uses for it in its events."""
-    option = {"waha": "session", "evolution": "instance"}.get(session.gateway)
+    option = _NAME_OPTIONS.get(session.gateway)
     return session.options.get(option, session.name) if option else session.name
 
 
+def _headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}  # header names ignore case
+
+
 class WebhookReceiver:
-    """Turns gateway deliveries into session checks and resumes. Free of HTTP plumbing, so
-    :meth:`handle` is what the server calls for each request."""
+    """Turns gateway deliveries into session checks, resumes and opt-outs. Free of HTTP
+    plumbing, so :meth:`handle` (POST) and :meth:`verify` (GET) are what the server calls."""
 
     def __init__(
-        self, store: CampaignStateManager, resume: Resume, *, hmac_key: str | None = None
+        self,
+        store: CampaignStateManager,
+        resume: Resume,
+        *,
+        hmac_key: str | None = None,
+        app_secret: str | None = None,
+        verify_token: str | None = None,
+        keywords: frozenset[str] | None = None,
     ) -> None:
         self.store = store
         self.resume = resume
         self.hmac_key = hmac_key or None
+        self.app_secret = app_secret or None
+        self.verify_token = verify_token or None
+        self.keywords = keywords if keywords is not None else keywords_from(None)
 
     def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answer one ``POST`` to ``path``."""
         route = path.split("?", 1)[0].rstrip("/")
         if route == "/webhooks/waha":
-            if not self._signed(headers, body):
+            dialect = "waha"
+            if not self._waha_signed(headers, body):
                 log.warning("WAHA webhook refused: missing or wrong X-Webhook-Hmac")
                 return Answer(401, {"error": "bad signature"})
-            parse: Callable[[Mapping[str, Any]], StatusEvent | None] = parse_waha
-        elif route == "/webhooks/evolution":
-            parse = parse_evolution
+        elif route == "/webhooks/evolution" or route.startswith("/webhooks/evolution/"):
+            dialect = "evolution"  # "webhook by events" appends the event: /messages-upsert
+        elif route == "/webhooks/cloud":
+            dialect = "cloud"
+            refusal = self._cloud_refusal(headers, body)
+            if refusal is not None:
+                return refusal
         else:
             return Answer(404, {"error": "unknown webhook path"})
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return Answer(400, {"error": "the body is not JSON"})
-        event = parse(payload) if isinstance(payload, Mapping) else None
-        if event is None:
-            return Answer(200, {"ignored": "not a session status event"})
+        if not isinstance(payload, Mapping):
+            return Answer(200, {"ignored": "not an event object"})
         try:
-            return self._apply(event)
+            return self._dispatch(dialect, payload)
         except StoreUnavailable as exc:
-            log.warning(
-                "webhook %s for %s not applied: %s", event.dialect, event.gateway_session, exc
-            )
+            log.warning("webhook %s not applied: %s", dialect, exc)
             return Answer(503, {"error": "database unavailable; retry"})
 
-    def _signed(self, headers: Mapping[str, str], body: bytes) -> bool:
+    def verify(self, path: str) -> Answer:
+        """Answer Meta's ``GET`` verification handshake of ``/webhooks/cloud``."""
+        route, _, query = path.partition("?")
+        if route.rstrip("/") != "/webhooks/cloud":
+            return Answer(404, {"error": "GET is only Meta's handshake of /webhooks/cloud"})
+        params = {name: values[0] for name, values in parse_qs(query).items()}
+        if self.verify_token is None:
+            log.warning("Cloud webhook handshake refused: set %s", VERIFY_TOKEN_ENV)
+            return Answer(403, {"error": f"{VERIFY_TOKEN_ENV} is not set"})
+        given = params.get("hub.verify_token", "")
+        if params.get("hub.mode") != "subscribe" or not hmac.compare_digest(
+            given.encode(), self.verify_token.encode()
+        ):
+            log.warning("Cloud webhook handshake refused: wrong hub.mode or hub.verify_token")
+            return Answer(403, {"error": "verification refused"})
+        return Answer(200, params.get("hub.challenge", ""))
+
+    def _dispatch(self, dialect: str, payload: Mapping[str, Any]) -> Answer:
+        if dialect == "cloud":
+            return self._optouts(dialect, cloud_events(payload, self.keywords))
+        if dialect == "waha":
+            if payload.get("event") in WAHA_MESSAGE_EVENTS:
+                return self._optouts(dialect, waha_events(payload, self.keywords))
+            event = parse_waha(payload)
+        else:
+            if str(payload.get("event", "")).lower().replace("_", ".") == "messages.upsert":
+                return self._optouts(dialect, evolution_events(payload, self.keywords))
+            event = parse_evolution(payload)
+        if event is None:
+            return Answer(200, {"ignored": "not a session status or opt-out event"})
+        return self._apply(event)
+
+    def _waha_signed(self, headers: Mapping[str, str], body: bytes) -> bool:
         if self.hmac_key is None:
             return True
-        lowered = {k.lower(): v for k, v in headers.items()}  # header names ignore case
-        given = lowered.get("x-webhook-hmac") or ""
+        given = _headers(headers).get("x-webhook-hmac") or ""
         return hmac.compare_digest(given.strip().lower(), waha_signature(self.hmac_key, body))
 
-    def _apply(self, event: StatusEvent) -> Answer:
-        ours = [
+    def _cloud_refusal(self, headers: Mapping[str, str], body: bytes) -> Answer | None:
+        if self.app_secret is None:
+            log.error(
+                "Cloud webhook refused: set %s to the Meta app's secret (an unsigned Cloud "
+                "webhook is never trusted)",
+                APP_SECRET_ENV,
+            )
+            return Answer(401, {"error": f"{APP_SECRET_ENV} is not set"})
+        given = (_headers(headers).get("x-hub-signature-256") or "").strip().lower()
+        if not hmac.compare_digest(given, cloud_signature(self.app_secret, body)):
+            log.warning("Cloud webhook refused: missing or wrong X-Hub-Signature-256")
+            return Answer(401, {"error": "bad signature"})
+        return None
+
+    def _ours(self, dialect: str, gateway_session: str) -> list[str]:
+        kind = _KINDS[dialect]
+        return sorted(
             s.name
             for s in self.store.list_sessions()
-            if s.gateway == event.dialect and gateway_name(s) == event.gateway_session
-        ]
+            if s.gateway == kind and gateway_name(s) == gateway_session
+        )
+
+    def _optouts(self, dialect: str, events: list[OptOutEvent]) -> Answer:
+        """Store every opt-out (a stop adds a global entry, Meta's resume removes Meta's own
+        entries); any store error propagates, so the gateway is answered 503 and retries the
+        whole delivery, which the store verbs make harmless to repeat."""
+        if not events:
+            return Answer(200, {"ignored": "no opt-out in this event"})
+        added = removed = 0
+        for event in events:
+            ours = self._ours(dialect, event.gateway_session)
+            via = ours[0] if ours else None
+            where = via or f"{dialect} {event.gateway_session!r} (no session of ours)"
+            phone, what = mask_phone(event.phone), f"{event.source} {event.detail!r}, via {where}"
+            if event.action == "stop":
+                new = self.store.add_optout(
+                    event.phone, source=event.source, detail=event.detail, via_session=via
+                )
+                added += new
+                log.info("opt-out of %s %s (%s)", phone, "recorded" if new else "on file", what)
+            else:
+                count = self.store.remove_optout(event.phone, sources=META_RESUME_SOURCES)
+                removed += count
+                log.info(
+                    "%s resumed marketing (%s): %d Meta opt-out(s) removed", phone, what, count
+                )
+        return Answer(200, {"optouts_added": added, "optouts_removed": removed})
+
+    def _apply(self, event: StatusEvent) -> Answer:
+        ours = self._ours(event.dialect, event.gateway_session)
         if not ours:
             return Answer(200, {"ignored": f"no session maps to {event.gateway_session!r}"})
         resumed = []
@@ -182,7 +308,8 @@ class WebhookReceiver:
 
 
 def make_server(host: str, port: int, receiver: WebhookReceiver) -> ThreadingHTTPServer:
-    """An HTTP server (one thread per request) that hands every POST to ``receiver``."""
+    """An HTTP server (one thread per request) that hands every POST, and GETs of webhook paths
+    (Meta's handshake), to ``receiver``."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "campaigns-webhooks"
@@ -199,17 +326,16 @@ def make_server(host: str, port: int, receiver: WebhookReceiver) -> ThreadingHTT
             if self.path.rstrip("/") == "/health":
                 self._reply(Answer(200, {"ok": True}))
             else:
-                self._reply(
-                    Answer(404, {"error": "POST events to /webhooks/waha or /webhooks/evolution"})
-                )
+                self._reply(receiver.verify(self.path))
 
         def _reply(self, answer: Answer) -> None:
-            data = json.dumps(answer.body).encode()
+            text = isinstance(answer.body, str)
+            data = answer.body if isinstance(answer.body, str) else json.dumps(answer.body)
             self.send_response(answer.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Type", "text/plain" if text else "application/json")
+            self.send_header("Content-Length", str(len(data.encode())))
             self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(data.encode())
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
@@ -223,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     """``campaigns webhooks [--host H] [--port P]``: serve until SIGTERM or Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="campaigns webhooks",
-        description="Receive WAHA session.status and Evolution connection.update webhooks and "
-        "resume interrupted campaigns when their session reconnects.",
+        description="Receive the gateways' webhooks: resume interrupted campaigns when their "
+        "session reconnects (WAHA session.status, Evolution connection.update), and record "
+        "opt-outs (keyword replies through WAHA, Evolution and the Cloud API; Meta's "
+        "user_preferences).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8090, help="port to listen on")
@@ -236,15 +364,23 @@ def main(argv: list[str] | None = None) -> int:
     assert settings.broker_url is not None  # resolve_settings fills every needed URL
     store = CampaignStateManager(settings=settings)
     resume = TaskSender.for_broker(settings.broker_url, queue_name(), "campaigns-webhooks")
-    receiver = WebhookReceiver(store, resume.resume_session, hmac_key=os.environ.get(HMAC_KEY_ENV))
+    receiver = WebhookReceiver(
+        store,
+        resume.resume_session,
+        hmac_key=os.environ.get(HMAC_KEY_ENV),
+        app_secret=os.environ.get(APP_SECRET_ENV),
+        verify_token=os.environ.get(VERIFY_TOKEN_ENV),
+        keywords=settings.optout_keywords,
+    )
     server = make_server(args.host, args.port, receiver)
     # SIGTERM (systemd, docker stop) ends serve_forever from another thread, as it must
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     host, port = server.server_address[:2]
     signed = "HMAC verified" if receiver.hmac_key else f"unsigned ({HMAC_KEY_ENV} not set)"
+    cloud = "verified" if receiver.app_secret else f"refused until {APP_SECRET_ENV} is set"
     print(
-        f"webhooks listening on http://{host!s}:{port}/webhooks/waha ({signed}) and "
-        f"/webhooks/evolution",
+        f"webhooks listening on http://{host!s}:{port}/webhooks/waha ({signed}), "
+        f"/webhooks/evolution and /webhooks/cloud ({cloud})",
         file=sys.stderr,
         flush=True,
     )
