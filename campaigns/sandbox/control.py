@@ -136,9 +136,26 @@ class SandboxControl:
 
     def add_webhook(self, url: str, dialect: str, *, hmac_key: str | None = None,
                     session: str | None = None) -> Any:
-        """Register a WAHA or Evolution webhook receiver; returns the target (with ``id``)."""
+        """Register a WAHA, Evolution or Cloud (``cloud``) webhook receiver; returns the target
+        (with ``id``). ``hmac_key`` signs its deliveries: WAHA's key, or a Cloud target's Meta
+        app secret (default: the sandbox's ``META_APP_SECRET``)."""
         return self._call("POST", "webhooks", {"url": url, "dialect": dialect,
                                                "hmac_key": hmac_key, "session": session})
+
+    def inbound(self, session: str, phone: str, text: str, *,
+                dialect: str | None = None) -> Any:
+        """A person (``phone``, their WhatsApp id's digits as given) writes ``text`` to
+        ``session``: the session's webhook targets (of ``dialect``, when given) get WAHA
+        ``message``, Evolution ``messages.upsert`` or Cloud ``messages`` at once;
+        ``{"deliveries": [{"target", "event", "status" | "error"}]}``."""
+        return self._call("POST", "inbound", {"session": session, "phone": phone,
+                                              "text": text, "dialect": dialect})
+
+    def user_preference(self, session: str, phone: str, value: str = "stop") -> Any:
+        """A person stops (or resumes) the marketing messages of Cloud API ``session`` (its
+        phone_number_id) in WhatsApp: Meta's ``user_preferences`` webhook, delivered at once."""
+        return self._call("POST", "user_preference", {"session": session, "phone": phone,
+                                                      "value": value})
 
     def webhooks(self) -> Any:
         """``{"targets": [...], "deliveries": [...]}``."""

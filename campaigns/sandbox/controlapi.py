@@ -25,8 +25,14 @@
 ``POST latency``           ``{seconds, dialect?, session?}`` (added before each answer)
 ``GET/POST config``        ``{waha_wait?, waha_shape?, evolution_closed_form?,
                            cloud_auth_status?, api_keys?}``
-``GET/POST webhooks``      ``{url, dialect: waha|evolution, hmac_key?, session?}``;
-                           ``DELETE webhooks/{id}``
+``GET/POST webhooks``      ``{url, dialect: waha|evolution|cloud, hmac_key?, session?}``
+                           (a Cloud target's key is the Meta app secret, default
+                           ``META_APP_SECRET``); ``DELETE webhooks/{id}``
+``POST inbound``           ``{session, phone, text, dialect?}``: a person writes ``text`` to
+                           ``session``; each matching target gets its dialect's message event
+                           now → ``{"deliveries": [{target, event, status | error}]}``
+``POST user_preference``   ``{session, phone, value: stop|resume}``: Meta's
+                           ``user_preferences`` to the session's Cloud targets, as above
 ``POST reset``             ``{record?: false}`` (also throughput and latency back to the
                            values the sandbox started with)
 ``GET  messages``          ``?session=&dialect=&limit=`` → ``{"count", "messages"}``
@@ -114,6 +120,8 @@ class ControlApi:
             ("POST", "config"): self.config,
             ("GET", "webhooks"): self.list_webhooks,
             ("POST", "webhooks"): self.add_webhook,
+            ("POST", "inbound"): self.inbound,
+            ("POST", "user_preference"): self.user_preference,
             ("POST", "reset"): self.reset,
             ("GET", "messages"): self.messages,
             ("GET", "presence"): self.presence,
@@ -259,6 +267,19 @@ class ControlApi:
             url=str(body.get("url", "")), dialect=str(body.get("dialect", "")),
             hmac_key=_get(body, "hmac_key", str), session=_get(body, "session", str))
         return target.to_json()
+
+    def inbound(self, body: dict[str, Any]) -> Any:
+        session, phone, text = (_get(body, name, str) for name in ("session", "phone", "text"))
+        if not session or not phone or text is None:
+            raise ControlError("session, phone and text are required")
+        return {"deliveries": self.webhooks.inbound(session, phone, text,
+                                                    _get(body, "dialect", str))}
+
+    def user_preference(self, body: dict[str, Any]) -> Any:
+        session, phone, value = (_get(body, name, str) for name in ("session", "phone", "value"))
+        if not session or not phone or not value:
+            raise ControlError("session (a phone_number_id), phone and value are required")
+        return {"deliveries": self.webhooks.user_preference(session, phone, value)}
 
     def reset(self, body: dict[str, Any]) -> Any:
         """Clear faults, webhooks and counters (and the record with ``record: true``)."""
