@@ -30,7 +30,8 @@ P (1-based input order) the variant and each spintax choice come from blake2b of
 choice): never ``hash()`` (salted per process) or ``random``, so a resumed campaign, another
 worker and a retried copy pick the same text. The label names the choice: ``"2"`` is variant 2
 without spintax, ``"2:0.1"`` variant 2 with the first option of its first spintax group and the
-second of its second.
+second of its second. Which groups are spintax follows from the texts alone (in any text
+creation accepts), so a loader may choose while the list streams, before its columns are known.
 
 Campaigns from before these checks have no columns stored. Without columns, what creation would
 now refuse renders as it always did: ``{x}`` takes the recipient's ``x`` when it has one and
@@ -58,6 +59,7 @@ from campaigns.content_syntax import (
     body_parameters,
     classify,
     declared_parameters,
+    is_spintax,
     no_spintax,
     parse,
     template_strings,
@@ -81,9 +83,11 @@ class ContentPlan:
 
     texts: tuple[str, ...]
     parsed: tuple[tuple[Segment, ...], ...] = field(compare=False, repr=False)
+    sizes: tuple[tuple[int, ...], ...] = field(compare=False, repr=False)
+    """Per text, the option count of each spintax group in order: what a label chooses."""
 
     def __post_init__(self) -> None:
-        if len(self.parsed) != len(self.texts):
+        if not len(self.texts) == len(self.parsed) == len(self.sizes):
             raise InvalidArgument("a ContentPlan comes from content.plan(message, variants)")
 
 
@@ -97,17 +101,19 @@ class _AsBefore:
 
 
 @dataclass(frozen=True, slots=True)
+class _Choice:
+    """A spintax group: its options and which of the label's choices picks one."""
+
+    options: tuple[str, ...]
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Refused:
     problem: str
 
 
-_Piece = str | Var | Spin | _AsBefore | _Refused
-
-
-@dataclass(frozen=True, slots=True)
-class _Variant:
-    pieces: tuple[_Piece, ...]
-    sizes: tuple[int, ...]  # the option count of each spintax group, in order
+_Piece = str | Var | _Choice | _AsBefore | _Refused
 
 
 def plan(message: str, variants: Sequence[str] = ()) -> ContentPlan:
@@ -127,12 +133,20 @@ def plan(message: str, variants: Sequence[str] = ()) -> ContentPlan:
     for index, text in enumerate(texts):
         inputs.message_text(text, "message" if index == 0 else f"variant {index + 1}")
     parsed = tuple(parse(text, text_name(i, len(texts))) for i, text in enumerate(texts))
-    return ContentPlan(texts, parsed)
+    sizes = tuple(
+        tuple(len(g.parts) for g in segments if isinstance(g, Group) and is_spintax(g))
+        for segments in parsed
+    )
+    return ContentPlan(texts, parsed, sizes)
 
 
 def choose(plan: ContentPlan, columns: Collection[str], campaign_id: int, position: int) -> str:
-    """The label of recipient ``position``'s text: its variant and spintax choices."""
-    variant, picks = _choices(_resolved(plan, _set(columns)), campaign_id, position)
+    """The label of recipient ``position``'s text: its variant and spintax choices.
+
+    ``columns`` does not change it: in any text creation accepts, which groups are spintax
+    follows from the text alone (:func:`~campaigns.content_syntax.is_spintax`), so the loader
+    may choose while the list streams, before :meth:`EntryChecker.finish` knows the columns."""
+    variant, picks = _choices(plan, campaign_id, position)
     return _label(variant, picks)
 
 
@@ -148,12 +162,11 @@ def render(
     """The text of one recipient, from its stored ``label`` (None: :func:`choose` it now).
     Never half-rendered: a variable without fallback that is empty here raises
     :class:`InvalidMessage` (the creation check makes that unreachable)."""
-    resolved = _resolved(plan, _set(columns))
     if label is None:
-        variant, picks = _choices(resolved, campaign_id, position)
+        variant, picks = _choices(plan, campaign_id, position)
     else:
-        variant, picks = _read_label(label, resolved)
-    return _fill(resolved[variant].pieces, picks, variables, position)
+        variant, picks = _read_label(label, plan)
+    return _fill(_resolved(plan, _set(columns))[variant], picks, variables, position)
 
 
 def fill(text: str, columns: Collection[str], variables: Mapping[str, str] | None) -> str:
@@ -256,15 +269,13 @@ def _set(columns: Collection[str]) -> frozenset[str]:
 
 
 @lru_cache(maxsize=256)
-def _resolved(plan: ContentPlan, columns: frozenset[str]) -> tuple[_Variant, ...]:
-    """Each variant's pieces for a list with these columns: parsed once per campaign, so the
+def _resolved(plan: ContentPlan, columns: frozenset[str]) -> tuple[tuple[_Piece, ...], ...]:
+    """Each text's pieces for a list with these columns, worked out once per campaign, so the
     send path only joins strings."""
-    variants = []
-    for index, segments in enumerate(plan.parsed):
-        pieces = _pieces(segments, columns, text_name(index, len(plan.texts)), spintax=True)
-        sizes = tuple(len(p.options) for p in pieces if isinstance(p, Spin))
-        variants.append(_Variant(pieces, sizes))
-    return tuple(variants)
+    return tuple(
+        _pieces(segments, columns, text_name(index, len(plan.texts)), spintax=True)
+        for index, segments in enumerate(plan.parsed)
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -280,13 +291,17 @@ def _pieces(
     segments: tuple[Segment, ...], columns: frozenset[str], where: str, *, spintax: bool
 ) -> tuple[_Piece, ...]:
     pieces: list[_Piece] = []
+    slots = 0  # the label's choices, one per spintax group of the text (refused ones too)
     for segment in segments:
         if isinstance(segment, str):
             pieces.append(segment)
             continue
         kind = classify(segment, columns, where)
-        if isinstance(kind, Var) or (isinstance(kind, Spin) and spintax):
+        slots += is_spintax(segment)
+        if isinstance(kind, Var):
             pieces.append(kind)
+        elif isinstance(kind, Spin) and spintax:
+            pieces.append(_Choice(kind.options, slots - 1))
         elif not columns:  # a campaign from before the checks: as it always rendered
             name = segment.raw[1:-1]
             pieces.append(_AsBefore(name if NAME.fullmatch(name) else None, segment.raw))
@@ -306,11 +321,9 @@ def _pick(campaign_id: int, position: int, what: str, count: int) -> int:
     return int.from_bytes(digest, "big") % count  # 2**64 values: the bias is negligible
 
 
-def _choices(
-    resolved: tuple[_Variant, ...], campaign_id: int, position: int
-) -> tuple[int, tuple[int, ...]]:
-    variant = _pick(campaign_id, position, "variant", len(resolved))
-    sizes = resolved[variant].sizes
+def _choices(plan: ContentPlan, campaign_id: int, position: int) -> tuple[int, tuple[int, ...]]:
+    variant = _pick(campaign_id, position, "variant", len(plan.texts))
+    sizes = plan.sizes[variant]
     picks = tuple(
         _pick(campaign_id, position, f"{variant + 1}.{group}", count)
         for group, count in enumerate(sizes)
@@ -322,17 +335,17 @@ def _label(variant: int, picks: tuple[int, ...]) -> str:
     return f"{variant + 1}:{'.'.join(map(str, picks))}" if picks else str(variant + 1)
 
 
-def _read_label(label: str, resolved: tuple[_Variant, ...]) -> tuple[int, tuple[int, ...]]:
+def _read_label(label: str, plan: ContentPlan) -> tuple[int, tuple[int, ...]]:
     match = _LABEL.fullmatch(label) if isinstance(label, str) else None
     if match is not None:
         variant = int(match.group(1)) - 1
         picks = tuple(int(p) for p in match.group(2).split(".")) if match.group(2) else ()
-        if 0 <= variant < len(resolved):
-            sizes = resolved[variant].sizes
+        if 0 <= variant < len(plan.texts):
+            sizes = plan.sizes[variant]
             if len(picks) == len(sizes) and all(p < n for p, n in zip(picks, sizes, strict=True)):
                 return variant, picks
     raise InvalidArgument(
-        f"the variant label {label!r} does not fit the campaign's {len(resolved)} text(s) "
+        f"the variant label {label!r} does not fit the campaign's {len(plan.texts)} text(s) "
         "(labels look like '2' or '2:0.1' and come from content.choose)"
     )
 
@@ -344,7 +357,6 @@ def _fill(
     position: int | None,
 ) -> str:
     out: list[str] = []
-    spin = 0
     for piece in pieces:
         if isinstance(piece, str):
             out.append(piece)
@@ -358,9 +370,8 @@ def _fill(
                     )
                 value = piece.fallback
             out.append(value)
-        elif isinstance(piece, Spin):
-            out.append(piece.options[picks[spin]])
-            spin += 1
+        elif isinstance(piece, _Choice):
+            out.append(piece.options[picks[piece.slot]])
         elif isinstance(piece, _AsBefore):
             found = variables.get(piece.name) if variables and piece.name else None
             out.append(piece.raw if found is None else str(found))

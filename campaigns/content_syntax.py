@@ -106,6 +106,16 @@ def _syntax(where: str, text: str, at: int, problem: str, why: str = "") -> Inva
     )
 
 
+def is_spintax(group: Group) -> bool:
+    """Whether ``group`` is spintax in any text creation accepts, whatever the list's columns:
+    three or more parts, or two not led by a bare name. (Led by a column, three parts are
+    refused; two parts led by a bare name are a variable, or refused by the typo guard.) So
+    the choices, and the label, follow from the texts alone."""
+    return len(group.parts) > 2 or (
+        len(group.parts) == 2 and NAME.fullmatch(group.parts[0].strip()) is None
+    )
+
+
 def classify(group: Group, columns: Collection[str], where: str) -> Var | Spin | str:
     """What ``group`` is for a list with these columns: a variable, spintax, or the problem
     (a sentence naming ``where``) that refuses it."""
@@ -118,23 +128,24 @@ def classify(group: Group, columns: Collection[str], where: str) -> Var | Spin |
                 f"{{{first}|...}} with one"
             )
         return Var(first, group.parts[1].strip() if len(group.parts) == 2 else None)
+    if is_spintax(group):
+        return Spin(group.parts)
     if len(group.parts) == 1:
         return f"{where} uses {group.raw} but the list has no '{first}' column ({_shown(columns)})"
-    if len(group.parts) == 2 and named:
-        # the typo guard: {nmae|cliente} would otherwise be a coin toss between the two words
-        second = group.parts[1]
-        example = (
-            f"{{{second}|{group.parts[0]}}}"
-            if not NAME.fullmatch(second.strip())
-            else f"{{{group.parts[0]}!|{second}}}"
-        )
-        return (
-            f"{where}: {group.raw} would be spintax, but '{first}' looks like a variable and "
-            f"the list has no '{first}' column ({_shown(columns)}); fix the name, or write a "
-            f"two-option spintax whose first option is not a bare name ({example}) or give "
-            "three options"
-        )
-    return Spin(group.parts)
+    # the typo guard: two parts led by a bare name that is no column ({nmae|cliente}) would
+    # otherwise be a coin toss between the two words
+    second = group.parts[1]
+    example = (
+        f"{{{second}|{group.parts[0]}}}"
+        if not NAME.fullmatch(second.strip())
+        else f"{{{group.parts[0]}!|{second}}}"
+    )
+    return (
+        f"{where}: {group.raw} would be spintax, but '{first}' looks like a variable and "
+        f"the list has no '{first}' column ({_shown(columns)}); fix the name, or write a "
+        f"two-option spintax whose first option is not a bare name ({example}) or give "
+        "three options"
+    )
 
 
 def no_spintax(where: str, group: Group) -> str:

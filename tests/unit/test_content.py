@@ -297,9 +297,13 @@ def test_one_text_without_spintax__is_label_1() -> None:
     assert choose(plan("Olá {name}"), COLUMNS, 1, 1) == "1"
 
 
-def test_a_variable_is_no_spintax_choice__so_columns_shape_the_label() -> None:
-    p = plan("{name|Olá} {Bom dia|Oi}")
-    assert choose(p, COLUMNS, 5, 1).count(".") == 0  # one spintax group: {Bom dia|Oi}
+def test_the_label__follows_from_the_texts_so_a_loader_chooses_before_it_knows_columns() -> None:
+    # {name|Olá} is a variable or refused (typo guard), never spintax: one choice, {Bom dia|Oi}
+    p = plan("{name|Olá} {Bom dia|Oi} {a|b|c}", ["{x}"])
+    labels = [choose(p, COLUMNS, 5, pos) for pos in range(1, 50)]
+    assert labels == [choose(p, (), 5, pos) for pos in range(1, 50)]
+    assert {label.count(".") for label in labels if label.startswith("1:")} == {1}
+    assert text(p, {"name": "Ana"}, label="1:1.2") == "Ana Oi c"
 
 
 @pytest.mark.parametrize("label", ["0", "4", "1", "1:3", "1:0.0", "2", "x", "1:", " 1:0", "٢"])
