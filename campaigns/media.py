@@ -186,6 +186,11 @@ def file_name(spec: MediaSpec) -> str:
     return f"{spec.kind}{extension}"
 
 
+def type_from_url(url: str) -> str | None:
+    """The type :data:`EXTENSION_TYPES` gives the URL's file extension, or None."""
+    return EXTENSION_TYPES.get(posixpath.splitext(_url_basename(url))[1].lower())
+
+
 def media_spec(
     value: object, gateways: Collection[str], *, caption: str = "", name: str = "media"
 ) -> MediaSpec | None:
@@ -316,8 +321,7 @@ def _check_url(value: object, name: str) -> str:
 
 def _check_mime(value: object, kind: str, url: str, name: str) -> str:
     if value is None or value == "":
-        extension = posixpath.splitext(_url_basename(url))[1].lower()
-        mime = EXTENSION_TYPES.get(extension)
+        mime = type_from_url(url)
         if mime is None:
             raise InvalidArgument(
                 f"{name}: cannot tell the type of {url} from its extension; give {name}.mime"

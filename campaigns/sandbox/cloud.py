@@ -3,6 +3,10 @@
 - ``POST /{version}/{phone_number_id}/messages`` (the version segment is optional, as on Graph)
 - ``GET /{version}/{phone_number_id}?fields=...``
 
+Sends are texts, templates or media (``image``, ``document``, ``audio``, ``video`` by ``link``,
+:mod:`campaigns.sandbox.cloud_validation`); a media send is recorded with its file and its
+caption as the text, and counts in the throughput and the faults like any send.
+
 Errors use the §1.4 envelope. HTTP statuses are the sandbox's choice because Meta documents
 none: 400 for message-level errors, ``settings.cloud_auth_status`` (401 by default) for code 190,
 the fault's own status for injected 5xx.
@@ -20,9 +24,11 @@ import os
 import re
 from typing import Any
 
+from campaigns.media import MEDIA_KINDS
 from campaigns.sandbox.cloud_validation import validate_send
 from campaigns.sandbox.core import Request, Response, Sandbox, digits_of, json_response
 from campaigns.sandbox.faults import Decision
+from campaigns.sandbox.media import caption_of, link_type, record
 
 _SEND = re.compile(r"^/(?:v\d+\.\d+/)?([^/_][^/]*)/messages/?$")
 _NODE = re.compile(r"^/(?:v\d+\.\d+/)?([^/_][^/]*)/?$")
@@ -195,8 +201,16 @@ def _send_inner(sandbox: Sandbox, request: Request, session: str) -> Response:
             "reject",
             131026,
         )
-    template = body.get("template") if body.get("type") == "template" else None
-    text = None if template is not None else str(body["text"]["body"])
+    kind = body.get("type", "text")
+    template = body.get("template") if kind == "template" else None
+    media = None
+    if kind in MEDIA_KINDS:
+        obj = body[kind]
+        link = str(obj["link"])
+        media = record(kind, link, link_type(link), obj.get("filename"))
+        text = caption_of(obj.get("caption"))
+    else:
+        text = None if template is not None else str(body["text"]["body"])
     wamid = "wamid." + base64.b64encode(
         f"\x1c\x18{digits}\x15\x02{sandbox.next_id(20)}".encode()
     ).decode().rstrip("=")
@@ -210,6 +224,7 @@ def _send_inner(sandbox: Sandbox, request: Request, session: str) -> Response:
         gateway_message_id=wamid,
         received_at=request.received_at,
         hang=decision.hang,
+        media=media,
     )
     message: dict[str, Any] = {"id": wamid}
     if template is not None:

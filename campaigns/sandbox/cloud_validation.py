@@ -1,11 +1,18 @@
 """Validation of Cloud API send bodies, answering the way the Graph API does: code 100 for an
 unsupported or misspelled parameter, 131008 for a missing one, 131009 for an invalid value
-(gateways.md §1.5)."""
+(gateways.md §1.5).
+
+Media messages (``image``, ``document``, ``audio``, ``video``) are checked as Meta's
+``MediaObject`` by ``link`` (see :mod:`campaigns.sandbox.media` for what the sandbox cannot
+check: it downloads nothing)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from campaigns.media import MAX_CAPTION, MEDIA_KINDS, RULES
+from campaigns.sandbox.media import is_link, link_type
 
 Problem = tuple[int, str, str]
 """(code, title, details) of a Cloud API error."""
@@ -18,6 +25,7 @@ _TOP_LEVEL = frozenset(
         "type",
         "text",
         "template",
+        *MEDIA_KINDS,
         "context",
         "biz_opaque_callback_data",
         "status",
@@ -78,7 +86,39 @@ def validate_send(body: Any) -> Problem | None:
         return _validate_text(body.get("text"))
     if kind == "template":
         return _validate_template(body.get("template"))
-    return invalid("type", "must be text or template (the sandbox sends no media)")
+    if kind in MEDIA_KINDS:
+        return _validate_media(kind, body.get(kind))
+    return invalid("type", "must be text, template, image, document, audio or video")
+
+
+def _validate_media(kind: str, media: Any) -> Problem | None:
+    """A ``MediaObject`` by link: ``caption`` (not for audio), ``filename`` (documents)."""
+    if media is None:
+        return missing(kind)
+    if not isinstance(media, dict):
+        return invalid(kind, "must be an object")
+    allowed = {"link", "id"} | ({"caption"} if kind != "audio" else set())
+    for name in media:
+        if name not in allowed | ({"filename"} if kind == "document" else set()):
+            return unsupported(f"{kind}['{name}']")
+    if "id" in media:
+        return invalid(f"{kind}['id']", "is not a media the sandbox has (send a link)")
+    link = media.get("link")
+    if link is None:
+        return missing(f"{kind}['link']")
+    if not is_link(link):
+        return invalid(f"{kind}['link']", "must be an http(s) URL")
+    mime = link_type(link)
+    if mime is not None and mime not in RULES["cloud-api"][kind].types:
+        return invalid(f"{kind}['link']", f"is a {mime} file, not a supported {kind} type")
+    caption = media.get("caption", "")
+    if not isinstance(caption, str) or len(caption) > MAX_CAPTION:
+        return invalid(
+            f"{kind}['caption']", f"must be a string of at most {MAX_CAPTION} characters"
+        )
+    if not isinstance(media.get("filename", ""), str):
+        return invalid(f"{kind}['filename']", "must be a string")
+    return None
 
 
 def _validate_text(text: Any) -> Problem | None:

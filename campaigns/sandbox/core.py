@@ -182,8 +182,10 @@ class Sandbox:
         received_at: float,
         hang: float,
         deliverable: bool = True,
+        media: Mapping[str, Any] | None = None,
     ) -> int | None:
-        """Record an accepted message (committed before the answer leaves). With ``hang``,
+        """Record an accepted message (committed before the answer leaves); ``media`` is a
+        media send's file, ``text`` then its caption. With ``hang``,
         hold the answer afterwards and return the row id to stamp once it is sent.
         ``answered_at`` counts the dialect's latency in: the server waits it out right after."""
         latency = self.latency.of(dialect, session)
@@ -198,6 +200,7 @@ class Sandbox:
             received_at=received_at,
             answered_at=None if hang > 0 else time.time() + latency,
             deliverable=deliverable,
+            media=media,
         )
         if hang <= 0:
             return None

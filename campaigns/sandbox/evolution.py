@@ -1,6 +1,10 @@
 """The Evolution API v2 dialect (gateways.md §3).
 
 - ``POST /message/sendText/{instance}`` → 201 with the documented body (id at ``key.id``)
+- ``POST /message/sendMedia/{instance}`` (``number``, ``mediatype``, ``mimetype``, ``caption``,
+  ``media`` as a URL, ``fileName``) → 201 with Baileys' ``imageMessage``... : checked by
+  :func:`campaigns.sandbox.media.evolution_problem`, then exactly like sendText (faults,
+  ``delay``), recorded with the file and the caption as text
 - ``GET /instance/connectionState/{instance}`` → ``{"instance": {"instanceName", "state"}}``
 - ``POST /chat/whatsappNumbers/{instance}`` → ``[{"exists", "jid", "number"}]``
 
@@ -30,15 +34,26 @@ from campaigns.sandbox.core import (
     json_response,
     retry_after,
 )
+from campaigns.sandbox.media import (
+    baileys_message,
+    base_type,
+    caption_of,
+    evolution_problem,
+    link_type,
+)
+from campaigns.sandbox.media import record as media_record
 
 _ROUTES = {
     ("POST", "message/sendText"): "send",
+    ("POST", "message/sendMedia"): "send",
     ("GET", "instance/connectionState"): "state",
     ("POST", "chat/whatsappNumbers"): "numbers",
 }
 MAX_DELAY_S = 20.0
 """The longest ``delay`` the sandbox waits (a runaway value must not hold a thread for long)."""
-_PATH = re.compile(r"^/(message/sendText|instance/connectionState|chat/whatsappNumbers)/([^/]+)/?$")
+_PATH = re.compile(
+    r"^/(message/send(?:Text|Media)|instance/connectionState|chat/whatsappNumbers)/([^/]+)/?$"
+)
 
 
 def evolution_error(status: int, message: Any) -> Response:
@@ -59,7 +74,7 @@ def handle(sandbox: Sandbox, request: Request) -> Response | None:
     if response is None:
         instance = match.group(2)
         if route == "send":
-            response = _send(sandbox, request, instance)
+            response = _send(sandbox, request, instance, match.group(1).endswith("Media"))
         elif route == "state":
             response = _state(sandbox, instance)
         else:
@@ -99,17 +114,22 @@ def _jid(number: str, digits: str) -> str:
     return number if number.endswith(("@g.us", "@lid")) else f"{digits}@s.whatsapp.net"
 
 
-def _validate(body: Any) -> Response | None:
+def _validate(body: Any, media: bool) -> Response | None:
     if not isinstance(body, dict):
         return evolution_error(400, [["instance is not of a type(s) object"]])
+    problem = evolution_problem(body) if media else None
+    if problem is not None:
+        return evolution_error(400, problem)
     missing = [
-        f'instance requires property "{name}"' for name in ("number", "text") if name not in body
+        f'instance requires property "{name}"'
+        for name in ("number",) + (() if media else ("text",))
+        if name not in body
     ]
     if missing:
         return evolution_error(400, [missing])
     if not isinstance(body["number"], str) or not digits_of(body["number"]):
         return evolution_error(400, [["instance.number is not of a type(s) string"]])
-    if not isinstance(body["text"], str) or not body["text"]:
+    if not media and (not isinstance(body["text"], str) or not body["text"]):
         return evolution_error(400, ["Text is required"])
     delay = body.get("delay")
     if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int) or delay < 0):
@@ -117,12 +137,12 @@ def _validate(body: Any) -> Response | None:
     return None
 
 
-def _send(sandbox: Sandbox, request: Request, instance: str) -> Response:
+def _send(sandbox: Sandbox, request: Request, instance: str, media: bool = False) -> Response:
     try:
         body = request.json()
     except ValueError:
         return evolution_error(400, ["Unexpected token in JSON"])
-    refused = _validate(body)
+    refused = _validate(body, media)
     if refused is not None:
         return refused
     if sandbox.faults.dropped(instance) is not None:
@@ -159,7 +179,7 @@ def _send(sandbox: Sandbox, request: Request, instance: str) -> Response:
         sandbox.record.presence(dialect="evolution", session=instance, chat_id=number,
                                 action="composing", at=request.received_at, duration_ms=delay)
         time.sleep(min(delay / 1000.0, MAX_DELAY_S))
-    text = str(body["text"])
+    text, recorded, content = _content(body, media)
     message_id = "BAE5" + sandbox.next_id(12)
     held = sandbox.accept(
         dialect="evolution",
@@ -171,18 +191,32 @@ def _send(sandbox: Sandbox, request: Request, instance: str) -> Response:
         gateway_message_id=message_id,
         received_at=request.received_at,
         hang=decision.hang,
+        media=recorded,
     )
     response = json_response(
         201,
         {
             "key": {"remoteJid": jid, "fromMe": True, "id": message_id},
-            "message": {"extendedTextMessage": {"text": text}},
+            "message": content,
             "messageTimestamp": str(int(time.time())),
             "status": "PENDING",
         },
     )
     response.held_row = held
     return response
+
+
+def _content(
+    body: dict[str, Any], media: bool
+) -> tuple[str | None, dict[str, Any] | None, dict[str, Any]]:
+    """(text to record, media to record, the 201's ``message``) of an accepted send."""
+    if not media:
+        return str(body["text"]), None, {"extendedTextMessage": {"text": body["text"]}}
+    kind, url = str(body["mediatype"]), str(body["media"])
+    mime = base_type(body.get("mimetype")) or link_type(url)
+    caption = caption_of(body.get("caption"))
+    recorded = media_record(kind, url, mime, body.get("fileName"))
+    return caption, recorded, baileys_message(kind, mime, url, caption, recorded["filename"])
 
 
 def _numbers(sandbox: Sandbox, request: Request, instance: str) -> Response:

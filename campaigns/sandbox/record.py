@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS messages (
     gateway_message_id TEXT NOT NULL,
     received_at REAL NOT NULL,
     answered_at REAL,
-    deliverable INTEGER NOT NULL
+    deliverable INTEGER NOT NULL,
+    media TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_session ON messages (session, received_at);
 CREATE TABLE IF NOT EXISTS refusals (
@@ -73,7 +74,7 @@ _REFUSAL_COLUMNS = "id, dialect, session, recipient, e164, fault, status, code, 
 
 _COLUMNS = (
     "id, dialect, session, recipient, e164, text, template, gateway_message_id, "
-    "received_at, answered_at, deliverable"
+    "received_at, answered_at, deliverable, media"
 )
 
 
@@ -99,11 +100,18 @@ class RecordedMessage:
     """``time.time()`` when the answer was sent (None while an accept-then-hang holds it)."""
     deliverable: bool
     """False for accepted-but-undeliverable messages (WAHA to a number not on WhatsApp)."""
+    media_json: str | None = None
+    """A media send's file as JSON (kind, url, mime, filename); ``text`` is its caption."""
 
     @property
     def template(self) -> dict[str, Any] | None:
         """The template object, parsed."""
         return None if self.template_json is None else dict(json.loads(self.template_json))
+
+    @property
+    def media(self) -> dict[str, Any] | None:
+        """The media object, parsed (None for texts and templates)."""
+        return None if self.media_json is None else dict(json.loads(self.media_json))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +179,9 @@ class RecordWriter:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(messages)")}
+        if "media" not in columns:  # a record file written before media sends were recorded
+            self._conn.execute("ALTER TABLE messages ADD COLUMN media TEXT")
 
     def add(
         self,
@@ -185,15 +196,17 @@ class RecordWriter:
         received_at: float,
         answered_at: float | None,
         deliverable: bool,
+        media: Mapping[str, Any] | None = None,
     ) -> int:
         """Insert one accepted message; returns its row id."""
         template_json = None if template is None else json.dumps(template, sort_keys=True)
+        media_json = None if media is None else json.dumps(media, sort_keys=True)
         with self._lock:
             conn = self._require()
             cursor = conn.execute(
                 "INSERT INTO messages (dialect, session, recipient, e164, text, template,"
-                " gateway_message_id, received_at, answered_at, deliverable)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " gateway_message_id, received_at, answered_at, deliverable, media)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     dialect,
                     session,
@@ -205,6 +218,7 @@ class RecordWriter:
                     received_at,
                     answered_at,
                     int(deliverable),
+                    media_json,
                 ),
             )
             return int(cursor.lastrowid or 0)
@@ -382,4 +396,5 @@ def _message(row: tuple[Any, ...]) -> RecordedMessage:
         received_at=float(row[8]),
         answered_at=None if row[9] is None else float(row[9]),
         deliverable=bool(row[10]),
+        media_json=row[11],
     )

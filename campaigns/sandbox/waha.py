@@ -1,6 +1,10 @@
 """The WAHA dialect (gateways.md §2).
 
 - ``POST /api/sendText`` → 201 with the engine's raw message (NOWEB, WEBJS or an empty body)
+- ``POST /api/sendImage``, ``/api/sendFile``, ``/api/sendVideo``, ``/api/sendVoice`` with
+  ``file: {mimetype, url, filename}`` (and ``caption``, not for voice): checked like sendText
+  plus :func:`campaigns.sandbox.media.waha_problems` (400), answered like it (an
+  ``imageMessage``... in NOWEB's body), recorded with the file and the caption as text
 - ``GET /api/sessions/{session}`` → 200 ``{name, status, config, me, engine}``
 - ``GET /api/contacts/check-exists?phone=&session=`` → ``{numberExists, chatId}``
 - ``POST /api/sendSeen``, ``/api/startTyping``, ``/api/stopTyping`` with ``{session, chatId}``
@@ -46,6 +50,14 @@ from campaigns.sandbox.core import (
     own_number,
     retry_after,
 )
+from campaigns.sandbox.media import (
+    WAHA_ROUTES,
+    baileys_message,
+    base_type,
+    caption_of,
+    record,
+    waha_problems,
+)
 from campaigns.sandbox.restrictions import iso
 
 _SESSIONS = "/api/sessions/"
@@ -57,8 +69,8 @@ NOT_WORKING = "Session status is not as expected. Try again later or restart the
 def handle(sandbox: Sandbox, request: Request) -> Response | None:
     """Answer a WAHA request, or None when the path is not WAHA's."""
     path = request.path.rstrip("/")
-    if request.method == "POST" and path == "/api/sendText":
-        route, response = "send", _send(sandbox, request)
+    if request.method == "POST" and (path == "/api/sendText" or path in WAHA_ROUTES):
+        route, response = "send", _send(sandbox, request, WAHA_ROUTES.get(path))
     elif request.method == "GET" and path.startswith(_SESSIONS) and path.count("/") == 3:
         route, response = "session", _session(sandbox, request, path[len(_SESSIONS) :])
     elif request.method == "GET" and path == "/api/contacts/check-exists":
@@ -196,18 +208,19 @@ def _validate(body: Any) -> list[str]:
 
 
 def _admit(
-    sandbox: Sandbox, request: Request, *, text: bool
+    sandbox: Sandbox, request: Request, *, text: bool, media: str | None = None
 ) -> tuple[dict[str, Any], str] | Response:
-    """What sendText and the typing calls check alike, in WAHA's order: the API key, the JSON
-    body (``text`` only for sendText), the session, its WORKING state. The body and the
-    session, or the answer that refuses the request."""
+    """What the sends and the typing calls check alike, in WAHA's order: the API key, the JSON
+    body (``text`` only for sendText, ``file`` for a ``media`` send), the session, its WORKING
+    state. The body and the session, or the answer that refuses the request."""
     if not _authorized(sandbox, request):
         return _nest(401, "Unauthorized")
     try:
         body = request.json()
     except ValueError:
         return _nest(400, "Unexpected token in JSON", "Bad Request")
-    problems = [p for p in _validate(body) if text or not p.startswith("text")]
+    problems = [p for p in _validate(body) if (text and not media) or not p.startswith("text")]
+    problems += waha_problems(media, body) if media else []
     if problems:
         return _nest(400, problems, "Bad Request")
     session = str(body.get("session", "default"))
@@ -220,8 +233,8 @@ def _admit(
     return body, session
 
 
-def _send(sandbox: Sandbox, request: Request) -> Response:
-    admitted = _admit(sandbox, request, text=True)
+def _send(sandbox: Sandbox, request: Request, media: str | None = None) -> Response:
+    admitted = _admit(sandbox, request, text=True, media=media)
     if isinstance(admitted, Response):
         return admitted
     body, session = admitted
@@ -252,8 +265,17 @@ def _send(sandbox: Sandbox, request: Request) -> Response:
         return refusal(_failure(request, body, 500, message, code=2), "refuse", code)
     if decision.fail is not None:
         return refusal(_failure(request, body, int(decision.fail["http_status"])), "fail")
-    text = str(body["text"])
-    payload, gateway_id = _message(sandbox, session, chat_id, digits, text)
+    text = str(body["text"]) if media is None else caption_of(body.get("caption"))
+    payload, gateway_id = _message(sandbox, session, chat_id, digits, text or "")
+    recorded = None
+    if media is not None:
+        file, mime = body["file"], base_type(body["file"]["mimetype"])
+        recorded = record(media, file["url"], mime, file.get("filename"))
+        if payload is not None and "message" in payload:  # NOWEB: Baileys' message
+            payload["message"] = baileys_message(media, mime, file["url"], text,
+                                                 recorded["filename"])
+        elif payload is not None:  # WEBJS
+            payload["hasMedia"] = True
     held = sandbox.accept(
         dialect="waha",
         session=session,
@@ -265,6 +287,7 @@ def _send(sandbox: Sandbox, request: Request) -> Response:
         received_at=request.received_at,
         hang=decision.hang,
         deliverable=not decision.rejected,
+        media=recorded,
     )
     response = Response(201) if payload is None else json_response(201, payload)
     response.held_row = held

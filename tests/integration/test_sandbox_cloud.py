@@ -133,7 +133,7 @@ BAD_BODIES = [
      text_body() | {"type": "template", "template": {
          "name": "t", "language": {"code": "en"},
          "components": [{"type": "button", "sub_type": "url"}]}}, 131008),
-    ("unsupported type", text_body() | {"type": "image"}, 131009),
+    ("unsupported type", text_body() | {"type": "sticker"}, 131009),
     ("not an object", ["whatsapp"], 100),
 ]
 
