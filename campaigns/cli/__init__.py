@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from campaigns.cli import control, demo, export, inspect, send, servers, watch
+from campaigns.cli import control, demo, export, inspect, optouts, send, servers, watch
 from campaigns.cli.app import app
 from campaigns.cli.db import db_app
 from campaigns.cli.sessions import sessions_app
@@ -20,7 +20,7 @@ app.add_typer(sessions_app, name="sessions")
 app.add_typer(servers.services_app, name="services")
 
 # the command modules register themselves on `app` when imported
-_COMMAND_MODULES = (control, demo, export, inspect, send, servers, watch)
+_COMMAND_MODULES = (control, demo, export, inspect, optouts, send, servers, watch)
 
 
 def main(argv: list[str] | None = None) -> int:
