@@ -2,7 +2,7 @@
 to docs/benchmarks.md with the machine's facts.
 
 Options: ``--only NAME...`` (loading, overhead, sessions, scaling, memory, recovery, fidelity,
-cloud-rate, pool, protection),
+cloud-rate, pool, protection, consent),
 ``--quick`` (tiny sizes: checks the code works, the figures mean nothing), ``--out PATH``.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench import (
     cloud_rate,
+    consent,
     fidelity,
     loading,
     memory,
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     cloud_rate.NAME: cloud_rate.run,
     pool.NAME: pool.run,
     protection.NAME: protection.run,
+    consent.NAME: consent.run,
 }
 
 

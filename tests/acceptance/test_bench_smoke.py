@@ -26,6 +26,8 @@ EXPECTED = {
     "cloud api rate": 4,
     "sender pool": 2,
     "sender protection": 3,
+    "ledger export": 4,
+    "opt-out check": 1,
 }
 
 
