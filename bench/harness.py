@@ -177,6 +177,7 @@ class Bench:
             "CAMPAIGNS_QUEUE": f"bench-{self.run_id}-{uuid.uuid4().hex[:6]}",
             "SANDBOX_TOKEN": SANDBOX_TOKEN,
             "CAMPAIGNS_LOG_LEVEL": "INFO",
+            "LEGAL_BASIS": "consent",  # benchmark campaigns: the documented default basis
             **extra,
         }
 

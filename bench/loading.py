@@ -87,11 +87,13 @@ def _engine_child(database_url: str, path: str, session: str, out: Any) -> None:
     from campaigns.settings import Pacing, Settings
     from campaigns.store import CampaignStateManager
 
-    store = CampaignStateManager(database_url, settings=Settings(db_pool_size=1))
+    store = CampaignStateManager(
+        database_url, settings=Settings(legal_basis="consent", db_pool_size=1)
+    )
     rss_before = _peak_rss_mb()
     started = time.perf_counter()
     try:
-        campaign = store.create_campaign(Path(path), "Hello {name}", session, pacing=Pacing())
+        campaign = store.create_campaign(Path(path), "Hello there", session, pacing=Pacing())
     except Exception as exc:  # the statement timeout of the capped case
         out.put({"error": f"{type(exc).__name__}", "seconds": time.perf_counter() - started})
         store.dispose()
@@ -149,7 +151,7 @@ def run(bench: Bench) -> list[Row]:
 
     sizes = [2_000, 20_000] if bench.quick else [100_000, 1_000_000]
     database_url = bench.database("loading")
-    store = CampaignStateManager(database_url, settings=Settings())
+    store = CampaignStateManager(database_url, settings=Settings(legal_basis="consent"))
     session = "bench-loading"
     store.add_session(session, "console", "console://bench")
     store.dispose()

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import phonenumbers
 
+from campaigns import consent
 from campaigns.errors import ConfigurationError, InvalidArgument, InvalidInput
 from campaigns.inbound import keywords_from
 from campaigns.inputs import (
@@ -118,6 +119,9 @@ class Settings:
     optout_keywords: frozenset[str] = field(default_factory=lambda: keywords_from(None))
     """Inbound texts that opt their sender out (OPTOUT_KEYWORDS, comma-separated), folded:
     no accents, case-folded (:func:`campaigns.inbound.keywords_from`)."""
+    legal_basis: str | None = None
+    """The deployment's default LGPD basis for campaigns created without one (LEGAL_BASIS:
+    consent or legitimate_interest); None: every campaign must name its own."""
 
     @property
     def pacing_redis_url(self) -> str | None:
@@ -173,6 +177,7 @@ class Settings:
             max_deferrals=_count(env, "MAX_DEFERRALS", 3, minimum=0),
             day_seconds=_positive(env, "CAPACITY_DAY_SECONDS", 86_400.0, maximum=86_400.0),
             optout_keywords=keywords_from(env.get("OPTOUT_KEYWORDS"), "OPTOUT_KEYWORDS"),
+            legal_basis=_legal_basis(env),
         )
         call = settings.gateway_connect_timeout + settings.gateway_read_timeout
         if settings.stall_timeout <= call:
@@ -242,3 +247,13 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw in {"1", "true", "yes", "on"}:
         return True
     raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def _legal_basis(env: Mapping[str, str]) -> str | None:
+    value = env.get("LEGAL_BASIS", "").strip()
+    if not value:
+        return None
+    try:
+        return consent.legal_basis(value, "LEGAL_BASIS")
+    except InvalidInput as exc:
+        raise ConfigurationError(str(exc)) from None

@@ -51,6 +51,9 @@ def require(condition: bool, reason: str) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Campaigns need a legal basis (LGPD); the tests' commands and workers use the documented
+    # deployment default unless a test says otherwise.
+    os.environ.setdefault("LEGAL_BASIS", "consent")
     # a fresh marker even in a session started by another one (which passed its own down)
     os.environ[SESSION_MARKER] = uuid.uuid4().hex
 
@@ -209,6 +212,7 @@ def settings() -> Settings:
             batch_size=10, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0
         ),
         default_region="BR",
+        legal_basis="consent",  # the tests' documented default basis (README, Configuration)
     )
 
 

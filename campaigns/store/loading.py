@@ -10,14 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from campaigns.numbers import Entry, normalize
 
 COPY_RECIPIENTS = (
-    "COPY campaign_recipients (campaign_id, position, batch_number, phone, raw, variables, status)"
-    " FROM STDIN WITH (FORMAT csv, FORCE_NULL (phone, variables))"
+    "COPY campaign_recipients"
+    " (campaign_id, position, batch_number, phone, raw, variables, status, variant)"
+    " FROM STDIN WITH (FORMAT csv, FORCE_NULL (phone, variables, variant))"
 )
 _CHUNK_ROWS = 2000
 
@@ -66,6 +67,8 @@ def _csv_chunks(
     batch_size: int,
     region: str,
     counter: LoadCounter,
+    checker: Callable[[Mapping[str, str] | None], None] | None,
+    variant: Callable[[int], str] | None,
 ) -> Iterator[str]:
     buffer = io.StringIO()
     # QUOTE_NONNUMERIC quotes every string, so an empty raw stays '' and never becomes NULL;
@@ -75,8 +78,12 @@ def _csv_chunks(
     for position, entry in enumerate(entries, start=1):
         phone = normalize(entry.raw, region)
         counter.total = position
+        label = None
         if phone is not None:
             counter.valid += 1
+            if checker is not None:  # only numbers that may be sent need their variables
+                checker(entry.variables)
+            label = variant(position) if variant is not None else None
         variables: Any = json.dumps(entry.variables) if entry.variables else None
         writer.writerow(
             [
@@ -87,6 +94,7 @@ def _csv_chunks(
                 entry.raw,
                 variables,
                 "pending" if phone is not None else "invalid",
+                label,
             ]
         )
         rows += 1
@@ -105,11 +113,18 @@ def copy_entries(
     entries: Iterable[Entry],
     batch_size: int,
     region: str,
+    *,
+    checker: Callable[[Mapping[str, str] | None], None] | None = None,
+    variant: Callable[[int], str] | None = None,
 ) -> LoadCounter:
     """COPY every entry into the ledger of ``campaign_id`` on ``cursor`` (a psycopg2 cursor
-    inside the caller's transaction). Returns the counts; raises whatever reading raised."""
+    inside the caller's transaction). ``checker`` sees each valid entry's variables (what the
+    message needs of the list, checked in the same pass); ``variant`` gives each valid
+    entry's variant label from its position. Returns the counts; raises whatever reading
+    raised."""
     counter = LoadCounter()
-    stream = StreamReader(_csv_chunks(campaign_id, entries, batch_size, region, counter))
+    chunks = _csv_chunks(campaign_id, entries, batch_size, region, counter, checker, variant)
+    stream = StreamReader(chunks)
     try:
         cursor.copy_expert(COPY_RECIPIENTS, stream, size=65536)
     except Exception:

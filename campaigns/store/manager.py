@@ -7,13 +7,11 @@ driver errors come back as :class:`campaigns.errors.StoreUnavailable`.
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert
+from sqlalchemy import Engine
 
 from campaigns import inputs
 from campaigns.domain import (
@@ -24,21 +22,17 @@ from campaigns.domain import (
 )
 from campaigns.errors import (
     ConfigurationError,
-    EmptyNumberList,
-    InvalidArgument,
     InvalidInput,
-    NoValidNumber,
     UnknownSession,
 )
 from campaigns.numbers import Entry
-from campaigns.settings import Pacing, Settings
+from campaigns.settings import Settings
 from campaigns.store import queries
 from campaigns.store.base import counts_by_status
 from campaigns.store.consent import ConsentVerbs
+from campaigns.store.creation import CreationVerbs
 from campaigns.store.db import create_db_engine, translate_errors
 from campaigns.store.lanes import LaneVerbs
-from campaigns.store.loading import copy_entries
-from campaigns.store.models import CampaignBatchState
 from campaigns.store.pacing_state import PacingStateVerbs
 from campaigns.store.protection import ProtectionVerbs
 from campaigns.store.recovery import RecoveryVerbs
@@ -53,6 +47,7 @@ NumberSource = Iterable[str | Mapping[str, str] | Entry] | Path
 
 
 class CampaignStateManager(
+    CreationVerbs,
     ConsentVerbs,
     SendingVerbs,
     StatusVerbs,
@@ -83,136 +78,6 @@ class CampaignStateManager(
     def dispose(self) -> None:
         """Close the pool's connections."""
         self.engine.dispose()
-
-    def create_campaign(
-        self,
-        numbers: NumberSource,
-        message: str,
-        session: str | Sequence[str],
-        *,
-        pacing: Pacing | None = None,
-        region: str | None = None,
-        template: Mapping[str, Any] | None = None,
-        start_at: datetime | None = None,
-        sticky: bool = True,
-        window: SendWindow | None = None,
-    ) -> Campaign:
-        """Create a campaign and its whole ledger in one transaction.
-
-        ``session`` is one session name or a sender pool (a list of distinct names, in lane
-        order; see :mod:`campaigns.store.lanes`). With ``sticky`` (the default) and a pool,
-        each recipient prefers the pool session that last sent to its phone successfully.
-        ``window`` is the campaign's own send window (stored as its JSON), which its lanes obey
-        on top of their sessions' windows.
-
-        Numbers are normalized to E.164; later repeats are marked duplicate and unparseable
-        entries invalid, both kept in the ledger at their input position. The campaign starts
-        ``running`` with a fresh run token (or ``scheduled`` when ``start_at`` is given): the
-        caller enqueues its first batch. Bad input raises a specific
-        :class:`campaigns.errors.InvalidInput` and leaves nothing behind.
-        """
-        # Every argument is checked before the first write. The entries are checked one by
-        # one as COPY consumes them (a list may hold millions), inside the transaction below,
-        # which an error rolls back whole.
-        if pacing is not None and not isinstance(pacing, Pacing):
-            raise InvalidArgument(f"pacing must be a Pacing or None, got {type(pacing).__name__}")
-        pacing = (pacing or self.settings.pacing).validate()
-        region = inputs.region_code(region) or self.settings.default_region
-        message = inputs.message_text(message)
-        pool = inputs.session_names(session)
-        template = inputs.template_spec(template)
-        start_at = inputs.start_time(start_at)
-        sticky = inputs.flag(sticky, "sticky")
-        if window is not None and not isinstance(window, SendWindow):
-            raise InvalidArgument(
-                f"window must be a SendWindow or None, got {type(window).__name__}"
-            )
-        entries = inputs.number_entries(numbers)
-        self.check_pool(pool)  # every session exists
-        status = CampaignStatus.SCHEDULED if start_at else CampaignStatus.RUNNING
-        token = None if start_at else str(uuid.uuid4())
-        with translate_errors(), self.engine.begin() as conn:
-            campaign_id = self._insert_state(
-                conn, pool, message, pacing, status, token, template, start_at, window
-            )
-            self._insert_pool(conn, campaign_id, pool)
-            counter = self._copy(conn, campaign_id, entries, pacing.batch_size, region)
-            if counter.total == 0:
-                raise EmptyNumberList()
-            if counter.valid == 0:
-                raise NoValidNumber(
-                    f"none of the {counter.total} entries is a valid phone number for region "
-                    f"{region}; nothing was created"
-                )
-            # The table's statistics know nothing of the rows just copied in: the planner
-            # expects one row and picks a nested loop that re-reads the new campaign per row
-            # (quadratic: 20k numbers took 87 s once other campaigns were analysed). Hash or
-            # merge joins are right for a bulk load, so nested loops are off for this statement.
-            conn.execute(queries.NESTLOOP_OFF)
-            conn.execute(queries.MARK_DUPLICATES, {"campaign_id": campaign_id})
-            conn.execute(queries.NESTLOOP_ON)
-            if sticky:
-                self._prefer_sticky(conn, campaign_id, pool)
-            total_batches = (counter.total + pacing.batch_size - 1) // pacing.batch_size
-            conn.execute(
-                queries.SET_TOTALS,
-                {"total": counter.total, "batches": total_batches, "id": campaign_id},
-            )
-        log.info(
-            "campaign %s created on session %s: %s numbers (%s valid) in %s batches",
-            campaign_id,
-            ", ".join(pool),
-            counter.total,
-            counter.valid,
-            total_batches,
-        )
-        return self.get_campaign(campaign_id)
-
-    def _insert_state(
-        self,
-        conn: Connection,
-        pool: Sequence[str],
-        message: str,
-        pacing: Pacing,
-        status: CampaignStatus,
-        token: str | None,
-        template: Mapping[str, Any] | None,
-        start_at: datetime | None,
-        window: SendWindow | None = None,
-    ) -> int:
-        values: dict[str, Any] = {
-            "session_name": pool[0],
-            "sessions": list(pool),
-            "message": message,
-            "status": status,
-            "run_token": token,
-            "batch_size": pacing.batch_size,
-            "min_interval": pacing.min_interval,
-            "max_interval": pacing.max_interval,
-            "batch_delay_min": pacing.batch_delay_min,
-            "batch_delay_max": pacing.batch_delay_max,
-            "template": dict(template) if template else None,
-            "next_batch_at": start_at,
-            # the campaign's own send window; its lanes also obey their session's
-            "send_window": window.to_json() if window else None,
-            # a fresh heartbeat: if the first batch is never enqueued (broker down right after
-            # the commit), the sweep sees a stalled campaign and starts it
-            "heartbeat_at": func.now(),
-        }
-        statement = insert(CampaignBatchState).values(**values).returning(CampaignBatchState.id)
-        return int(conn.execute(statement).scalar_one())
-
-    @staticmethod
-    def _copy(
-        conn: Connection, campaign_id: int, entries: Iterable[Entry], batch_size: int, region: str
-    ) -> Any:
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        cursor = dbapi.cursor()
-        try:
-            return copy_entries(cursor, campaign_id, entries, batch_size, region)
-        finally:
-            cursor.close()
 
     def list_campaigns(
         self, status: CampaignStatus | None = None, session: str | None = None, limit: int = 100

@@ -910,3 +910,78 @@ FROM listed o
 WHERE r.campaign_id = :campaign_id AND r.position = o.position AND r.status = 'pending'
 RETURNING r.position
 """)
+
+# --- content and follow-ups (campaigns.store.creation) ---
+
+# The list's variable names, known once the whole list went through the creation's checks.
+SET_COLUMNS = text("""
+UPDATE campaign_batch_state SET columns = CAST(:columns AS text[]) WHERE id = :id
+""")
+
+# The cross-campaign duplicate window: a pending recipient whose number a session of the pool
+# messaged within :seconds (in another campaign) is a duplicate, never sent, the earlier
+# campaign named. One probe per number of the sent-by-phone index (:sent is 'sent': a bound
+# value, inlined by the driver, so that the index's predicate matches and the transition
+# check reads this as the pending -> duplicate change it is).
+MARK_RECENTLY_MESSAGED = text("""
+UPDATE campaign_recipients r
+SET status = 'duplicate', error_code = 'recently_messaged',
+    error_message = 'messaged by campaign ' || h.campaign_id || ' through ' || h.session_name
+                    || ' at ' || to_char(h.finished_at AT TIME ZONE 'UTC',
+                                         'YYYY-MM-DD HH24:MI') || ' UTC'
+FROM campaign_recipients n
+CROSS JOIN LATERAL (
+    SELECT p.campaign_id, p.session_name, p.finished_at FROM campaign_recipients p
+    WHERE p.phone = n.phone AND p.status = CAST(:sent AS recipient_status)
+      AND p.session_name IS NOT NULL
+      AND p.session_name = ANY(CAST(:sessions AS varchar[]))
+      AND p.finished_at > now() - make_interval(secs => :seconds)
+      AND p.campaign_id <> :campaign_id
+    ORDER BY p.finished_at DESC LIMIT 1) h
+WHERE n.campaign_id = :campaign_id AND n.status = 'pending'
+  AND r.campaign_id = :campaign_id AND r.position = n.position AND r.status = 'pending'
+""")
+
+# What a retry of campaign :old_id would take: its recipients in :statuses (with :error_code
+# when given), how many of them are now opted out (globally or for a session of its pool), and
+# how many an earlier follow-up of it already holds.
+FOLLOWUP_CANDIDATES = text("""
+WITH picked AS (
+    SELECT r.phone,
+           EXISTS (SELECT 1 FROM campaign_optouts o WHERE o.phone = r.phone
+                   AND (o.session_name IS NULL
+                        OR o.session_name = ANY(CAST(:sessions AS varchar[])))) AS opted,
+           r.phone IN (SELECT f.phone FROM campaign_recipients f
+                       JOIN campaign_batch_state s ON s.id = f.campaign_id
+                       WHERE s.retry_of = :old_id AND f.phone IS NOT NULL) AS retried
+    FROM campaign_recipients r
+    WHERE r.campaign_id = :old_id
+      AND r.status = ANY(CAST(:statuses AS recipient_status[]))
+      AND (CAST(:error_code AS varchar) IS NULL OR r.error_code = :error_code)
+)
+SELECT count(*) AS matching, count(*) FILTER (WHERE opted) AS opted_out,
+       count(*) FILTER (WHERE retried AND NOT opted) AS already_retried
+FROM picked
+""")
+
+# The follow-up's ledger: those recipients, in their original order, with their variables and
+# chosen variants, pending in the new campaign (the opted-out and already-retried left out).
+INSERT_FOLLOWUP_RECIPIENTS = text("""
+INSERT INTO campaign_recipients
+    (campaign_id, position, batch_number, phone, raw, variables, status, variant)
+SELECT :new_id, n, (n - 1) / :batch_size + 1, phone, raw, variables, 'pending', variant
+FROM (
+    SELECT r.phone, r.raw, r.variables, r.variant,
+           row_number() OVER (ORDER BY r.position) AS n
+    FROM campaign_recipients r
+    WHERE r.campaign_id = :old_id
+      AND r.status = ANY(CAST(:statuses AS recipient_status[]))
+      AND (CAST(:error_code AS varchar) IS NULL OR r.error_code = :error_code)
+      AND NOT EXISTS (SELECT 1 FROM campaign_optouts o WHERE o.phone = r.phone
+                      AND (o.session_name IS NULL
+                           OR o.session_name = ANY(CAST(:sessions AS varchar[]))))
+      AND r.phone NOT IN (SELECT f.phone FROM campaign_recipients f
+                          JOIN campaign_batch_state s ON s.id = f.campaign_id
+                          WHERE s.retry_of = :old_id AND f.phone IS NOT NULL)
+) picked
+""")

@@ -191,7 +191,7 @@ def test_pool_exhausted_during_the_refresh_heartbeat__a_store_outage_and_the_cla
     """One pooled connection, held by someone else for a second right after the claim: the
     heartbeat of the refresh's stop check times out on the pool (StoreUnavailable, not a
     driver error), and the release waits until the connection is free again."""
-    settings = Settings(pacing=FAST)
+    settings = Settings(legal_basis="consent", pacing=FAST)
     store = CampaignStateManager(engine=tiny_pool(database_url, 0.2), settings=settings)
     try:
         campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=PACED)
@@ -228,7 +228,7 @@ def test_pool_exhausted_during_the_refresh_heartbeat__a_store_outage_and_the_cla
 def test_pool_timeout__is_a_store_outage_for_every_verb(
     database_url: str, console_session: str
 ) -> None:
-    settings = Settings(pacing=FAST)
+    settings = Settings(legal_basis="consent", pacing=FAST)
     store = CampaignStateManager(engine=tiny_pool(database_url, 0.1), settings=settings)
     try:
         campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=FAST)

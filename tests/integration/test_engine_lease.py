@@ -91,7 +91,7 @@ def test_the_holder_of_the_lease__loses_it_to_nobody_while_it_renews(
 @pytest.fixture
 def short_lease_store(database_url: str) -> Iterator[CampaignStateManager]:
     """A store whose leases last one second (the stall timeout)."""
-    settings = Settings(pacing=FAST, stall_timeout=1.0)
+    settings = Settings(legal_basis="consent", pacing=FAST, stall_timeout=1.0)
     manager = CampaignStateManager(database_url, settings=settings)
     yield manager
     manager.dispose()
@@ -163,7 +163,7 @@ def test_a_run_lets_go_of_the_lease__its_continuation_takes_it_at_once(
     assert token
     gateway = ScriptedGateway()
     clock = FakeClock()
-    settings = Settings(pacing=paced, task_time_budget=1.0)
+    settings = Settings(legal_basis="consent", pacing=paced, task_time_budget=1.0)
     ticking = runner_for(store, pacer_for(redis_url), gateway, settings,
                          clock=lambda: clock.sleep(0.4) or clock.now)
 

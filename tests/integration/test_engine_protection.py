@@ -139,7 +139,7 @@ def test_131049_defers_the_recipient_to_the_retry_batch_then_fails_it_after_max_
         return SendOutcome(OutcomeKind.SENT, message_id=f"id-{message.to}")
 
     gateway = ScriptedGateway(answer)
-    settings = Settings(pacing=FAST, day_seconds=1.0, max_deferrals=2)  # a day made fast
+    settings = Settings(legal_basis="consent", pacing=FAST, day_seconds=1.0, max_deferrals=2)  # a day made fast
     runner = runner_for(store, pacer_for(redis_url), gateway, settings)
     campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=FAST)
     assert campaign.total_batches == 2
@@ -212,7 +212,7 @@ def test_a_pool_waiting_for_a_deferred_recipient__the_run_continues_and_no_lane_
             return SendOutcome(OutcomeKind.DEFERRED, error_code="131049")
         return SendOutcome(OutcomeKind.SENT, message_id=f"id-{len(tries)}")
 
-    settings = Settings(pacing=FAST, day_seconds=8.0)
+    settings = Settings(legal_basis="consent", pacing=FAST, day_seconds=8.0)
     runner = runner_for(store, pacer_for(redis_url), ScriptedGateway(answer), settings)
     campaign = store.create_campaign(NUMBERS, "Hi", ["a", "b"], pacing=FAST)
 

@@ -66,7 +66,7 @@ def test_run__with_a_stale_token_exits_without_sending(
     store: CampaignStateManager, console_session: str, redis_url: str
 ) -> None:
     gateway = ScriptedGateway()
-    runner = runner_for(store, pacer_for(redis_url), gateway, Settings())
+    runner = runner_for(store, pacer_for(redis_url), gateway, Settings(legal_basis="consent"))
     campaign = store.create_campaign(NUMBERS, "Hi", console_session)
     assert campaign.run_token
     store.restart_run(campaign.id)  # another chain took over
@@ -86,7 +86,7 @@ def test_a_gateway_that_never_answers__a_run_of_unknowns_pauses_the_campaign(
         )
 
     gateway = ScriptedGateway(read_timeout)
-    settings = Settings(pacing=FAST, failure_streak_limit=3)
+    settings = Settings(legal_basis="consent", pacing=FAST, failure_streak_limit=3)
     runner = runner_for(store, pacer_for(redis_url), gateway, settings)
     campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=FAST)
     assert campaign.run_token
@@ -114,7 +114,7 @@ def test_a_sent_recipient_ends_the_streak_of_unknowns(
             return SendOutcome(OutcomeKind.SENT, message_id="x")
         return SendOutcome(OutcomeKind.AMBIGUOUS, error_code="read_timeout")
 
-    settings = Settings(pacing=FAST, failure_streak_limit=3)
+    settings = Settings(legal_basis="consent", pacing=FAST, failure_streak_limit=3)
     runner = runner_for(store, pacer_for(redis_url), ScriptedGateway(mixed), settings)
     campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=FAST)
     assert campaign.run_token
@@ -135,7 +135,7 @@ def test_a_cloud_api_session_without_its_token__blocks_the_campaign_and_fails_no
     with running_sandbox(tmp_path) as sandbox:
         store.add_session("meta", "cloud-api", sandbox.url, phone_number_id="meta")
         pool = GatewayPool(store, store.settings)
-        runner = BatchRunner(store, pacer_for(redis_url), pool, Settings(pacing=FAST))
+        runner = BatchRunner(store, pacer_for(redis_url), pool, Settings(legal_basis="consent", pacing=FAST))
         campaign = store.create_campaign(NUMBERS, "Hi", "meta", pacing=FAST)
         assert campaign.run_token
 
@@ -215,7 +215,7 @@ def test_a_slow_claim__the_refreshed_turn_is_the_one_the_send_gate_checks(
     monkeypatch.setattr(pacer, "_queue", spying)
     gateway = GatedGateway()
 
-    result = runner_for(store, pacer, gateway, Settings(pacing=paced)).run(
+    result = runner_for(store, pacer, gateway, Settings(legal_basis="consent", pacing=paced)).run(
         campaign.id, 1, campaign.run_token
     )
 

@@ -65,7 +65,7 @@ def test_a_refresh_that_never_gets_its_turn__ends_with_the_budget_and_gives_the_
     assert campaign.run_token
     clock = Clock()
     gateway = ScriptedGateway()
-    settings = Settings(pacing=FAST, task_time_budget=30.0)
+    settings = Settings(legal_basis="consent", pacing=FAST, task_time_budget=30.0)
     runner = runner_for(store, EndlessRefresh(pacer_for(redis_url)), gateway, settings,
                         clock=clock, sleep=clock.sleep)
 
@@ -89,9 +89,9 @@ def test_longest_run__adds_every_blocking_point_after_the_budget() -> None:
     # the budget, a send of two HTTP calls (WAHA's lookup, then the send), its record retried
     # through a PostgreSQL restart, and the store, Redis and broker calls around them
     assert longest >= 240 + 2 * 25 + window + 7 * store_call
-    assert longest_run(Settings(task_time_budget=300)) - longest_run(Settings()) == 60
+    assert longest_run(Settings(legal_basis="consent", task_time_budget=300)) - longest_run(Settings(legal_basis="consent")) == 60
     slower = Settings(gateway_read_timeout=40)
-    assert longest_run(slower) - longest_run(Settings()) == 2 * 20
+    assert longest_run(slower) - longest_run(Settings(legal_basis="consent")) == 2 * 20
     limits = compute_limits(settings, {})
     assert limits.longest_run == longest < limits.soft_time_limit < limits.hard_time_limit
     assert limits.hard_time_limit < limits.visibility_timeout

@@ -219,7 +219,7 @@ def test_messages_and_stats_are_served_as_json(client: Client) -> None:
     ("refuse", {}),
     ("refuse", {"code": 463, "numbers": "5511"}),
     ("config", {"waha_shape": "xml"}),
-    ("webhooks", {"url": "http://x", "dialect": "cloud"}),
+    ("webhooks", {"url": "http://x", "dialect": "sms"}),
     ("throughput", {}),
     ("throughput", {"rate": 0}),
     ("throughput", {"rate": 2.5}),

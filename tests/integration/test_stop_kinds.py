@@ -109,7 +109,7 @@ class Harness:
 
     def start(self, session: str, template: dict[str, str] | None = None) -> int:
         return self.processor.process_large_campaign_array(
-            NUMBERS, "Hi {name}", session, template=template
+            NUMBERS, "Hi there", session, template=template
         )
 
 

@@ -14,7 +14,7 @@ NUMBERS = [f"+5511{900000000 + i}" for i in range(200)]
 
 
 def _claim_all(url: str, campaign_id: int, token: str, batches: int) -> list[int]:
-    manager = CampaignStateManager(url, settings=Settings(db_pool_size=2))
+    manager = CampaignStateManager(url, settings=Settings(legal_basis="consent", db_pool_size=2))
     got = []
     try:
         for batch in range(1, batches + 1):

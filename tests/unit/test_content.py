@@ -323,7 +323,7 @@ def test_rendering_a_stored_label__is_rendering_the_choice_again(
     p = plan(*THREE)
     label = choose(p, COLUMNS, cid, position)
     assert re.fullmatch(LABEL, label)
-    variables = {"name": name or "x"}
+    variables = {"name": name.strip() or "x"}  # whitespace-only is empty: refused up front
     assert text(p, variables, position, label=label, cid=cid) == text(
         p, variables, position, cid=cid
     )
