@@ -12,6 +12,7 @@ from campaigns import content
 from campaigns.domain import Campaign, ClaimedRecipient
 from campaigns.errors import InvalidMessage
 from campaigns.gateways.base import OutgoingMessage, TemplateSpec, typing_seconds
+from campaigns.media import MediaSpec
 
 
 def render(text: str, variables: Mapping[str, Any] | None) -> str:
@@ -34,7 +35,20 @@ def build_message(campaign: Campaign, claim: ClaimedRecipient) -> OutgoingMessag
             components=tuple(components),
         )
         return OutgoingMessage(to=claim.phone, template=spec)
+    if campaign.media:
+        # the text is the caption, personalised like any text; an empty one is no caption
+        caption = _text(campaign, claim) if campaign.message else ""
+        return OutgoingMessage(to=claim.phone, text=caption, media=_media(campaign.media))
     return OutgoingMessage(to=claim.phone, text=_text(campaign, claim))
+
+
+def _media(value: Mapping[str, Any]) -> MediaSpec:
+    return _media_of(tuple(sorted((k, v) for k, v in value.items() if isinstance(v, str))))
+
+
+@lru_cache(maxsize=256)
+def _media_of(items: tuple[tuple[str, str], ...]) -> MediaSpec:
+    return MediaSpec.from_json(dict(items))
 
 
 def _text(campaign: Campaign, claim: ClaimedRecipient) -> str:

@@ -15,8 +15,9 @@ from typing import Any
 
 from campaigns import inputs
 from campaigns.dispatch import Enqueue, configured_enqueue
-from campaigns.domain import CampaignStatus
+from campaigns.domain import CampaignStatus, RecipientStatus
 from campaigns.errors import CampaignError, InvalidArgument
+from campaigns.media import MediaSpec, check_size, media_spec
 from campaigns.numbers import Entry
 from campaigns.recovery import CampaignRecoveryManager
 from campaigns.settings import Pacing
@@ -79,6 +80,11 @@ class CampaignBatchProcessor:
         region: str | None = None,
         sticky: bool = True,
         window: SendWindow | None = None,
+        legal_basis: str | None = None,
+        legal_note: str | None = None,
+        variants: Sequence[str] = (),
+        media: MediaSpec | Mapping[str, Any] | None = None,
+        dedupe_days: float | None = None,
     ) -> int:
         """Create the campaign (ledger and state in one transaction), enqueue its first batch,
         and return its id at once. With ``start_at`` the campaign waits, ``scheduled``, and
@@ -91,7 +97,18 @@ class CampaignBatchProcessor:
 
         ``window`` is the campaign's own send window (:func:`campaigns.windows.parse_window`):
         outside it, and outside its session's window, a lane waits. A window that never
-        overlaps a session's is refused before anything is written."""
+        overlaps a session's is refused before anything is written.
+
+        ``legal_basis`` (``consent`` or ``legitimate_interest``) with ``legal_note``: the LGPD
+        basis the campaign relies on, required unless the deployment sets ``LEGAL_BASIS``.
+        ``message`` may use the list's variables (``{name}``, ``{name|fallback}``) and spintax
+        (``{Olá|Oi|Bom dia}``); ``variants`` are more texts, one chosen per recipient
+        (:mod:`campaigns.content`); everything the texts need of the list is checked before
+        anything is kept. ``media``: an image, document, audio or video by URL
+        (:class:`campaigns.media.MediaSpec` or its JSON), ``message`` its caption; its type
+        and size are checked against every gateway of the pool first (one HEAD request).
+        ``dedupe_days``: numbers the pool's sessions messaged that recently are counted as
+        duplicates, the earlier campaign named."""
         names = inputs.session_names(session)
         if window is not None and not isinstance(window, SendWindow):
             raise InvalidArgument(
@@ -108,6 +125,14 @@ class CampaignBatchProcessor:
                         f"the campaign's window {window.describe()} never overlaps session "
                         f"{name}'s window {own.describe()}; nothing was created"
                     ) from None
+        spec = None
+        if media is not None:
+            kinds = [self.state.get_session(name).gateway for name in names]
+            spec = media_spec(media, kinds, caption=message if isinstance(message, str) else "")
+            if spec is not None:
+                settings = self.state.settings
+                check_size(spec, kinds, timeout=settings.gateway_connect_timeout
+                           + settings.gateway_read_timeout)  # fmt: skip
         campaign = self.state.create_campaign(
             numbers,
             message,
@@ -118,8 +143,40 @@ class CampaignBatchProcessor:
             region=region,
             sticky=sticky,
             window=window,
+            legal_basis=legal_basis,
+            legal_note=legal_note,
+            variants=variants,
+            media_spec=spec,
+            dedupe_days=dedupe_days,
         )
         if campaign.status is CampaignStatus.RUNNING and campaign.run_token:
+            self._start(campaign.id, 1, campaign.run_token)
+        return campaign.id
+
+    def retry_campaign(
+        self,
+        campaign_id: int,
+        *,
+        statuses: Sequence[RecipientStatus | str] = (RecipientStatus.FAILED,),
+        error_code: str | None = None,
+    ) -> int:
+        """Retry the failed (or, asked for, unknown) recipients of a campaign, optionally only
+        those whose error was ``error_code``: a follow-up campaign with exactly them, their
+        variables and variants, the same texts, media, pool and pacing, and its first batch
+        enqueued. Numbers now on the opt-out list, and numbers an earlier follow-up of this
+        campaign holds, are left out. Returns the follow-up's id.
+
+        A follow-up rather than a new run of the same campaign: the original's ledger stays
+        the record of what happened to its list, and its counters keep adding up."""
+        campaign, counts = self.state.create_followup(
+            campaign_id, statuses=statuses, error_code=error_code
+        )
+        log.info(
+            "campaign %s: follow-up %s of campaign %s (%s left out as opted out, %s as "
+            "already retried)",
+            campaign.id, campaign.id, campaign_id, counts["opted_out"], counts["already_retried"],
+        )  # fmt: skip
+        if campaign.run_token:
             self._start(campaign.id, 1, campaign.run_token)
         return campaign.id
 

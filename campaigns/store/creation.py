@@ -165,7 +165,7 @@ class CreationVerbs(SessionVerbs, LaneVerbs):
         self,
         campaign_id: int,
         *,
-        statuses: Collection[RecipientStatus] = (RecipientStatus.FAILED,),
+        statuses: Collection[RecipientStatus | str] = (RecipientStatus.FAILED,),
         error_code: str | None = None,
     ) -> tuple[Campaign, dict[str, int]]:
         """A follow-up campaign with exactly the recipients of ``campaign_id`` in
