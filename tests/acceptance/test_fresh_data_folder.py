@@ -118,6 +118,11 @@ def test_every_command_on_a_fresh_data_folder__works_or_says_what_to_run(
         (("sessions", "check"), 1),
         (("sessions", "remove", "sales"), 1),
         (("send", missing_file, "-s", "sales", "-m", "Hi"), 1),
+        (("optouts", "add", "+5511900000009"), 0),
+        (("optouts", "list"), 0),
+        (("optouts", "export"), 0),
+        (("optouts", "remove", "+5511900000009"), 0),
+        (("optouts", "import", missing_file), 1),
         (("db", "upgrade"), 0),
         (("db", "downgrade", "base"), 0),
         (("stuck",), 0),  # the downgraded embedded database is migrated again
@@ -196,6 +201,7 @@ def test_configured_database_without_schema__commands_say_to_run_db_upgrade(
         ("cleanup", "--yes"),
         ("unknowns", "1"),
         ("export", "1"),
+        ("optouts", "list"),
         ("recover",),
         ("pause", "1"),
     ]
