@@ -131,6 +131,8 @@ def plan(message: str, variants: Sequence[str] = ()) -> ContentPlan:
             f"{MAX_VARIANTS - 1} besides the message"
         )
     for index, text in enumerate(texts):
+        if index == 0 and text == "":
+            continue  # a media campaign without caption; creation refuses it for a text
         inputs.message_text(text, "message" if index == 0 else f"variant {index + 1}")
     parsed = tuple(parse(text, text_name(i, len(texts))) for i, text in enumerate(texts))
     sizes = tuple(
