@@ -31,6 +31,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from campaigns.consent import META_SOURCES, SOURCE_KEYWORD, SOURCE_META
@@ -69,6 +70,10 @@ class OptOutEvent:
     gateway_session: str
     """The gateway's name for the session that received it: WAHA ``session``, Evolution
     ``instance``, Cloud API ``metadata.phone_number_id``."""
+    at: datetime | None = None
+    """When the person said it, by the gateway's clock (Meta's ``timestamp``): a "resume"
+    lifts only opt-outs recorded before it, so a late delivery of an old "resume" (Meta
+    retries for days) never undoes a newer "stop"."""
 
 
 def fold(text: str) -> str:
@@ -218,7 +223,7 @@ def _cloud_preferences(value: Mapping[str, Any], session: str) -> Iterator[OptOu
         detail = item.get("detail")
         detail = detail if isinstance(detail, str) else f"marketing messages {action}"
         log.debug("user_preferences %s for %s", action, mask_phone(phone))
-        yield OptOutEvent(phone, str(action), SOURCE_META, detail, session)
+        yield OptOutEvent(phone, str(action), SOURCE_META, detail, session, _moment(item))
 
 
 WAHA_MESSAGE_EVENTS = ("message", "message.any")
@@ -275,3 +280,12 @@ def _evolution_message(
         return None
     phone = _phone_of_jid(jid, text, keywords, f"Evolution instance {instance}")
     return _keyword_event(phone, text, keywords, instance)
+
+
+def _moment(item: Mapping[str, Any]) -> datetime | None:
+    """Meta's ``timestamp`` (epoch seconds, an integer or its text); None when absent."""
+    value = item.get("timestamp")
+    try:
+        return datetime.fromtimestamp(int(value), UTC) if value is not None else None
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None

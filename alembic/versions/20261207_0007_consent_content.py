@@ -4,7 +4,8 @@ the cross-campaign duplicate window, follow-up campaigns, and each recipient's c
 - ``campaign_optouts``: one row per opted-out number, global (``session_name`` NULL) or for one
   sender session; ``source`` and ``created_at`` are the proof the LGPD asks for (who said stop,
   how, when), ``via_session`` the session that received an inbound STOP. Unique per (phone,
-  session) with NULLs not distinct, so a global entry exists once.
+  session, source) with NULLs not distinct: a global entry of a source exists once, and a
+  keyword STOP keeps its own entry when Meta's "resume" lifts Meta's.
 - ``campaign_batch_state``: ``legal_basis`` (consent or legitimate_interest) and its note;
   ``variants`` (texts besides ``message``) and ``columns`` (the list's variable names, which
   decide whether ``{a|b}`` is a variable with a fallback or spintax); ``media`` (JSON);
@@ -47,7 +48,7 @@ def upgrade() -> None:
     op.create_index(
         "uq_campaign_optouts_phone_session",
         "campaign_optouts",
-        ["phone", "session_name"],
+        ["phone", "session_name", "source"],
         unique=True,
         postgresql_nulls_not_distinct=True,
     )

@@ -3,8 +3,9 @@
 The list is read where it matters, at the claim (:mod:`campaigns.store.lanes`), so a number
 added while a campaign runs is never claimed; these verbs maintain it. Numbers are stored in
 E.164, as the ledger's, so the claim's check is one index probe. An entry keeps its first
-source and time: adding a number twice changes nothing (the proof of when it was first asked
-for stays).
+source and time: one entry per number, scope and source, so adding it twice from the same
+source changes nothing (the proof of when it was first asked for stays), while a second source
+adds its own entry (a keyword STOP stays when Meta's "resume" lifts Meta's entry).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import io
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from campaigns import consent, inputs
 from campaigns.consent import OptOutEntry
@@ -86,19 +88,24 @@ class ConsentVerbs(SessionVerbs):
         *,
         session: str | None = None,
         sources: Collection[str] | None = None,
+        before: datetime | None = None,
     ) -> int:
-        """Take ``phone``'s entry of that scope off the list (only if it came from one of
-        ``sources``, when given: Meta's "resume" lifts Meta's entries, never an operator's).
-        Returns how many entries went."""
+        """Take ``phone``'s entries of that scope off the list: all of them, or only those
+        from ``sources`` (Meta's "resume" lifts Meta's entries, never an operator's or a
+        keyword's) recorded at or before ``before`` (the moment the person resumed: an old
+        "resume" delivered late leaves a newer "stop" alone). Returns how many went."""
         number = self._phone(phone)
         scope = None if session is None else inputs.session_name(session)
         wanted = None if sources is None else [consent.source_name(s) for s in sources]
+        if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
+            raise InvalidArgument("before must be a datetime with a time zone")
+        if before is not None:
+            # Meta's timestamps are whole seconds: a "resume" stamped in the second of the
+            # stop it answers must still lift it
+            before += timedelta(seconds=1)
+        params = {"phone": number, "session": scope, "sources": wanted, "before": before}
         with translate_errors(), self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    queries.REMOVE_OPTOUT, {"phone": number, "session": scope, "sources": wanted}
-                ).rowcount
-            )
+            return int(conn.execute(queries.REMOVE_OPTOUT, params).rowcount)
 
     def is_opted_out(self, phone: str, session: str | None = None) -> bool:
         """Whether ``phone`` may not be messaged (through ``session``, when given: its

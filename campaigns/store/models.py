@@ -267,11 +267,12 @@ class OptOut(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
-        # one entry per number and scope; the claim's check is one probe of it
+        # one entry per number, scope and source; the claim's check is one probe of it
         Index(
             "uq_campaign_optouts_phone_session",
             "phone",
             "session_name",
+            "source",
             unique=True,
             postgresql_nulls_not_distinct=True,
         ),

@@ -824,20 +824,23 @@ WHERE id = :campaign_id AND waiting_reason IS NOT NULL
 
 # --- consent: the opt-out list (campaigns.consent) ---
 
-# Add a number to the opt-out list (global when :session is NULL); an existing entry keeps its
-# first source and time, the proof of when it was first asked for. Returns the row when new.
+# Add a number to the opt-out list (global when :session is NULL) from one source; an existing
+# entry of that source keeps its first time, the proof of when it was first asked for. Returns
+# the row when new.
 ADD_OPTOUT = text("""
 INSERT INTO campaign_optouts (phone, session_name, source, detail, via_session)
 VALUES (:phone, :session, :source, :detail, :via_session)
-ON CONFLICT (phone, session_name) DO NOTHING
+ON CONFLICT (phone, session_name, source) DO NOTHING
 RETURNING id
 """)
 
-# Remove a number's entry of one scope, optionally only if it came from one of :sources.
+# Remove a number's entries of one scope, optionally only those from one of :sources recorded
+# at or before :before.
 REMOVE_OPTOUT = text("""
 DELETE FROM campaign_optouts
 WHERE phone = :phone AND session_name IS NOT DISTINCT FROM :session
   AND (CAST(:sources AS varchar[]) IS NULL OR source = ANY(CAST(:sources AS varchar[])))
+  AND (CAST(:before AS timestamptz) IS NULL OR created_at <= CAST(:before AS timestamptz))
 """)
 
 # Whether a number may not be messaged through :session (its own entry or a global one).
@@ -870,7 +873,7 @@ COPY_OPTOUT_IMPORT = "COPY optout_import (phone) FROM STDIN WITH (FORMAT csv)"
 INSERT_OPTOUT_IMPORT = text("""
 INSERT INTO campaign_optouts (phone, session_name, source, detail)
 SELECT DISTINCT phone, CAST(:session AS varchar), :source, :detail FROM optout_import
-ON CONFLICT (phone, session_name) DO NOTHING
+ON CONFLICT (phone, session_name, source) DO NOTHING
 """)
 
 # Before a lane's claim, in its transaction: the recipients the claim would take next (the
@@ -984,4 +987,13 @@ FROM (
                           JOIN campaign_batch_state s ON s.id = f.campaign_id
                           WHERE s.retry_of = :old_id AND f.phone IS NOT NULL)
 ) picked
+""")
+
+# A campaign's skipped and duplicate recipients by reason (error_code): skipped 'opted_out' (on
+# the list at the claim) or a gateway's code (131050); a duplicate repeated in the list has
+# none, one inside the duplicate window 'recently_messaged'. What `status` breaks them down by.
+OUTCOME_REASONS = text("""
+SELECT status, error_code, count(*) AS n FROM campaign_recipients
+WHERE campaign_id = :campaign_id AND status IN ('skipped', 'duplicate')
+GROUP BY status, error_code
 """)

@@ -33,7 +33,7 @@ def test_optouts__global_and_per_session_with_source_and_time(
     store: CampaignStateManager, console_session: str
 ) -> None:
     assert store.add_optout("(11) 91000-0001", detail="asked by phone")  # national format, BR
-    assert not store.add_optout("+5511910000001", source=SOURCE_META)  # first source stays
+    assert not store.add_optout("+5511910000001")  # the same source again: the first time stays
     assert store.add_optout("+5511910000002", session=console_session)
     assert store.is_opted_out("+5511910000001")
     assert store.is_opted_out("+5511910000002", console_session)
@@ -47,7 +47,6 @@ def test_optouts__global_and_per_session_with_source_and_time(
     assert [e.phone for e in store.iter_optouts("global")] == ["+5511910000001"]
     assert [e.phone for e in store.iter_optouts(console_session)] == ["+5511910000002"]
     # Meta's resume lifts only Meta's entries
-    assert store.remove_optout("+5511910000001", sources=[SOURCE_META, SOURCE_131050]) == 0
     assert store.remove_optout("+5511910000001") == 1
     assert store.count_optouts() == 1
 
@@ -71,10 +70,11 @@ def test_import__streams_a_file_counts_invalid_and_repeats(
     path = tmp_path / "stop.csv"
     path.write_text("phone,name\n" + "\n".join([*NUMBERS[:3], NUMBERS[1], "abc"]) + "\n")
     result = store.import_optouts(read_number_file(path))
-    assert (result.read, result.added, result.already, result.invalid) == (5, 2, 2, 1)
+    # the operator's entry of NUMBERS[0] stays; the import records its own (a second source)
+    assert (result.read, result.added, result.already, result.invalid) == (5, 3, 1, 1)
     assert result.invalid_examples == (5,)
-    assert {e.phone for e in store.iter_optouts()} == set(NUMBERS[:3])
-    assert all(e.source == "import" for e in list(store.iter_optouts())[1:])
+    assert {e.phone for e in store.iter_optouts("global")} == set(NUMBERS[:3])
+    assert [e.source for e in store.iter_optouts()] == ["operator", *["import"] * 3]
 
 
 def test_claim__never_takes_a_listed_number_and_counts_it_skipped(
@@ -133,3 +133,22 @@ def test_131050__skips_the_claim_and_lists_the_number_globally(
 def test_entries_of_dicts_import(store: CampaignStateManager) -> None:
     result = store.import_optouts([Entry("+5511910000009")], source="operator")
     assert result.added == 1
+
+
+def test_meta_resume__lifts_metas_entry_only_and_never_a_newer_stop(
+    store: CampaignStateManager,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    phone = "+5511910000003"
+    assert store.add_optout(phone, source=SOURCE_META)
+    assert store.add_optout(phone, source="inbound_keyword", detail="Sair")  # its own entry
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    # an old "resume" delivered late (Meta retries for days) leaves the newer stop alone
+    assert store.remove_optout(phone, sources=[SOURCE_META, SOURCE_131050], before=an_hour_ago) == 0
+    assert store.remove_optout(
+        phone, sources=[SOURCE_META, SOURCE_131050], before=datetime.now(UTC) + timedelta(1)
+    ) == 1
+    # the person also wrote SAIR: still opted out until an operator lifts it
+    assert store.is_opted_out(phone)
+    assert [e.source for e in store.iter_optouts()] == ["inbound_keyword"]

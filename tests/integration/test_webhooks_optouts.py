@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +206,7 @@ def test_user_preferences_stop_then_resume__adds_then_lifts_meta_s_entry(
         "User requested to stop marketing messages",
         "meta",
     )
-    resume = receiver.cloud(cloud_preference("resume", "5511987654321"))
+    resume = receiver.cloud(cloud_preference("resume", "5511987654321", now()))
     assert resume.json() == {"optouts_added": 0, "optouts_removed": 1}
     assert entries(sessions) == [] and not sessions.is_opted_out(PERSON)
 
@@ -217,7 +218,7 @@ def test_user_preferences_resume__never_lifts_an_operator_s_or_a_keyword_s_entry
     receiver.waha(waha_message("STOP", "16505551234@c.us"))
 
     for wa_id in ("5511987654321", "16505551234"):
-        answer = receiver.cloud(cloud_preference("resume", wa_id))
+        answer = receiver.cloud(cloud_preference("resume", wa_id, now()))
         assert answer.json()["optouts_removed"] == 0
     assert {(e.phone, e.source) for e in entries(sessions)} == {
         (PERSON, "operator"),
@@ -229,8 +230,23 @@ def test_user_preferences_resume__lifts_a_131050_entry_too(
     receiver: Receiver, sessions: CampaignStateManager
 ) -> None:
     sessions.add_optout(PERSON, source="cloud_131050", detail="131050 on a send")
-    assert receiver.cloud(cloud_preference("resume", "5511987654321")).status_code == 200
+    assert receiver.cloud(cloud_preference("resume", "5511987654321", now())).status_code == 200
     assert entries(sessions) == []
+
+
+def test_user_preferences_an_old_resume_delivered_late__leaves_a_newer_stop_alone(
+    receiver: Receiver, sessions: CampaignStateManager
+) -> None:
+    # Meta retries a delivery for days: a "resume" from an hour ago arrives after a new "stop"
+    receiver.cloud(cloud_preference("stop", "5511987654321", now()))
+    late = receiver.cloud(cloud_preference("resume", "5511987654321", now() - 3600))
+    assert late.json()["optouts_removed"] == 0
+    assert sessions.is_opted_out(PERSON)
+
+
+def now() -> int:
+    """Meta's timestamps: whole seconds since the epoch."""
+    return int(time.time())
 
 
 # --- the handshake, outages ------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -69,8 +70,11 @@ def cloud_text(body: str, wa_id: str = "5511987654321", kind: str = "text") -> d
     }
 
 
-def cloud_preference(value: str, wa_id: str = "16505551234") -> dict[str, Any]:
-    """Meta's sample of the user_preferences webhook (user_preferences webhook reference)."""
+def cloud_preference(
+    value: str, wa_id: str = "16505551234", timestamp: int = 1731705721
+) -> dict[str, Any]:
+    """Meta's sample of the user_preferences webhook (user_preferences webhook reference);
+    ``timestamp`` when the person chose (the sample's by default)."""
     return {
         "object": "whatsapp_business_account",
         "entry": [
@@ -91,7 +95,7 @@ def cloud_preference(value: str, wa_id: str = "16505551234") -> dict[str, Any]:
                                     "detail": f"User requested to {value} marketing messages",
                                     "category": "marketing_messages",
                                     "value": value,
-                                    "timestamp": 1731705721,
+                                    "timestamp": timestamp,
                                 }
                             ],
                         },
@@ -311,6 +315,7 @@ def test_cloud_user_preferences_stop_and_resume__are_meta_preference_events() ->
             "meta_preferences",
             "User requested to stop marketing messages",
             "106540352242922",
+            datetime(2024, 11, 15, 21, 22, 1, tzinfo=UTC),  # when the person chose
         )
     ]
     assert [(e.action, e.source, e.detail) for e in resume] == [
