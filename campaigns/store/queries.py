@@ -346,7 +346,8 @@ LIMIT 1
 # Ledger rows of a campaign in input order, optionally of one status.
 LIST_RECIPIENTS = text("""
 SELECT position, batch_number, phone, raw, variables, status, attempts, gateway_message_id,
-       error_code, error_message, claimed_at, finished_at, session_name, preferred_session
+       error_code, error_message, claimed_at, finished_at, session_name, preferred_session,
+       variant
 FROM campaign_recipients
 WHERE campaign_id = :id
   AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
