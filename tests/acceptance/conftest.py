@@ -33,6 +33,9 @@ FAST_ENV = {
     "TASK_TIME_BUDGET": "20",
     "SANDBOX_TOKEN": SANDBOX_TOKEN,
     "CAMPAIGNS_LOG_LEVEL": "INFO",
+    # the documented deployment default (tests/conftest.py sets it for commands): the stores
+    # built from these settings create campaigns without naming a legal basis each time
+    "LEGAL_BASIS": "consent",
 }
 
 
