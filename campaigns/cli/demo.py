@@ -239,8 +239,10 @@ class Demo:
         processor.set_state_manager(store)
         started = time.monotonic()
         self.run.campaign_id = cid = processor.process_large_campaign_array(
-            numbers_file, "Hello from the Campaign Continuity demo!", list(POOL)
-        )
+            numbers_file, "Hello from the Campaign Continuity demo!", list(POOL),
+            # the LGPD basis every campaign names; the demo's numbers are the sandbox's own
+            legal_basis="consent", legal_note="demo: sandbox numbers, no real person",
+        )  # fmt: skip
         first = store.snapshot(cid)
         counts = first.counts
         self.run.valid = first.remaining

@@ -33,6 +33,8 @@ class ConsoleGateway:
         """Log the message's recipient (masked) and kind; answer SENT."""
         message_id = f"console-{uuid.uuid4().hex}"
         what = f"template {message.template.name}" if message.template else "text"
+        if message.media is not None:
+            what = f"{message.media.kind} ({message.media.mime})"
         logger.info(
             "console %s: %s to %s (%s)", self.session, what, mask_phone(message.to), message_id
         )
