@@ -273,10 +273,8 @@ class WebhookReceiver:
                 added += new
                 log.info("opt-out of %s %s (%s)", phone, "recorded" if new else "on file", what)
             else:
-                count = self.store.remove_optout(
-                    event.phone, sources=META_RESUME_SOURCES, before=event.at
-                )
-                removed += count
+                removed += (count := self.store.remove_optout(
+                    event.phone, sources=META_RESUME_SOURCES, before=event.at))  # fmt: skip
                 log.info(
                     "%s resumed marketing (%s): %d Meta opt-out(s) removed", phone, what, count
                 )

@@ -26,6 +26,8 @@ from campaigns.store.loading import StreamReader
 from campaigns.store.sessions import SessionVerbs
 
 _CHUNK = 5000
+_ANALYZE_AFTER = 10_000
+"""An import adding this many entries refreshes the list's planner statistics at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,9 @@ class ConsentVerbs(SessionVerbs):
                 queries.INSERT_OPTOUT_IMPORT,
                 {"session": scope, "source": source, "detail": detail},
             ).rowcount
+        if added >= _ANALYZE_AFTER:
+            with translate_errors(), self.engine.begin() as conn:
+                conn.execute(queries.ANALYZE_OPTOUTS)
         return ImportResult(
             read=tally["read"],
             added=int(added),

@@ -24,7 +24,7 @@ WITH fence AS (
     RETURNING id, session_name
 ), next AS (
     SELECT r.position FROM campaign_recipients r JOIN fence ON r.campaign_id = fence.id
-    WHERE r.batch_number = :batch_number AND r.status = 'pending'
+    WHERE r.campaign_id = :campaign_id AND r.batch_number = :batch_number AND r.status = 'pending'
       AND (r.not_before IS NULL OR r.not_before <= now())
       AND NOT EXISTS (
           SELECT 1 FROM campaign_optouts x WHERE x.phone = r.phone
@@ -526,7 +526,7 @@ WITH fence AS (
     RETURNING l.campaign_id
 ), next AS (
     SELECT r.position FROM campaign_recipients r JOIN lane ON r.campaign_id = lane.campaign_id
-    WHERE r.batch_number = :batch_number AND r.status = 'pending'
+    WHERE r.campaign_id = :campaign_id AND r.batch_number = :batch_number AND r.status = 'pending'
       AND (r.not_before IS NULL OR r.not_before <= now())
       AND (r.preferred_session IS NULL OR r.preferred_session = :session
            OR NOT EXISTS (
@@ -866,6 +866,12 @@ COUNT_OPTOUTS = text("""
 SELECT count(*) FROM campaign_optouts
 """)
 
+# After a bulk import: the planner's statistics of the list, so the claim's check keeps its
+# one-probe plan (autovacuum would get there too, minutes later, while campaigns claim).
+ANALYZE_OPTOUTS = text("""
+ANALYZE campaign_optouts
+""")
+
 # An import streams into a temporary table first (COPY), then joins the list in one statement.
 CREATE_OPTOUT_IMPORT = text("""
 CREATE TEMPORARY TABLE optout_import (phone varchar(20)) ON COMMIT DROP
@@ -887,7 +893,7 @@ WITH fence AS (
     WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
 ), next AS (
     SELECT r.position FROM campaign_recipients r JOIN fence ON r.campaign_id = fence.id
-    WHERE r.batch_number = :batch_number AND r.status = 'pending'
+    WHERE r.campaign_id = :campaign_id AND r.batch_number = :batch_number AND r.status = 'pending'
       AND (r.not_before IS NULL OR r.not_before <= now())
       AND (r.preferred_session IS NULL OR r.preferred_session = :session
            OR NOT EXISTS (
