@@ -514,7 +514,19 @@ WHERE r.campaign_id = :campaign_id AND r.status = 'pending'
 # order, stamping the lane's session on them: the fence and heartbeat of CLAIM_NEXT, plus the
 # lane's own heartbeat, only while the lane is active. A recipient preferred by another lane is
 # left to it while that lane is active and its heartbeat fresher than :stale_after seconds.
-CLAIM_FOR_LANE = text("""
+_LANE_CANDIDATES = """
+    WHERE r.campaign_id = :campaign_id AND r.batch_number = :batch_number AND r.status = 'pending'
+      AND (r.not_before IS NULL OR r.not_before <= now())
+      AND (r.preferred_session IS NULL OR r.preferred_session = :session
+           OR NOT EXISTS (
+               SELECT 1 FROM campaign_lanes o
+               WHERE o.campaign_id = r.campaign_id AND o.session_name = r.preferred_session
+                 AND o.state = 'active'
+                 AND o.heartbeat_at > now() - make_interval(secs => :stale_after)))"""
+"""The recipients a lane may claim next: shared, as a constant, by the claim and by the opt-out
+skip that runs before it, which must look at exactly the rows the claim would take."""
+
+CLAIM_FOR_LANE = text(f"""
 WITH fence AS (
     UPDATE campaign_batch_state SET heartbeat_at = now()
     WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
@@ -526,14 +538,7 @@ WITH fence AS (
     RETURNING l.campaign_id
 ), next AS (
     SELECT r.position FROM campaign_recipients r JOIN lane ON r.campaign_id = lane.campaign_id
-    WHERE r.campaign_id = :campaign_id AND r.batch_number = :batch_number AND r.status = 'pending'
-      AND (r.not_before IS NULL OR r.not_before <= now())
-      AND (r.preferred_session IS NULL OR r.preferred_session = :session
-           OR NOT EXISTS (
-               SELECT 1 FROM campaign_lanes o
-               WHERE o.campaign_id = r.campaign_id AND o.session_name = r.preferred_session
-                 AND o.state = 'active'
-                 AND o.heartbeat_at > now() - make_interval(secs => :stale_after)))
+{_LANE_CANDIDATES}
       AND NOT EXISTS (
           SELECT 1 FROM campaign_optouts x
           WHERE x.phone = r.phone AND (x.session_name IS NULL OR x.session_name = :session))
@@ -887,20 +892,13 @@ ON CONFLICT (phone, session_name, source) DO NOTHING
 # same candidates, in input order) whose number is on the list for the lane's session end
 # skipped, counted like any finished recipient. The claim that follows leaves them out, so a
 # number added while the campaign runs is never claimed, whichever worker holds the batch.
-SKIP_OPTED_OUT_FOR_LANE = text("""
+SKIP_OPTED_OUT_FOR_LANE = text(f"""
 WITH fence AS (
     SELECT id FROM campaign_batch_state
     WHERE id = :campaign_id AND run_token = :run_token AND status = 'running'
 ), next AS (
     SELECT r.position FROM campaign_recipients r JOIN fence ON r.campaign_id = fence.id
-    WHERE r.campaign_id = :campaign_id AND r.batch_number = :batch_number AND r.status = 'pending'
-      AND (r.not_before IS NULL OR r.not_before <= now())
-      AND (r.preferred_session IS NULL OR r.preferred_session = :session
-           OR NOT EXISTS (
-               SELECT 1 FROM campaign_lanes o
-               WHERE o.campaign_id = r.campaign_id AND o.session_name = r.preferred_session
-                 AND o.state = 'active'
-                 AND o.heartbeat_at > now() - make_interval(secs => :stale_after)))
+{_LANE_CANDIDATES}
     ORDER BY r.position LIMIT :limit
     FOR UPDATE OF r SKIP LOCKED
 ), listed AS (
