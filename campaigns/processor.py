@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,22 @@ from campaigns.store import CampaignStateManager
 from campaigns.windows import SendWindow, next_open_all, window_from_options
 
 log = logging.getLogger("campaigns.processor")
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """What :meth:`CampaignBatchProcessor.retry_campaign` created."""
+
+    campaign_id: int
+    """The follow-up campaign (running, its first batch enqueued)."""
+    retry_of: int
+    """The campaign whose recipients it retries."""
+    recipients: int
+    """How many recipients it retries."""
+    opted_out: int
+    """Matching recipients left out: their number is now on the opt-out list."""
+    already_retried: int
+    """Matching recipients left out: an earlier follow-up of the same campaign holds them."""
 
 
 class CampaignBatchProcessor:
@@ -159,12 +176,13 @@ class CampaignBatchProcessor:
         *,
         statuses: Sequence[RecipientStatus | str] = (RecipientStatus.FAILED,),
         error_code: str | None = None,
-    ) -> int:
+    ) -> FollowUp:
         """Retry the failed (or, asked for, unknown) recipients of a campaign, optionally only
         those whose error was ``error_code``: a follow-up campaign with exactly them, their
         variables and variants, the same texts, media, pool and pacing, and its first batch
         enqueued. Numbers now on the opt-out list, and numbers an earlier follow-up of this
-        campaign holds, are left out. Returns the follow-up's id.
+        campaign holds, are left out. Returns the follow-up (its id, how many it retries, how
+        many were left out and why): the operator must see what a retry did not take.
 
         A follow-up rather than a new run of the same campaign: the original's ledger stays
         the record of what happened to its list, and its counters keep adding up."""
@@ -178,7 +196,13 @@ class CampaignBatchProcessor:
         )  # fmt: skip
         if campaign.run_token:
             self._start(campaign.id, 1, campaign.run_token)
-        return campaign.id
+        return FollowUp(
+            campaign_id=campaign.id,
+            retry_of=campaign_id,
+            recipients=campaign.total_numbers,
+            opted_out=counts["opted_out"],
+            already_retried=counts["already_retried"],
+        )
 
     def resume_campaign(self, campaign_id: int) -> int:
         """Resume a paused, interrupted or scheduled campaign — or restart the chain of a

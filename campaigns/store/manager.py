@@ -180,3 +180,20 @@ class CampaignStateManager(
                 {"id": campaign_id, "status": status.value if status else None, "limit": limit},
             ).all()
         return [dict(r._mapping) for r in rows]
+
+    def outcome_reasons(self, campaign_id: int) -> dict[RecipientStatus, dict[str, int]]:
+        """A campaign's skipped and duplicate recipients counted by reason (their error code):
+        skipped ``opted_out`` (on the list when claimed) or ``131050`` (the person stopped
+        marketing); duplicate ``repeated`` (earlier in the list) or ``recently_messaged`` (the
+        duplicate window). One pass over the campaign's rows, like its status counts."""
+        campaign_id = inputs.campaign_id(campaign_id)
+        reasons: dict[RecipientStatus, dict[str, int]] = {
+            RecipientStatus.SKIPPED: {}, RecipientStatus.DUPLICATE: {},
+        }  # fmt: skip
+        with translate_errors(), self.engine.connect() as conn:
+            rows = conn.execute(queries.OUTCOME_REASONS, {"campaign_id": campaign_id}).all()
+        for row in rows:
+            status = RecipientStatus(row.status)
+            code = row.error_code or ("repeated" if status is RecipientStatus.DUPLICATE else "-")
+            reasons[status][code] = reasons[status].get(code, 0) + int(row.n)
+        return reasons
