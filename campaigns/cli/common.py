@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from campaigns import consent
 from campaigns.domain import Campaign, Lane, RecipientStatus, StatusSnapshot
 from campaigns.local import DATABASE, resolve_settings
 from campaigns.settings import Settings
@@ -86,6 +87,16 @@ def campaign_data(campaign: Campaign) -> dict[str, Any]:
         "batch_delay_min": campaign.batch_delay_min,
         "batch_delay_max": campaign.batch_delay_max,
         "message_length": len(campaign.message),
+        # consent and content: the basis relied on (LGPD), how many texts (the message and its
+        # variants, left out like it), the list's variables, media, the duplicate window, and
+        # the campaign a follow-up retries
+        "legal_basis": campaign.legal_basis,
+        "legal_note": campaign.legal_note,
+        "texts": 1 + len(campaign.variants),
+        "columns": list(campaign.columns),
+        "media": dict(campaign.media) if campaign.media else None,
+        "dedupe_days": campaign.dedupe_days,
+        "retry_of": campaign.retry_of,
         "interrupt_reason": campaign.interrupt_reason,
         # who resumes an interrupted campaign: the watcher (disconnected), the sweep at
         # resume_at (limited), or only an operator (blocked)
@@ -103,10 +114,15 @@ def campaign_data(campaign: Campaign) -> dict[str, Any]:
 
 
 def snapshot_data(
-    snapshot: StatusSnapshot, lanes: Sequence[Lane] | None = None
+    snapshot: StatusSnapshot,
+    lanes: Sequence[Lane] | None = None,
+    *,
+    reasons: Mapping[RecipientStatus, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """A status snapshot for JSON output: the campaign, live ledger counts and the ETA; with
-    ``lanes`` (read with their counts), each lane's state and share of the sends."""
+    ``lanes`` (read with their counts), each lane's state and share of the sends; with
+    ``reasons`` (:meth:`~campaigns.store.CampaignStateManager.outcome_reasons`), the skipped
+    and duplicate counts by reason."""
     data = {
         **campaign_data(snapshot.campaign),
         "ledger": {status.value: snapshot.counts.get(status, 0) for status in RecipientStatus},
@@ -117,7 +133,49 @@ def snapshot_data(
     }
     if lanes is not None:
         data["lanes"] = [lane_data(lane, lanes) for lane in lanes]
+    if reasons is not None:
+        data["skipped_reasons"] = dict(reasons.get(RecipientStatus.SKIPPED, {}))
+        data["duplicate_reasons"] = dict(reasons.get(RecipientStatus.DUPLICATE, {}))
     return data
+
+
+RECENTLY_MESSAGED = "recently_messaged"
+"""The error code of a duplicate inside the campaign's duplicate window (``--dedupe-days``)."""
+
+_REASONS = {
+    consent.OPTED_OUT_CODE: "on the opt-out list",
+    "131050": "stopped marketing (131050)",
+    "repeated": "repeated in the list",
+    RECENTLY_MESSAGED: "messaged recently",
+}
+
+
+def reasons_label(count: int, reasons: Mapping[str, int]) -> str:
+    """``3: 2 on the opt-out list, 1 stopped marketing (131050)``; the bare count when
+    nothing is counted or there is one reason only worth naming."""
+    if not count or not reasons:
+        return str(count)
+    parts = [
+        f"{n} {_REASONS.get(code, code)}"
+        for code, n in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return f"{count}: {', '.join(parts)}"
+
+
+def media_label(value: Mapping[str, Any]) -> str:
+    """``image https://.../promo.jpg``, a document with its file name."""
+    label = f"{value.get('kind', 'media')} {value.get('url', '')}".strip()
+    filename = value.get("filename")
+    return f"{label} as {filename!r}" if filename else label
+
+
+def texts_label(campaign: Campaign) -> str:
+    """``1``, ``1 (no caption)`` for a media without one, or ``3 (the message and 2
+    variants)``."""
+    count = 1 + len(campaign.variants)
+    if count > 1:
+        return f"{count} (the message and {plural(count - 1, 'variant')})"
+    return "1 (no caption)" if campaign.media and not campaign.message else "1"
 
 
 def lane_data(lane: Lane, lanes: Sequence[Lane]) -> dict[str, Any]:
@@ -146,6 +204,11 @@ def share(lane: Lane, lanes: Sequence[Lane]) -> float:
 def settled(snapshot: StatusSnapshot) -> int:
     """Recipients with a final outcome (duplicates and invalid ones count from the start)."""
     return snapshot.campaign.total_numbers - snapshot.remaining
+
+
+def plural(count: int, word: str) -> str:
+    """``1 recipient``, ``2 recipients``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def duration(seconds: float) -> str:

@@ -11,35 +11,38 @@ import phonenumbers
 import typer
 
 from campaigns import inputs
-from campaigns.cli import options
+from campaigns.cli import options, send_options
 from campaigns.cli.app import app
-from campaigns.cli.common import JSON_HELP, emit_json, open_store, snapshot_data
+from campaigns.cli.common import (
+    JSON_HELP,
+    RECENTLY_MESSAGED,
+    emit_json,
+    media_label,
+    open_store,
+    snapshot_data,
+)
 from campaigns.domain import RecipientStatus
-from campaigns.errors import InvalidArgument, InvalidMessage, InvalidNumberFile
+from campaigns.errors import InvalidArgument, InvalidNumberFile
 from campaigns.processor import CampaignBatchProcessor
 from campaigns.windows import SendWindow, parse_window
 
 
-def read_message(message: str | None, message_file: Path | None) -> str:
-    """The message from ``--message`` or ``--message-file`` (exactly one)."""
-    if (message is None) == (message_file is None):
+def read_message(message: str | None, message_file: Path | None, *, media: bool = False) -> str:
+    """The message from ``--message`` or ``--message-file`` (exactly one). With ``media`` it
+    is the caption, and may be left out: no caption."""
+    if message is not None and message_file is not None:
         raise typer.BadParameter("give exactly one of --message and --message-file")
+    if message is None and message_file is None:
+        if media:
+            return ""
+        raise typer.BadParameter(
+            "give exactly one of --message and --message-file (or --media-url: the message "
+            "is then its caption, and may be left out)"
+        )
     if message is not None:
         return message
     assert message_file is not None
-    try:
-        data = message_file.read_bytes()
-    except OSError as exc:
-        raise InvalidMessage(
-            f"cannot read message file {str(message_file)!r}: {exc.strerror}; nothing was created"
-        ) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidMessage(
-            f"message file {str(message_file)!r} is not UTF-8 (byte {exc.start}); "
-            "nothing was created"
-        ) from None
+    return send_options.read_text_file(message_file, "message file")
 
 
 def parse_start_at(value: str | None) -> datetime | None:
@@ -159,12 +162,82 @@ def send(
     window_tz: str | None = typer.Option(
         None, "--window-tz", help="Time zone of the window (IANA, e.g. America/Sao_Paulo; UTC)."
     ),
+    legal_basis: str | None = typer.Option(
+        None,
+        "--legal-basis",
+        metavar="BASIS",
+        help="The LGPD basis the campaign relies on: consent or legitimate_interest; required "
+        "unless the deployment sets LEGAL_BASIS.",
+        callback=send_options.legal_basis,
+    ),
+    legal_note: str | None = typer.Option(
+        None,
+        "--legal-note",
+        metavar="TEXT",
+        help="Where the consent was collected, or the interest weighed (stored with the basis).",
+        callback=send_options.legal_note,
+    ),
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            metavar="TEXT",
+            help="Another text of the message (repeatable): each recipient gets one of the "
+            "texts, chosen from the campaign and its position, so a resume sends the same one.",
+            callback=send_options.variant_texts,
+        ),
+    ] = None,
+    variant_file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--variant-file",
+            metavar="FILE",
+            help="Another text, read from this UTF-8 file (repeatable); numbered after the "
+            "--variant texts.",
+            dir_okay=False,
+        ),
+    ] = None,
+    media_url: str | None = typer.Option(
+        None,
+        "--media-url",
+        metavar="URL",
+        help="Send this image, document, audio or video (http(s) URL the gateway downloads); "
+        "the message is then its caption, and may be left out.",
+    ),
+    media_type: str | None = typer.Option(
+        None,
+        "--media-type",
+        metavar="KIND",
+        help="image, document, audio or video (default: from the media's type).",
+        callback=send_options.media_kind,
+    ),
+    media_mime: str | None = typer.Option(
+        None,
+        "--media-mime",
+        metavar="TYPE",
+        help="The media's type, e.g. image/jpeg (default: from the URL).",
+    ),
+    media_filename: str | None = typer.Option(
+        None, "--media-filename", metavar="NAME", help="A document's name as the person sees it."
+    ),
+    dedupe_days: float | None = typer.Option(
+        None,
+        "--dedupe-days",
+        metavar="DAYS",
+        help="Skip numbers a session of the pool messaged in the last N days (counted as "
+        "duplicates, the earlier campaign named).",
+        callback=send_options.dedupe_days,
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Create a campaign and queue its first batch; prints the campaign id.
 
+    The message may use the list's columns, {name} or {name|fallback}, and spintax
+    {Olá|Oi|Bom dia}; everything it needs of the list is checked before anything is created.
     Pacing options default to the environment's settings (in brackets)."""
-    text = read_message(message, message_file)
+    fields = send_options.media_fields(media_url, media_type, media_mime, media_filename)
+    text = read_message(message, message_file, media=fields is not None)
+    variants = send_options.read_variants(variant or (), variant_file or ())
     if region is not None and region.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise typer.BadParameter(
             f"{region!r} is not a region phonenumbers knows (e.g. BR, US, IN)",
@@ -175,6 +248,9 @@ def send(
     if not file.is_file():
         raise InvalidNumberFile(f"number file {str(file)!r} does not exist; nothing was created")
     with open_store() as store:
+        # checked before anything is created, naming the options
+        basis = send_options.require_legal_basis(store, legal_basis)
+        spec = send_options.check_media(store, fields, session, text)
         pacing = store.settings.pacing
         processor = CampaignBatchProcessor(
             batch_size=pacing.batch_size if batch_size is None else batch_size,
@@ -192,20 +268,35 @@ def send(
             region=region,
             sticky=sticky,
             window=window,
+            legal_basis=basis,
+            legal_note=legal_note,
+            variants=variants,
+            media=spec,
+            dedupe_days=dedupe_days,
         )
         snapshot = store.snapshot(campaign_id)
+        reasons = store.outcome_reasons(campaign_id) if dedupe_days is not None else None
     if as_json:
-        emit_json(snapshot_data(snapshot))
+        emit_json(snapshot_data(snapshot, reasons=reasons))
         return
     c = snapshot.campaign
     counts = snapshot.counts
     start = f"starts at {when.isoformat()}" if when else "first batch queued"
     if window is not None:
         start += f"; sends {window.describe()}"
+    duplicates = f"{counts.get(RecipientStatus.DUPLICATE, 0)} duplicates"
+    if reasons is not None:
+        recent = reasons[RecipientStatus.DUPLICATE].get(RECENTLY_MESSAGED, 0)
+        duplicates += f" ({recent} messaged in the last {c.dedupe_days:g} days)"
+    content = [f"legal basis {c.legal_basis}"]
+    if c.variants:
+        content.append(f"{1 + len(c.variants)} texts")
+    if c.media:
+        content.append(media_label(c.media))
     typer.echo(
         f"campaign {c.id} on {', '.join(c.sessions)}: {c.total_numbers} entries in "
-        f"{c.total_batches} batches, {counts.get(RecipientStatus.DUPLICATE, 0)} duplicates, "
-        f"{counts.get(RecipientStatus.INVALID, 0)} invalid; {start}",
+        f"{c.total_batches} batches, {duplicates}, "
+        f"{counts.get(RecipientStatus.INVALID, 0)} invalid; {', '.join(content)}; {start}",
         err=True,
     )
     # the id alone on stdout: CID=$(campaigns send ...)
