@@ -1,20 +1,33 @@
-"""Commands that change campaigns: ``pause``, ``resume``, ``cancel``, ``recover``, ``cleanup``.
+"""Commands that change campaigns: ``pause``, ``resume``, ``cancel``, ``retry``, ``recover``,
+``cleanup``.
 
 Pause and cancel take effect before the next message: leaving ``running`` clears the run token,
 and the running task's next claim (or heartbeat) sees the mismatch and stops."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
+from campaigns import inputs
 from campaigns.cli import options
 from campaigns.cli.app import app
-from campaigns.cli.common import JSON_HELP, console, emit_json, open_store
+from campaigns.cli.common import (
+    JSON_HELP,
+    console,
+    emit_json,
+    open_store,
+    plural,
+    snapshot_data,
+)
+from campaigns.domain import RecipientStatus
+from campaigns.errors import InvalidArgument
 from campaigns.gateway_pool import gateway_for
 from campaigns.processor import CampaignBatchProcessor
 from campaigns.recovery import CampaignRecoveryManager, Recovery
+
+RETRYABLE = (RecipientStatus.FAILED.value, RecipientStatus.UNKNOWN.value)
 
 ID = typer.Argument(..., metavar="ID", help="Campaign id.", callback=options.campaign_id)
 
@@ -79,6 +92,85 @@ def resume(
         batch=batch,
         position=position,
     )
+
+
+def _retry_statuses(
+    ctx: typer.Context, param: typer.CallbackParam, value: list[str] | None
+) -> list[RecipientStatus] | None:
+    """``--status`` given once or more: failed and/or unknown, each once."""
+    if not value or ctx.resilient_parsing:
+        return None
+    name = options.option_name(param)
+    chosen: list[RecipientStatus] = []
+    for given in value:
+        status = given.strip().lower()
+        if status not in RETRYABLE:
+            raise InvalidArgument(
+                f"{name} must be {' or '.join(RETRYABLE)} (the recipients a retry sends "
+                f"again), got {given!r}"
+            )
+        if RecipientStatus(status) not in chosen:
+            chosen.append(RecipientStatus(status))
+    return chosen
+
+
+def _error_code(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> Any:
+    if value is None or ctx.resilient_parsing:
+        return value
+    return inputs.optional_name(value, options.option_name(param), max_length=40)
+
+
+@app.command()
+def retry(
+    campaign_id: int = ID,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Retry the recipients that ended so: failed (default) or unknown (cut off: "
+            "they may have received it); repeat for both.",
+            callback=_retry_statuses,
+        ),
+    ] = None,
+    error: str | None = typer.Option(
+        None,
+        "--error",
+        metavar="CODE",
+        help="Only those whose error code was this (e.g. 131026, timeout).",
+        callback=_error_code,
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Send again to a campaign's failed (or unknown) recipients: a follow-up campaign with
+    exactly them, their variables and variants, the same texts, media and pool; prints its
+    id. Opted-out numbers and numbers an earlier follow-up holds are left out.
+
+    A follow-up rather than a new run of the same campaign: the original's ledger stays the
+    record of what happened to its list."""
+    # the callback made them statuses (typer types the option by what the operator types)
+    statuses = [RecipientStatus(s) for s in status or [RecipientStatus.FAILED]]
+    with open_store() as store:
+        processor = CampaignBatchProcessor()
+        processor.set_state_manager(store)
+        follow_up = processor.retry_campaign(campaign_id, statuses=statuses, error_code=error)
+        snapshot = store.snapshot(follow_up.campaign_id)
+    if as_json:
+        emit_json({
+            **snapshot_data(snapshot), "recipients": follow_up.recipients,
+            "left_out": {"opted_out": follow_up.opted_out,
+                         "already_retried": follow_up.already_retried},
+        })  # fmt: skip
+        return
+    which = "/".join(s.value for s in statuses) + (f" with error {error}" if error else "")
+    typer.echo(
+        f"campaign {follow_up.campaign_id} retries {plural(follow_up.recipients, 'recipient')} "
+        f"of campaign {campaign_id} ({which}); left out {follow_up.opted_out} opted out and "
+        f"{follow_up.already_retried} already retried; first batch queued",
+        err=True,
+    )
+    # the id alone on stdout, as `send` prints it: NEW=$(campaigns retry 12)
+    typer.echo(str(follow_up.campaign_id))
 
 
 def recovery_data(r: Recovery) -> dict[str, Any]:
