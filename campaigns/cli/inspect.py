@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -17,10 +17,13 @@ from campaigns.cli.common import (
     console,
     duration,
     emit_json,
+    media_label,
     new_table,
     open_store,
+    reasons_label,
     share,
     snapshot_data,
+    texts_label,
     when,
 )
 from campaigns.domain import (
@@ -132,9 +135,11 @@ def _campaign_table(campaigns: list[Campaign], title: str | None = None) -> None
     if any(c.interrupt_kind for c in campaigns):
         # room for "(disconnected)" on its own line: folded mid-word it reads as nothing
         table.columns[2].min_width = len("(disconnected)")
+    if any(c.retry_of for c in campaigns):
+        table.caption = "id←N: a follow-up retrying recipients of campaign N"
     for c in campaigns:
         table.add_row(
-            str(c.id),
+            f"{c.id}←{c.retry_of}" if c.retry_of else str(c.id),
             ", ".join(c.sessions),  # the pool; rich folds a long one
             status_label(c),
             f"{c.success_count}/{c.total_numbers}",
@@ -181,8 +186,9 @@ def status(
     with open_store() as store:
         snapshot = store.snapshot(campaign_id)
         lanes = store.list_lanes(campaign_id, counts=True)
+        reasons = store.outcome_reasons(campaign_id)
     if as_json:
-        data = snapshot_data(snapshot, lanes)
+        data = snapshot_data(snapshot, lanes, reasons=reasons)
         # the campaign's own window as stored (None: none) and each session's
         data["send_window"] = snapshot.campaign.send_window
         data["session_windows"] = {
@@ -198,7 +204,8 @@ def status(
     rows = [
         ("entries", str(c.total_numbers)),
         ("batch", f"{c.current_batch}/{c.total_batches} ({snapshot.batches_done} done)"),
-        *((s.value, str(counts.get(s, 0))) for s in RecipientStatus),
+        *((s.value, _count(s, counts.get(s, 0), reasons)) for s in RecipientStatus),
+        *content_rows(c),
         (
             "pacing",
             f"{c.min_interval:g}–{c.max_interval:g}s between messages, "
@@ -222,6 +229,31 @@ def status(
     if stopped:
         # below the table, unwrapped: what to do next is the line an operator copies from
         console.print(Text(stopped))
+
+
+def _count(
+    status: RecipientStatus, count: int, reasons: Mapping[RecipientStatus, Mapping[str, int]]
+) -> str:
+    """Skipped and duplicate counts with their reasons (opted out or 131050; repeated in the
+    list or messaged recently): the operator must tell a consent refusal from a typo."""
+    return reasons_label(count, reasons[status]) if status in reasons else str(count)
+
+
+def content_rows(c: Campaign) -> list[tuple[str, str]]:
+    """What the campaign sends and on what basis: the legal basis and its note, the texts,
+    the list's variables, the media, the duplicate window and, for a follow-up, its origin."""
+    basis = c.legal_basis + (f" — {c.legal_note}" if c.legal_note else "")
+    rows = [
+        ("legal basis", basis),
+        ("texts", texts_label(c)),
+        ("variables", ", ".join(c.columns) or "-"),
+        ("media", media_label(c.media) if c.media else "-"),
+        ("dedupe", f"numbers messaged in the last {c.dedupe_days:g} days skipped"
+         if c.dedupe_days is not None else "-"),
+    ]  # fmt: skip
+    if c.retry_of is not None:
+        rows.append(("follow-up", f"of campaign {c.retry_of} (retries its recipients)"))
+    return rows
 
 
 @app.command()

@@ -102,9 +102,12 @@ def detail(snapshot: StatusSnapshot) -> str:
     counts = snapshot.counts
     parts = [f"sent {counts.get(RecipientStatus.SENT, 0)}"]
     # only what is worth a look, to keep the line short
-    for status in (RecipientStatus.FAILED, RecipientStatus.UNKNOWN, RecipientStatus.SKIPPED):
+    for status in (RecipientStatus.FAILED, RecipientStatus.UNKNOWN):
         if counts.get(status, 0):
             parts.append(f"{status.value} {counts[status]}")
+    if counts.get(RecipientStatus.SKIPPED, 0):
+        # every skip is an opt-out (the list at the claim, or 131050): say which kind of skip
+        parts.append(f"skipped {counts[RecipientStatus.SKIPPED]} (opted out)")
     parts.append(f"batch {c.current_batch}/{c.total_batches}")
     if c.status is not CampaignStatus.RUNNING:
         parts.append(c.status.value)
