@@ -160,15 +160,18 @@ class Chaos:
             assert child.alive, child.log()[-3000:]
         return [c.name for c in started]
 
-    def kill_a_worker(self) -> None:
+    def kill_a_worker(self, while_down: Callable[[], object] | None = None) -> None:
         """SIGKILL a random live worker, start a replacement, and record how long the first
-        message after the kill took (the recovery latency of a worker kill)."""
+        message after the kill took (the recovery latency of a worker kill). ``while_down``
+        runs after the kill, before the replacement starts."""
         victim = self.rng.choice(self.workers())
         killed_at = time.time()
         self.stack.kill(victim)
         self.result.crashes += 1
         self.result.faults += 1
         self.stack.children.pop(victim)
+        if while_down is not None:
+            while_down()
         self.stack.start_worker(concurrency=4)
         self.wait_sent(self.record.count() + 1, timeout=60)
         self.result.add_latency("worker kill", self.first_message_after(killed_at))
