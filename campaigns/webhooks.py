@@ -1,5 +1,8 @@
 """Webhook receiver: gateways push session status changes and people's opt-outs.
 
+Free of HTTP plumbing: the web service (:mod:`campaigns.web`, FastAPI under uvicorn) hands it
+each delivery's path, headers and raw body.
+
 - ``POST /webhooks/waha``: WAHA ``session.status`` events, and ``message`` events whose text is
   an opt-out keyword. When ``WAHA_WEBHOOK_HMAC_KEY`` is set, ``X-Webhook-Hmac`` must be the
   HMAC-SHA512 hex of the raw body, else 401.
@@ -27,22 +30,15 @@ only given once the opt-out is stored.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
 import logging
-import os
-import signal
-import sys
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from campaigns.dispatch import TaskSender, queue_name
 from campaigns.domain import SenderSession
 from campaigns.errors import StoreUnavailable
 from campaigns.inbound import (
@@ -164,6 +160,31 @@ class WebhookReceiver:
         self.app_secret = app_secret or None
         self.verify_token = verify_token or None
         self.keywords = keywords if keywords is not None else keywords_from(None)
+
+    @classmethod
+    def from_env(
+        cls,
+        store: CampaignStateManager,
+        resume: Resume,
+        env: Mapping[str, str],
+        *,
+        keywords: frozenset[str] | None = None,
+    ) -> WebhookReceiver:
+        """A receiver with the secrets of ``env`` (the service reads them once, at start)."""
+        return cls(
+            store,
+            resume,
+            hmac_key=env.get(HMAC_KEY_ENV),
+            app_secret=env.get(APP_SECRET_ENV),
+            verify_token=env.get(VERIFY_TOKEN_ENV),
+            keywords=keywords,
+        )
+
+    def describe(self) -> str:
+        """What is checked, for the start-up line (never a secret's value)."""
+        signed = "HMAC verified" if self.hmac_key else f"unsigned ({HMAC_KEY_ENV} not set)"
+        cloud = "verified" if self.app_secret else f"refused until {APP_SECRET_ENV} is set"
+        return f"/webhooks/waha ({signed}), /webhooks/evolution and /webhooks/cloud ({cloud})"
 
     def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answer one ``POST`` to ``path``."""
@@ -305,95 +326,3 @@ class WebhookReceiver:
             log.info("session %s reconnected (%s webhook); resume enqueued", name, event.dialect)
             resumed.append(name)
         return Answer(200, {"resumed": resumed})
-
-
-def make_server(host: str, port: int, receiver: WebhookReceiver) -> ThreadingHTTPServer:
-    """An HTTP server (one thread per request) that hands every POST, and GETs of webhook paths
-    (Meta's handshake), to ``receiver``."""
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "campaigns-webhooks"
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self._reply(Answer(413, {"error": "body too large"}))
-                return
-            body = self.rfile.read(length)
-            self._reply(receiver.handle(self.path, dict(self.headers.items()), body))
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") == "/health":
-                self._reply(Answer(200, {"ok": True}))
-            else:
-                self._reply(receiver.verify(self.path))
-
-        def _reply(self, answer: Answer) -> None:
-            text = isinstance(answer.body, str)
-            data = answer.body if isinstance(answer.body, str) else json.dumps(answer.body)
-            self.send_response(answer.status)
-            self.send_header("Content-Type", "text/plain" if text else "application/json")
-            self.send_header("Content-Length", str(len(data.encode())))
-            self.end_headers()
-            self.wfile.write(data.encode())
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``campaigns webhooks [--host H] [--port P]``: serve until SIGTERM or Ctrl-C."""
-    parser = argparse.ArgumentParser(
-        prog="campaigns webhooks",
-        description="Receive the gateways' webhooks: resume interrupted campaigns when their "
-        "session reconnects (WAHA session.status, Evolution connection.update), and record "
-        "opt-outs (keyword replies through WAHA, Evolution and the Cloud API; Meta's "
-        "user_preferences).",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8090, help="port to listen on")
-    args = parser.parse_args(argv)
-
-    from campaigns.local import resolve_settings
-
-    settings = resolve_settings(need=("database", "broker"))  # no pacing Redis: it sends none
-    assert settings.broker_url is not None  # resolve_settings fills every needed URL
-    store = CampaignStateManager(settings=settings)
-    resume = TaskSender.for_broker(settings.broker_url, queue_name(), "campaigns-webhooks")
-    receiver = WebhookReceiver(
-        store,
-        resume.resume_session,
-        hmac_key=os.environ.get(HMAC_KEY_ENV),
-        app_secret=os.environ.get(APP_SECRET_ENV),
-        verify_token=os.environ.get(VERIFY_TOKEN_ENV),
-        keywords=settings.optout_keywords,
-    )
-    server = make_server(args.host, args.port, receiver)
-    # SIGTERM (systemd, docker stop) ends serve_forever from another thread, as it must
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    host, port = server.server_address[:2]
-    signed = "HMAC verified" if receiver.hmac_key else f"unsigned ({HMAC_KEY_ENV} not set)"
-    cloud = "verified" if receiver.app_secret else f"refused until {APP_SECRET_ENV} is set"
-    print(
-        f"webhooks listening on http://{host!s}:{port}/webhooks/waha ({signed}), "
-        f"/webhooks/evolution and /webhooks/cloud ({cloud})",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        resume.close()
-        store.dispose()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Long-running helpers and local services: ``sandbox``, ``webhooks``, ``services``."""
+"""Long-running helpers and local services: ``sandbox``, ``web`` (and its alias ``webhooks``),
+``services``."""
 
 from __future__ import annotations
 
@@ -78,19 +79,53 @@ def sandbox(
     raise typer.Exit(sandbox_main(argv))
 
 
+def _serve_web(host: str, port: int) -> None:
+    """Start the web service: settings first (embedded servers when no URL is set), then the
+    socket, so a bad configuration or a taken port fails before anything is served."""
+    from campaigns.local import resolve_settings
+    from campaigns.web.app import create_app
+    from campaigns.web.server import serve
+
+    settings = resolve_settings(need=("database", "broker"))  # no pacing Redis: it sends none
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    console.print(f"web service: {url} (health: {url}/healthz, API docs: {url}/docs)",
+                  markup=False, highlight=False)  # fmt: skip
+    try:
+        code = serve(host, port, create_app(settings=settings))
+    except OSError as exc:  # the port is taken, the address is not ours
+        raise CampaignError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    raise typer.Exit(code)
+
+
+def _port(value: int) -> int:
+    # a usage error (exit 2, the option named), before any server or database is touched
+    if not 1 <= value <= 65535:
+        raise typer.BadParameter(f"a port is 1 to 65535, got {value}")
+    return value
+
+
+HOST_HELP = "Address to listen on (0.0.0.0: every interface, as in a container)."
+
+
+@app.command()
+def web(
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    port: int = typer.Option(8000, help="Port.", callback=_port),
+) -> None:
+    """Run the web service (FastAPI under uvicorn) until Ctrl-C or SIGTERM: the gateways'
+    webhooks (session state: WAHA session.status, Evolution connection.update, and opt-outs;
+    Meta's handshake) and GET /healthz."""
+    _serve_web(host, port)
+
+
 @app.command()
 def webhooks(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8090, help="Port."),
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    port: int = typer.Option(8090, help="Port.", callback=_port),
 ) -> None:
-    """Run the webhook receiver: gateways push session state changes (WAHA session.status,
-    Evolution connection.update) and reconnected sessions resume their campaigns."""
-    try:
-        from campaigns import webhooks as receiver
-    except ImportError as exc:
-        raise CampaignError("the webhook receiver (campaigns.webhooks) is not available") from exc
-    code = receiver.main(["--host", host, "--port", str(port)])
-    raise typer.Exit(int(code or 0))
+    """Alias of `campaigns web` (the same service) on the receiver's old default port 8090,
+    kept for the scripts that call it."""
+    _serve_web(host, port)
 
 
 @services_app.command("status")

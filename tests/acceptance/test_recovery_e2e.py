@@ -5,7 +5,6 @@ read timeout is unknown by default and resent under RESEND_UNKNOWN."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -17,7 +16,9 @@ from campaigns.local.stack import LocalStack, wait_until
 from campaigns.processor import CampaignBatchProcessor
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.state import CampaignStateManager
-from campaigns.webhooks import WebhookReceiver, make_server
+from campaigns.web.app import create_app
+from campaigns.web.server import running
+from campaigns.webhooks import HMAC_KEY_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -26,17 +27,13 @@ HMAC_KEY = "e2e-webhook-key"
 
 @pytest.fixture
 def webhook_url(e2e_store: CampaignStateManager, stack_env: dict[str, str]) -> Iterator[str]:
-    """The webhook receiver, enqueueing on the stack's broker and queue, with a WAHA key."""
+    """The web service in a thread, enqueueing on the stack's broker and queue; a WAHA key."""
     resume = TaskSender.for_broker(stack_env["CELERY_BROKER_URL"], stack_env["CAMPAIGNS_QUEUE"])
-    receiver = WebhookReceiver(e2e_store, resume.resume_session, hmac_key=HMAC_KEY)
-    server = make_server("127.0.0.1", 0, receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    app = create_app(e2e_store, resume=resume.resume_session, env={HMAC_KEY_ENV: HMAC_KEY})
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        with running(app) as url:
+            yield url
     finally:
-        server.shutdown()
-        server.server_close()
         resume.close()
 
 

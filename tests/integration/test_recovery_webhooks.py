@@ -1,11 +1,11 @@
-"""The webhook receiver over real loopback HTTP, against a real PostgreSQL: WAHA session.status
+"""The web service's webhook routes (FastAPI under uvicorn, in a thread) over real loopback
+HTTP, against a real PostgreSQL: WAHA session.status
 (HMAC-SHA512 verified when a key is set) and Evolution connection.update. The broker is replaced
 by a list of the resume_session calls that would be enqueued."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +14,9 @@ import pytest
 import requests
 
 from campaigns.state import CampaignStateManager
-from campaigns.webhooks import WebhookReceiver, make_server, waha_signature
+from campaigns.web.app import create_app
+from campaigns.web.server import running
+from campaigns.webhooks import HMAC_KEY_ENV, WebhookReceiver, waha_signature
 
 KEY = "webhook-secret"
 
@@ -42,15 +44,10 @@ class Receiver:
 
 def _serve(store: CampaignStateManager, hmac_key: str | None) -> Iterator[Receiver]:
     calls: list[tuple[str, str]] = []
-    receiver = WebhookReceiver(store, lambda s, r: calls.append((s, r)), hmac_key=hmac_key)
-    server = make_server("127.0.0.1", 0, receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Receiver(f"http://127.0.0.1:{server.server_address[1]}", calls)
-    finally:
-        server.shutdown()
-        server.server_close()
+    env = {HMAC_KEY_ENV: hmac_key} if hmac_key else {}
+    app = create_app(store, resume=lambda s, r: calls.append((s, r)), env=env)
+    with running(app) as url:
+        yield Receiver(url, calls)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Opt-outs through the webhook receiver, over real loopback HTTP against a real PostgreSQL:
+"""Opt-outs through the web service's webhook routes (FastAPI under uvicorn,
+in a thread), over real loopback HTTP against a real PostgreSQL:
 keyword replies through WAHA (HMAC-SHA512), Evolution (unsigned) and the Cloud API
 (X-Hub-Signature-256, refused when missing, wrong or when no app secret is set), Meta's
 user_preferences stop/resume, Meta's GET handshake, a store outage answered 503; and the
@@ -6,8 +7,8 @@ sandbox's control calls producing the opt-out end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,15 @@ from campaigns.consent import OptOutEntry
 from campaigns.sandbox.control import SandboxControl
 from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
-from campaigns.webhooks import WebhookReceiver, cloud_signature, make_server, waha_signature
+from campaigns.web.app import create_app
+from campaigns.web.server import running
+from campaigns.webhooks import (
+    APP_SECRET_ENV,
+    HMAC_KEY_ENV,
+    VERIFY_TOKEN_ENV,
+    cloud_signature,
+    waha_signature,
+)
 from tests.integration.test_sandbox_helpers import running_sandbox
 from tests.unit.test_inbound import cloud_preference, cloud_text, evolution_upsert, waha_message
 
@@ -57,16 +66,27 @@ class Receiver:
         return self.post("/webhooks/cloud", body, signed)
 
 
-def _serve(store: CampaignStateManager, **options: Any) -> Iterator[Receiver]:
-    receiver = WebhookReceiver(store, lambda session, reason: None, **options)
-    server = make_server("127.0.0.1", 0, receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Receiver(f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+def _serve(
+    store: CampaignStateManager,
+    *,
+    hmac_key: str | None = None,
+    app_secret: str | None = None,
+    verify_token: str | None = None,
+    keywords: frozenset[str] | None = None,
+) -> Iterator[Receiver]:
+    """The web service in a thread, its secrets given as the environment it reads them from."""
+    secrets = {HMAC_KEY_ENV: hmac_key, APP_SECRET_ENV: app_secret, VERIFY_TOKEN_ENV: verify_token}
+    settings = store.settings
+    if keywords is not None:
+        settings = dataclasses.replace(settings, optout_keywords=keywords)
+    app = create_app(
+        store,
+        settings=settings,
+        resume=lambda session, reason: None,
+        env={name: value for name, value in secrets.items() if value},
+    )
+    with running(app) as url:
+        yield Receiver(url)
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_every_command__has_help_and_exits_0() -> None:
 
 
 def test_every_command_that_prints_data__takes_json() -> None:
-    quiet = {("demo",), ("sandbox",), ("webhooks",)}
+    quiet = {("demo",), ("sandbox",), ("web",), ("webhooks",)}
     for path in COMMAND_PATHS:
         command: Any = get_command(app)
         for name in path:

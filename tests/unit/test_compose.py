@@ -473,7 +473,7 @@ def test_depends_on__conditions_are_sane() -> None:
             else:
                 assert condition == "service_started", f"{name}: {condition}"
     # nothing touching the schema starts before the migration finished
-    for name in ("worker", "beat", "webhooks"):
+    for name in ("worker", "beat", "web"):
         assert all_services[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
         )

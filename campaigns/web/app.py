@@ -1,0 +1,79 @@
+"""The application factory: one FastAPI app, its routers, and what they share.
+
+``create_app`` builds nothing heavy; the lifespan opens the store (one connection pool) and the
+broker client at start and closes what it opened at shutdown, so an app can be created, served,
+stopped and thrown away without leaking a pool. Given a store or a resume callable, the app uses
+it and leaves closing it to the caller (tests hand in their own).
+
+New concerns (receipts, the operators' API, metrics, the dashboard) are routers in
+:mod:`campaigns.web.routers`, added in :data:`ROUTERS`; they reach the store through
+:mod:`campaigns.web.deps`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import ExitStack, asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from campaigns.dispatch import TaskSender, queue_name
+from campaigns.settings import Settings
+from campaigns.store import CampaignStateManager
+from campaigns.web.routers import health, webhooks
+from campaigns.webhooks import Resume, WebhookReceiver
+
+ROUTERS: tuple[APIRouter, ...] = (health.router, webhooks.router)
+
+
+def _settings(given: Settings | None) -> Settings:
+    if given is not None:
+        return given
+    from campaigns.local import resolve_settings
+
+    # the database and the broker (resumes); no pacing Redis: the service sends nothing
+    return resolve_settings(need=("database", "broker"))
+
+
+def create_app(
+    store: CampaignStateManager | None = None,
+    *,
+    settings: Settings | None = None,
+    resume: Resume | None = None,
+    env: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """The web service. ``store``: built from ``settings`` (else the environment) when None and
+    disposed at shutdown. ``resume``: enqueues ``campaigns.resume_session`` on the settings'
+    broker when None. ``env``: where the webhook secrets are read (default ``os.environ``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with ExitStack() as owned:
+            used = store
+            if used is None:
+                used = CampaignStateManager(settings=_settings(settings))
+                owned.callback(used.dispose)
+            answer = resume
+            if answer is None:
+                # a store handed in may come with settings that name no broker: find one
+                broker = (settings or used.settings).broker_url or _settings(None).broker_url
+                assert broker is not None  # resolve_settings fills every URL it was asked for
+                sender = TaskSender.for_broker(broker, queue_name(), "campaigns-web")
+                owned.callback(sender.close)
+                answer = sender.resume_session
+            app.state.store = used
+            app.state.receiver = WebhookReceiver.from_env(
+                used, answer, os.environ if env is None else env,
+                keywords=(settings or used.settings).optout_keywords,
+            )  # fmt: skip
+            yield
+
+    app = FastAPI(
+        title="Campaign Continuity",
+        summary="Webhooks of the WhatsApp gateways; health.",
+        lifespan=lifespan,
+    )
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

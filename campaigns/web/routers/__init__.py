@@ -1,0 +1,1 @@
+"""One router per concern, each mounted by :func:`campaigns.web.app.create_app`."""
