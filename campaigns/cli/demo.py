@@ -226,6 +226,7 @@ class Demo:
         stack.start_beat()
         stack.start_worker(concurrency=4)
         self.say(f"worker and beat running; their logs are in {run_dir / 'logs'}")
+        self.say(f"web service: {stack.start_web()} (webhooks, /healthz, API docs at /docs)")
         _fresh_session(store, sandbox_url)
         self.say(
             f"sessions {' and '.join(POOL)} added: waha at {sandbox_url}, token from "
@@ -285,7 +286,7 @@ class Demo:
                 pass  # the database went away: nothing more to tidy there
         if self.stack is not None:
             self.stack.stop_all()
-            done.append("worker, beat and sandbox stopped")
+            done.append("worker, beat, sandbox and web service stopped")
         if self.enqueuer is not None:
             self.enqueuer.close()
         if store is not None:

@@ -1,5 +1,5 @@
-"""LocalStack: the engine's processes (workers, beat, sandbox gateway) as children of one
-process, for the demo, the end-to-end and chaos tests, and the benchmarks.
+"""LocalStack: the engine's processes (workers, beat, sandbox gateway, web service) as
+children of one process, for the demo, the end-to-end and chaos tests, and the benchmarks.
 
 Each child gets the same environment (database, broker, pacing Redis, timings), its own log file,
 and its own process group, so ``kill(-9)`` takes the whole worker down like a crashed machine
@@ -49,6 +49,7 @@ class LocalStack:
     log_dir: Path
     children: dict[str, Child] = field(default_factory=dict)
     sandbox_url: str | None = None
+    web_url: str | None = None
     _counter: int = 0
 
     def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -105,6 +106,19 @@ class LocalStack:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _answers(url + "/_sandbox/health"), 30, "the sandbox to answer")
         self.sandbox_url = url
+        return url
+
+    def start_web(self, port: int | None = None) -> str:
+        """Start the web service (``campaigns web``); returns its URL once /healthz is 200."""
+        port = port or free_port()
+        child = self._spawn(
+            "web", [sys.executable, "-m", "campaigns.cli", "web", "--port", str(port)]
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _healthy(url + "/healthz") or not child.alive, 60, "the web service")
+        if not child.alive:
+            raise RuntimeError(f"the web service exited:\n{child.log()[-3000:]}")
+        self.web_url = url
         return url
 
     def start_worker(
@@ -200,6 +214,13 @@ class LocalStack:
 def _answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
         return False
 

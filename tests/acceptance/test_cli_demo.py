@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from campaigns.local.redis import EmbeddedRedis
 from campaigns.local.stack import ROOT, wait_until
@@ -170,7 +172,10 @@ def test_demo__sigint_mid_run_stops_every_child_and_exits_130(
             "the demo campaign to start",
         )
         assert process.poll() is None, out.read_text()
-        assert len(processes_with(marker)) >= 4  # the demo, sandbox, worker, beat
+        assert len(processes_with(marker)) >= 5  # the demo, sandbox, worker, beat, web service
+        # the web service the demo printed answers while the demo runs
+        [web] = re.findall(r"web service: (http://127\.0\.0\.1:\d+)", out.read_text())
+        assert requests.get(f"{web}/healthz", timeout=5).status_code == 200
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=60)
     finally:
@@ -179,7 +184,8 @@ def test_demo__sigint_mid_run_stops_every_child_and_exits_130(
             process.wait()
     text = out.read_text()
     assert code == 130, text
-    assert "demo interrupted: " in text and "worker, beat and sandbox stopped" in text
+    assert "demo interrupted: " in text
+    assert "worker, beat, sandbox and web service stopped" in text
     assert "Traceback" not in text
     assert processes_with(marker) == []
     store = CampaignStateManager(database_url)
