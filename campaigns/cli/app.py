@@ -86,6 +86,7 @@ COMMAND_ORDER = [
     "stuck",
     "cleanup",
     "sandbox",
+    "web",
     "webhooks",
     "services",
 ]

@@ -93,5 +93,6 @@ def runner_for(
     **options: object,
 ) -> BatchRunner:
     return BatchRunner(
-        store, pacer, Pool(gateway), settings or Settings(legal_basis="consent", pacing=FAST), **options  # type: ignore[arg-type]
+        store, pacer, Pool(gateway),  # type: ignore[arg-type]
+        settings or Settings(legal_basis="consent", pacing=FAST), **options
     )

@@ -139,7 +139,8 @@ def test_131049_defers_the_recipient_to_the_retry_batch_then_fails_it_after_max_
         return SendOutcome(OutcomeKind.SENT, message_id=f"id-{message.to}")
 
     gateway = ScriptedGateway(answer)
-    settings = Settings(legal_basis="consent", pacing=FAST, day_seconds=1.0, max_deferrals=2)  # a day made fast
+    # a day made fast
+    settings = Settings(legal_basis="consent", pacing=FAST, day_seconds=1.0, max_deferrals=2)
     runner = runner_for(store, pacer_for(redis_url), gateway, settings)
     campaign = store.create_campaign(NUMBERS, "Hi", console_session, pacing=FAST)
     assert campaign.total_batches == 2

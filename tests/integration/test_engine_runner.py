@@ -135,7 +135,8 @@ def test_a_cloud_api_session_without_its_token__blocks_the_campaign_and_fails_no
     with running_sandbox(tmp_path) as sandbox:
         store.add_session("meta", "cloud-api", sandbox.url, phone_number_id="meta")
         pool = GatewayPool(store, store.settings)
-        runner = BatchRunner(store, pacer_for(redis_url), pool, Settings(legal_basis="consent", pacing=FAST))
+        settings = Settings(legal_basis="consent", pacing=FAST)
+        runner = BatchRunner(store, pacer_for(redis_url), pool, settings)
         campaign = store.create_campaign(NUMBERS, "Hi", "meta", pacing=FAST)
         assert campaign.run_token
 

@@ -110,7 +110,9 @@ def test_process_large_campaign_array__good_arguments_still_work(
     from datetime import UTC, timedelta
 
     cid = processor.process_large_campaign_array(
-        [*NUMBERS, {"phone": "+5511999990004", "name": "Ana"}], "Olá {name|cliente}\n\tfim", console_session
+        [*NUMBERS, {"phone": "+5511999990004", "name": "Ana"}],
+        "Olá {name|cliente}\n\tfim",
+        console_session,
     )
     assert store.get_campaign(cid).total_numbers == 4
     later = processor.process_large_campaign_array(

@@ -175,7 +175,8 @@ def test_claims_by_three_lanes_from_threads__each_recipient_once_stamped_with_it
 
     def lane(session: str) -> None:
         # each thread its own store and connections, as separate workers would have
-        own = CampaignStateManager(database_url, settings=Settings(legal_basis="consent", db_pool_size=1))
+        one = Settings(legal_basis="consent", db_pool_size=1)
+        own = CampaignStateManager(database_url, settings=one)
         try:
             start.wait()
             for batch in (1, 2, 3):
@@ -389,7 +390,8 @@ def test_the_last_two_lanes_down_at_once__the_campaign_is_interrupted_exactly_on
     stops: list[PoolStop | None] = []
 
     def down(session: str) -> None:
-        own = CampaignStateManager(database_url, settings=Settings(legal_basis="consent", db_pool_size=1))
+        one = Settings(legal_basis="consent", db_pool_size=1)
+        own = CampaignStateManager(database_url, settings=one)
         try:
             start.wait()
             stops.append(
