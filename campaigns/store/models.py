@@ -221,6 +221,11 @@ class CampaignRecipient(Base):
     deferrals: Mapped[int] = mapped_column(Integer, server_default="0")
     # the message variant chosen at creation (campaigns.content's label)
     variant: Mapped[str | None] = mapped_column(String(200))
+    # what the gateway reported after the send (delivered, read, played, failed): receipts
+    # only move it forward
+    delivery_status: Mapped[str | None] = mapped_column(String(16))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         # the claim: the first pending recipient of a batch, in input order
@@ -247,6 +252,12 @@ class CampaignRecipient(Base):
             "session_name",
             "finished_at",
             postgresql_where=text("status = 'sent' AND session_name IS NOT NULL"),
+        ),
+        # receipts are matched to their send by the gateway's message id
+        Index(
+            "ix_campaign_recipients_gateway_message_id",
+            "gateway_message_id",
+            postgresql_where=text("gateway_message_id IS NOT NULL"),
         ),
     )
 
@@ -277,6 +288,40 @@ class OptOut(Base):
             postgresql_nulls_not_distinct=True,
         ),
     )
+
+
+class PendingReceipt(Base):
+    """A receipt whose message id is not in the ledger (yet): it can arrive before the send's
+    record commits. Applied when the send is recorded; dropped after a while."""
+
+    __tablename__ = "campaign_receipts_pending"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    gateway_message_id: Mapped[str] = mapped_column(Text, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ApiToken(Base):
+    """A token of the operators' HTTP API: only its SHA-256 hash is stored, with its scope
+    (``read`` or ``operator``)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (CheckConstraint("scope IN ('read', 'operator')", name="scope"),)
 
 
 class CampaignLane(Base):
