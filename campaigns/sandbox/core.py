@@ -11,7 +11,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -107,6 +107,20 @@ class SandboxSettings:
                 raise ValueError(f"bad setting {key}={value!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A message the sandbox accepted, as :attr:`Sandbox.accept_listeners` hear of it (the
+    receipts scheduler, :mod:`campaigns.sandbox.receipts`)."""
+
+    dialect: str
+    session: str
+    digits: str
+    gateway_message_id: str
+    """The id the send's answer gave (WAHA NOWEB: the bare ``key.id``)."""
+    deliverable: bool
+    template: bool
+
+
 _NON_DIGITS = re.compile(r"\D")
 
 
@@ -138,6 +152,9 @@ class Sandbox:
         self._prefix = os.urandom(4).hex().upper()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
+        # Told of every accepted message after it is recorded; must not block (the answer
+        # waits for them).
+        self.accept_listeners: list[Callable[[Accepted], None]] = []
 
     def authorized(self, token: str | None) -> bool:
         """Whether ``token`` is accepted (exact match when keys are configured)."""
@@ -202,6 +219,10 @@ class Sandbox:
             deliverable=deliverable,
             media=media,
         )
+        accepted = Accepted(dialect, session, digits, gateway_message_id, deliverable,
+                            template is not None)
+        for listener in self.accept_listeners:
+            listener(accepted)
         if hang <= 0:
             return None
         time.sleep(hang)  # accepted and recorded, but the client hears nothing yet

@@ -32,7 +32,7 @@ from campaigns.sandbox.core import digits_of, own_number
 
 PREFERENCES = ("stop", "resume")
 _WAHA_ENVIRONMENT = {"version": "2024.10.1", "engine": "NOWEB", "tier": "CORE", "browser": None}
-_WABA_ID = "102290129340398"
+WABA_ID = "102290129340398"
 """The sandbox's WhatsApp Business Account id (any stable id: receivers do not check it)."""
 
 
@@ -103,7 +103,7 @@ def _cloud_envelope(session: str, person: str, field: str, items: dict[str, Any]
     }
     body = {
         "object": "whatsapp_business_account",
-        "entry": [{"id": _WABA_ID, "changes": [{"value": value, "field": field}]}],
+        "entry": [{"id": WABA_ID, "changes": [{"value": value, "field": field}]}],
     }
     # Meta's bodies are compact JSON; the signature covers these exact bytes
     return json.dumps(body, separators=(",", ":")).encode()

@@ -15,7 +15,8 @@ and that a refused recipient was sent again later.
 
 Presence calls (WAHA's sendSeen/startTyping/stopTyping, Evolution's ``delay`` of "composing"
 before a send) go to a third table, so tests can assert the order seen → typing → stop → send
-and the wait in between.
+and the wait in between. Delivery receipts sent to webhook receivers go to a fourth
+(:mod:`campaigns.sandbox.receipt_record`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from campaigns.sandbox import receipt_record
+from campaigns.sandbox.receipt_record import RecordedReceipt
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -178,26 +182,15 @@ class RecordWriter:
         self._conn: sqlite3.Connection | None = _connect(self.path, readonly=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
+        self._conn.executescript(_SCHEMA + receipt_record.SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(messages)")}
         if "media" not in columns:  # a record file written before media sends were recorded
             self._conn.execute("ALTER TABLE messages ADD COLUMN media TEXT")
 
-    def add(
-        self,
-        *,
-        dialect: str,
-        session: str,
-        recipient: str,
-        e164: str,
-        text: str | None,
-        template: Mapping[str, Any] | None,
-        gateway_message_id: str,
-        received_at: float,
-        answered_at: float | None,
-        deliverable: bool,
-        media: Mapping[str, Any] | None = None,
-    ) -> int:
+    def add(self, *, dialect: str, session: str, recipient: str, e164: str, text: str | None,
+            template: Mapping[str, Any] | None, gateway_message_id: str, received_at: float,
+            answered_at: float | None, deliverable: bool,
+            media: Mapping[str, Any] | None = None) -> int:
         """Insert one accepted message; returns its row id."""
         template_json = None if template is None else json.dumps(template, sort_keys=True)
         media_json = None if media is None else json.dumps(media, sort_keys=True)
@@ -207,34 +200,13 @@ class RecordWriter:
                 "INSERT INTO messages (dialect, session, recipient, e164, text, template,"
                 " gateway_message_id, received_at, answered_at, deliverable, media)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    dialect,
-                    session,
-                    recipient,
-                    e164,
-                    text,
-                    template_json,
-                    gateway_message_id,
-                    received_at,
-                    answered_at,
-                    int(deliverable),
-                    media_json,
-                ),
+                (dialect, session, recipient, e164, text, template_json, gateway_message_id,
+                 received_at, answered_at, int(deliverable), media_json),
             )
             return int(cursor.lastrowid or 0)
 
-    def refused(
-        self,
-        *,
-        dialect: str,
-        session: str,
-        recipient: str,
-        e164: str,
-        fault: str,
-        status: int,
-        code: str | None,
-        received_at: float,
-    ) -> None:
+    def refused(self, *, dialect: str, session: str, recipient: str, e164: str, fault: str,
+                status: int, code: str | None, received_at: float) -> None:
         """Record one send refused on purpose."""
         with self._lock:
             self._require().execute(
@@ -253,6 +225,12 @@ class RecordWriter:
                 (dialect, session, chat_id, action, at, duration_ms),
             )
 
+    def receipt(self, *values: Any) -> None:
+        """Record one receipt delivery attempt (the columns of
+        :data:`campaigns.sandbox.receipt_record.INSERT`, in order)."""
+        with self._lock:
+            self._require().execute(receipt_record.INSERT, values)
+
     def answered(self, row_id: int, answered_at: float) -> None:
         """Stamp ``answered_at`` on a row recorded before its answer was held back."""
         with self._lock:
@@ -266,6 +244,7 @@ class RecordWriter:
             self._require().execute("DELETE FROM messages")
             self._require().execute("DELETE FROM refusals")
             self._require().execute("DELETE FROM presence")
+            self._require().execute("DELETE FROM receipts")
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -337,6 +316,17 @@ class SandboxRecord:
                              None if r[6] is None else int(r[6]))
             for r in rows
         ]
+
+    def receipts(self, message_id: str | None = None, dialect: str | None = None
+                 ) -> list[RecordedReceipt]:
+        """Receipt delivery attempts in order, optionally of one message (the id its send
+        answered) and/or dialect."""
+        return receipt_record.attempts(self._query, message_id, dialect)
+
+    def receipt_counts(self) -> dict[str, int]:
+        """Attempts per outcome (``delivered``, ``retrying``, ``dropped``...) and receipts
+        delivered per step (``step.read``...)."""
+        return receipt_record.counts(self._query)
 
     def tally(self, column: str) -> dict[str, int]:
         """Message counts per ``session``, ``dialect`` or ``deliverable`` value."""

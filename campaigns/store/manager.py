@@ -34,11 +34,13 @@ from campaigns.store.creation import CreationVerbs
 from campaigns.store.db import create_db_engine, translate_errors
 from campaigns.store.lanes import LaneVerbs
 from campaigns.store.pacing_state import PacingStateVerbs
+from campaigns.store.pages import PageVerbs
 from campaigns.store.protection import ProtectionVerbs
 from campaigns.store.recovery import RecoveryVerbs
 from campaigns.store.sending import SendingVerbs
 from campaigns.store.sessions import SessionVerbs
 from campaigns.store.status import StatusVerbs
+from campaigns.store.tokens import TokenVerbs
 from campaigns.windows import SendWindow, window_from_options
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class CampaignStateManager(
     RecoveryVerbs,
     LaneVerbs,
     PacingStateVerbs,
+    TokenVerbs,
+    PageVerbs,
 ):
     """Campaigns, their recipient ledger and sender sessions, in PostgreSQL."""
 

@@ -1002,3 +1002,42 @@ SELECT status, error_code, count(*) AS n FROM campaign_recipients
 WHERE campaign_id = :campaign_id AND status IN ('skipped', 'duplicate')
 GROUP BY status, error_code
 """)
+
+# ---- the operators' HTTP API tokens (campaigns/store/tokens.py) ----
+
+# A new token: its name, the SHA-256 hex of the token (never the token) and its scope. A revoked
+# token keeps its row (the audit of who had access), so its name stays taken.
+INSERT_TOKEN = text("""
+INSERT INTO api_tokens (name, token_hash, scope) VALUES (:name, :token_hash, :scope)
+""")
+
+# Every token, by name: never its hash (of no use to an operator, and one less thing to leak).
+LIST_TOKENS = text("""
+SELECT name, scope, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name
+""")
+
+# Revoke a live token by name; a second revoke matches nothing (the first time stays recorded).
+REVOKE_TOKEN = text("""
+UPDATE api_tokens SET revoked_at = now() WHERE name = :name AND revoked_at IS NULL
+""")
+
+# Whether a token of that name exists at all (to tell "unknown" from "already revoked").
+TOKEN_REVOKED_AT = text("""
+SELECT revoked_at FROM api_tokens WHERE name = :name
+""")
+
+# The scope of a live token by its hash, stamping its use at most once a minute: one write per
+# request would turn every read of the API into a write. One statement: the stamp and the read
+# cannot disagree, and a token revoked meanwhile matches neither.
+USE_TOKEN = text("""
+WITH live AS (
+    SELECT id, scope, last_used_at FROM api_tokens
+    WHERE token_hash = :token_hash AND revoked_at IS NULL
+), stamped AS (
+    UPDATE api_tokens t SET last_used_at = now() FROM live
+    WHERE t.id = live.id
+      AND (live.last_used_at IS NULL OR live.last_used_at < now() - interval '1 minute')
+    RETURNING t.id
+)
+SELECT scope FROM live
+""")
