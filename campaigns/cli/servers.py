@@ -49,6 +49,9 @@ def sandbox(
         " trip).",
         callback=options.seconds(maximum=600.0),
     ),
+    receipts: bool = typer.Option(
+        False, help="Send delivery receipts (sent, delivered, read) to the registered webhook"
+        " targets; tune them with POST /_sandbox/receipts."),
     verbose: bool = typer.Option(False, help="Log every request."),
 ) -> None:
     """Run the sandbox WhatsApp gateway (Cloud API, WAHA and Evolution dialects) until
@@ -74,6 +77,8 @@ def sandbox(
         argv += ["--api-key", key]
     if seed is not None:
         argv += ["--seed", str(seed)]
+    if receipts:
+        argv.append("--receipts")
     if verbose:
         argv.append("--verbose")
     raise typer.Exit(sandbox_main(argv))

@@ -157,6 +157,26 @@ class SandboxControl:
         return self._call("POST", "user_preference", {"session": session, "phone": phone,
                                                       "value": value})
 
+    def receipts(self, enabled: bool | None = None, *, delivered_after: float | None = None,
+                 read_after: float | None = None, read_share: float | None = None,
+                 fail_share: float | None = None, duplicate_share: float | None = None,
+                 reorder_share: float | None = None, seed: int | None = None,
+                 retry_for: float | None = None, retry_delay: float | None = None,
+                 max_pending: int | None = None) -> Any:
+        """Read (no argument) or change the delivery receipts sent to the registered webhook
+        targets after each accepted send: on/off, seconds to ``delivered`` and then to
+        ``read``, the shares (0..1) read, failed, posted twice and read-before-delivered,
+        the ``seed`` of those choices, the retry time and first backoff, the cap on scheduled
+        receipts. Answers ``{"settings", "pending", "counts"}``."""
+        changes = {"enabled": enabled, "delivered_after": delivered_after,
+                   "read_after": read_after, "read_share": read_share, "fail_share": fail_share,
+                   "duplicate_share": duplicate_share, "reorder_share": reorder_share,
+                   "seed": seed, "retry_for": retry_for, "retry_delay": retry_delay,
+                   "max_pending": max_pending}
+        if all(value is None for value in changes.values()):
+            return self._call("GET", "receipts")
+        return self._call("POST", "receipts", changes)
+
     def webhooks(self) -> Any:
         """``{"targets": [...], "deliveries": [...]}``."""
         return self._call("GET", "webhooks")
@@ -166,7 +186,8 @@ class SandboxControl:
         return self._call("DELETE", f"webhooks/{target_id}")
 
     def reset(self, *, record: bool = False) -> Any:
-        """Clear faults, webhooks and counters; with ``record`` also delete recorded messages."""
+        """Clear faults, webhooks, counters and scheduled receipts; with ``record`` also
+        delete recorded messages."""
         return self._call("POST", "reset", {"record": record})
 
     def messages(self, *, session: str | None = None, dialect: str | None = None,

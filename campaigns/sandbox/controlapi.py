@@ -33,8 +33,12 @@
                            now → ``{"deliveries": [{target, event, status | error}]}``
 ``POST user_preference``   ``{session, phone, value: stop|resume}``: Meta's
                            ``user_preferences`` to the session's Cloud targets, as above
-``POST reset``             ``{record?: false}`` (also throughput and latency back to the
-                           values the sandbox started with)
+``GET/POST receipts``      ``{enabled?, delivered_after?, read_after?, read_share?,
+                           fail_share?, duplicate_share?, reorder_share?, seed?, retry_for?,
+                           retry_delay?, max_pending?}`` → the settings, ``pending`` and the
+                           record's counts (delivery receipts, :mod:`.receipts`)
+``POST reset``             ``{record?: false}`` (also throughput, latency and receipts back
+                           to the values the sandbox started with)
 ``GET  messages``          ``?session=&dialect=&limit=`` → ``{"count", "messages"}``
 ``GET  presence``          ``?session=&dialect=`` → ``{"count", "presence"}`` (seen, typing,
                            Evolution's ``delay``)
@@ -61,6 +65,7 @@ from collections.abc import Callable
 from typing import Any
 
 from campaigns.sandbox.core import Request, Response, Sandbox, digits_of, json_response
+from campaigns.sandbox.receipts import Receipts
 from campaigns.sandbox.record import SandboxRecord
 from campaigns.sandbox.webhooks import Webhooks
 
@@ -98,9 +103,10 @@ def _lifetime(body: dict[str, Any]) -> dict[str, Any]:
 class ControlApi:
     """Dispatches ``/_sandbox/...`` requests."""
 
-    def __init__(self, sandbox: Sandbox, webhooks: Webhooks) -> None:
+    def __init__(self, sandbox: Sandbox, webhooks: Webhooks, receipts: Receipts) -> None:
         self.sandbox = sandbox
         self.webhooks = webhooks
+        self.receipts = receipts
         self._routes: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
             ("GET", "health"): lambda _: {"ok": True, "url": sandbox.base_url},
             ("POST", "drop"): self.drop,
@@ -122,6 +128,8 @@ class ControlApi:
             ("POST", "webhooks"): self.add_webhook,
             ("POST", "inbound"): self.inbound,
             ("POST", "user_preference"): self.user_preference,
+            ("GET", "receipts"): self.receipt_state,
+            ("POST", "receipts"): self.configure_receipts,
             ("POST", "reset"): self.reset,
             ("GET", "messages"): self.messages,
             ("GET", "presence"): self.presence,
@@ -281,12 +289,21 @@ class ControlApi:
             raise ControlError("session (a phone_number_id), phone and value are required")
         return {"deliveries": self.webhooks.user_preference(session, phone, value)}
 
+    def configure_receipts(self, body: dict[str, Any]) -> Any:
+        self.receipts.configure(body)
+        return self.receipt_state({})
+
+    def receipt_state(self, _: dict[str, Any]) -> Any:
+        return {"settings": self.receipts.settings.to_json(), "pending": self.receipts.pending(),
+                "counts": SandboxRecord(self.sandbox.record.path).receipt_counts()}
+
     def reset(self, body: dict[str, Any]) -> Any:
         """Clear faults, webhooks and counters (and the record with ``record: true``)."""
         self.webhooks.clear()
         restored = self.sandbox.faults.reset()
         self.sandbox.throughput.reset()
         self.sandbox.latency.reset()
+        self.receipts.reset()
         self.sandbox.reset_counters()
         if body.get("record") is True:
             self.sandbox.record.clear()
@@ -320,6 +337,7 @@ class ControlApi:
             **self.sandbox.faults.restrictions.snapshot(),
             "requests": self.sandbox.counters(),
             "webhook_deliveries": len(self.webhooks.deliveries()),
+            "receipts": record.receipt_counts(),
         }
 
     def state(self, _: dict[str, Any]) -> Any:

@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +33,7 @@ from campaigns.sandbox.core import (
     json_response,
 )
 from campaigns.sandbox.limits import DEFAULT_CLOUD_THROUGHPUT, check_latency, check_rate
+from campaigns.sandbox.receipts import Receipts, ReceiptSettings
 from campaigns.sandbox.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ _DIALECTS: tuple[Dialect, ...] = (waha.handle, evolution.handle, cloud.handle)
 class _App:
     """Routes a request to the control API or the first dialect that claims its path."""
 
-    def __init__(self, sandbox: Sandbox, webhooks: Webhooks) -> None:
+    def __init__(self, sandbox: Sandbox, webhooks: Webhooks, receipts: Receipts) -> None:
         self.sandbox = sandbox
-        self.control = ControlApi(sandbox, webhooks)
+        self.control = ControlApi(sandbox, webhooks, receipts)
 
     def dispatch(self, request: Request) -> Response:
         response = self.control.handle(request)
@@ -147,7 +148,8 @@ class SandboxServer:
                  evolution_closed_form: str = "500", cloud_auth_status: int = 401,
                  webhook_timeout: float = 2.0,
                  cloud_throughput: int | None = DEFAULT_CLOUD_THROUGHPUT,
-                 latency: float = 0.0) -> None:
+                 latency: float = 0.0,
+                 receipts: Mapping[str, Any] | None = None) -> None:
         keys = None if api_key is None else frozenset(
             [api_key] if isinstance(api_key, str) else api_key)
         settings = SandboxSettings(api_keys=keys, waha_wait=waha_wait)
@@ -159,6 +161,11 @@ class SandboxServer:
         self.sandbox = Sandbox(self.record_path, settings=settings, seed=seed,
                                cloud_throughput=cloud_throughput, latency=latency)
         self.webhooks = Webhooks(self.sandbox.faults, timeout=webhook_timeout)
+        # ``receipts``: ReceiptSettings fields (enabled, delivered_after...); default off
+        receipt_settings = ReceiptSettings()
+        receipt_settings.update(receipts or {})
+        self.receipts = Receipts(self.sandbox, self.webhooks, receipt_settings,
+                                 timeout=webhook_timeout)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -172,9 +179,11 @@ class SandboxServer:
 
     def start(self) -> SandboxServer:
         """Bind and serve in a daemon thread; returns self."""
-        self._server = _HTTPServer((self.host, self.port), _App(self.sandbox, self.webhooks))
+        self._server = _HTTPServer((self.host, self.port), _App(self.sandbox, self.webhooks,
+                                                                 self.receipts))
         self.sandbox.base_url = self.webhooks.server_url = self.url
         self.webhooks.start()
+        self.receipts.start()
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
                                         name="sandbox-server", daemon=True)
         self._thread.start()
@@ -187,6 +196,7 @@ class SandboxServer:
             return
         server.shutdown()
         server.server_close()
+        self.receipts.stop()
         self.webhooks.stop()
         self.sandbox.close()
 
@@ -235,6 +245,16 @@ def _parser() -> argparse.ArgumentParser:
                              f" (default {DEFAULT_CLOUD_THROUGHPUT}, Meta's; 0: no limit)")
     parser.add_argument("--latency", type=_latency, default=0.0,
                         help="seconds added before every dialect answer (default 0)")
+    parser.add_argument("--receipts", action="store_true",
+                        help="send delivery receipts to the registered webhook targets")
+    parser.add_argument("--receipt-delivered-after", type=float, default=1.0,
+                        help="seconds from the send to 'delivered' (default 1)")
+    parser.add_argument("--receipt-read-after", type=float, default=2.0,
+                        help="seconds from 'delivered' to 'read' (default 2)")
+    parser.add_argument("--receipt-read-share", type=float, default=1.0,
+                        help="share of the messages read, 0..1 (default 1)")
+    parser.add_argument("--receipt-fail-share", type=float, default=0.0,
+                        help="share of the messages failed instead of delivered (default 0)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser
 
@@ -251,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, waha_shape=args.waha_shape,
         evolution_closed_form=args.evolution_closed_form,
         cloud_auth_status=args.cloud_auth_status, cloud_throughput=args.cloud_throughput,
-        latency=args.latency)
+        latency=args.latency, receipts={
+            "enabled": args.receipts, "delivered_after": args.receipt_delivered_after,
+            "read_after": args.receipt_read_after, "read_share": args.receipt_read_share,
+            "fail_share": args.receipt_fail_share,
+            "seed": 0 if args.seed is None else args.seed})
     stopping = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -15,6 +15,8 @@ writes to a session or changes their marketing preference (:mod:`campaigns.sandb
 Session events run on one background thread with a short timeout, so a dead receiver never
 slows request handling; a person's events are delivered while the control call waits, so it
 can answer with the receiver's status. Failures are logged and counted, never retried.
+Delivery receipts, which are retried, have their own scheduler (:mod:`.receipts`) and reuse
+:meth:`Webhooks.waha_signed` and :meth:`Webhooks.cloud_headers` to be signed the same way.
 """
 
 from __future__ import annotations
@@ -152,14 +154,14 @@ class Webhooks:
         for target in self._matching(session, dialect, (*DIALECTS,)):
             if target.dialect == "waha":
                 envelope = people.waha_message(session, person, text, f"evt_{ulid()}")
-                event, body, headers = "message", *self._waha_signed(target, envelope)
+                event, body, headers = "message", *self.waha_signed(target, envelope)
             elif target.dialect == "evolution":
                 envelope = people.evolution_upsert(
                     session, person, text, target.url, self.server_url)
                 event, body, headers = "messages.upsert", json.dumps(envelope).encode(), {}
             else:
                 body = people.cloud_message(session, person, text)
-                event, headers = "messages", self._cloud_headers(target, body)
+                event, headers = "messages", self.cloud_headers(target, body)
             deliveries.append(self._deliver(target, event, body, headers))
         return deliveries
 
@@ -167,7 +169,7 @@ class Webhooks:
         """``person`` stops or resumes the marketing messages of ``session``'s business in
         WhatsApp: Meta's ``user_preferences`` webhook to every matching Cloud target."""
         body = people.cloud_preference(session, person, value)
-        return [self._deliver(target, "user_preferences", body, self._cloud_headers(target, body))
+        return [self._deliver(target, "user_preferences", body, self.cloud_headers(target, body))
                 for target in self._matching(session, "cloud", ("cloud",))]
 
     def _matching(self, session: str, dialect: str | None,
@@ -182,7 +184,7 @@ class Webhooks:
                              "(POST /_sandbox/webhooks first)")
         return found
 
-    def _waha_signed(self, target: WebhookTarget, envelope: dict[str, Any]
+    def waha_signed(self, target: WebhookTarget, envelope: dict[str, Any]
                      ) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(envelope).encode()
         headers = {"X-Webhook-Request-Id": ulid(),
@@ -192,7 +194,7 @@ class Webhooks:
             headers["X-Webhook-Hmac-Algorithm"] = "sha512"
         return body, headers
 
-    def _cloud_headers(self, target: WebhookTarget, body: bytes) -> dict[str, str]:
+    def cloud_headers(self, target: WebhookTarget, body: bytes) -> dict[str, str]:
         secret = target.hmac_key or os.environ.get(APP_SECRET_ENV)
         if not secret:
             # sent unsigned, as a misconfigured rehearsal would be: the receiver refuses it
@@ -216,7 +218,7 @@ class Webhooks:
             "engine": "NOWEB",
             "environment": _ENVIRONMENT,
         }
-        return "session.status", *self._waha_signed(target, envelope)
+        return "session.status", *self.waha_signed(target, envelope)
 
     def _evolution(self, target: WebhookTarget, session: str, drop: Drop | None
                    ) -> tuple[str, bytes, dict[str, str]]:
