@@ -117,9 +117,10 @@ RECIPIENT_TRANSITIONS: Mapping[RecipientStatus, frozenset[RecipientStatus]] = {
     RecipientStatus.UNKNOWN: frozenset(
         {RecipientStatus.SENT, RecipientStatus.FAILED, RecipientStatus.UNKNOWN}
     ),
-    **{s: frozenset() for s in (RecipientStatus.SENT, RecipientStatus.FAILED,
-                                RecipientStatus.DUPLICATE, RecipientStatus.INVALID,
-                                RecipientStatus.SKIPPED)},  # settled for good
+    # a receipt's late failure (accepted, then 131026...), before any delivered (receipts.RANKS)
+    RecipientStatus.SENT: frozenset({RecipientStatus.FAILED}),
+    **{s: frozenset() for s in (RecipientStatus.FAILED, RecipientStatus.DUPLICATE,
+                                RecipientStatus.INVALID, RecipientStatus.SKIPPED)},  # for good
 }
 
 
@@ -128,7 +129,7 @@ def recipient_sources_of(target: RecipientStatus) -> frozenset[RecipientStatus]:
     return frozenset(s for s, targets in RECIPIENT_TRANSITIONS.items() if target in targets)
 
 
-# Statuses a recipient cannot leave (unknown can, only under the opt-in resend policy).
+# Statuses a send never leaves (unknown may under RESEND_UNKNOWN; sent by a late failure).
 SETTLED_RECIPIENT_STATUSES = frozenset(
     {
         RecipientStatus.SENT,

@@ -107,6 +107,9 @@ class Settings:
     cleanup_days: float = 30.0
     """Beat deletes completed campaigns finished longer ago than this, with their ledger."""
     cleanup_interval: float = 86_400.0
+    receipt_pending_hours: float = 72.0
+    """Receipts whose send is not in the ledger are kept this long (RECEIPT_PENDING_HOURS) for
+    the send's record to arrive, then dropped by beat's cleanup."""
     pacing_guard: float = 0.05
     """Seconds added to a campaign's min_interval on every grant (PACING_GUARD_S): the jitter
     between a grant and the request leaving. Lowered only for time-scaled rehearsals."""
@@ -173,6 +176,9 @@ class Settings:
             stuck_report_interval=_positive(env, "STUCK_REPORT_INTERVAL", 3600.0),
             cleanup_days=_positive(env, "CLEANUP_DAYS", 30.0, unit="days", maximum=MAX_DAYS),
             cleanup_interval=_positive(env, "CLEANUP_INTERVAL", 86_400.0),
+            receipt_pending_hours=_positive(
+                env, "RECEIPT_PENDING_HOURS", 72.0, unit="hours", maximum=MAX_DAYS * 24
+            ),
             pacing_guard=_positive(env, "PACING_GUARD", 0.05, zero_ok=True, maximum=5.0),
             max_deferrals=_count(env, "MAX_DEFERRALS", 3, minimum=0),
             day_seconds=_positive(env, "CAPACITY_DAY_SECONDS", 86_400.0, maximum=86_400.0),

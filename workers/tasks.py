@@ -189,10 +189,15 @@ def report_stuck() -> int:
 
 @app.task(name=dispatch.CLEANUP)
 def cleanup() -> int:
-    """Delete completed campaigns older than CLEANUP_DAYS (default 30), with their ledger."""
+    """Delete completed campaigns older than CLEANUP_DAYS (default 30), with their ledger, and
+    receipts parked longer than RECEIPT_PENDING_HOURS (default 72) for a send never recorded."""
     runtime = get_runtime()
     days = runtime.settings.cleanup_days
     removed = runtime.store.cleanup_finished(days)
     if removed:
         log.info("cleanup: removed %s completed campaigns older than %.0f days", removed, days)
     return removed
+    hours = runtime.settings.receipt_pending_hours
+    dropped = runtime.store.drop_old_receipts(hours)
+    if dropped:
+        log.info("cleanup: dropped %s receipts parked over %.0f h (no send here)", dropped, hours)

@@ -36,6 +36,7 @@ from campaigns.store.lanes import LaneVerbs
 from campaigns.store.pacing_state import PacingStateVerbs
 from campaigns.store.pages import PageVerbs
 from campaigns.store.protection import ProtectionVerbs
+from campaigns.store.receipts import ReceiptVerbs
 from campaigns.store.recovery import RecoveryVerbs
 from campaigns.store.sending import SendingVerbs
 from campaigns.store.sessions import SessionVerbs
@@ -58,6 +59,7 @@ class CampaignStateManager(
     RecoveryVerbs,
     LaneVerbs,
     PacingStateVerbs,
+    ReceiptVerbs,
     TokenVerbs,
     PageVerbs,
 ):

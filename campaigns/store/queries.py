@@ -347,7 +347,7 @@ LIMIT 1
 LIST_RECIPIENTS = text("""
 SELECT position, batch_number, phone, raw, variables, status, attempts, gateway_message_id,
        error_code, error_message, claimed_at, finished_at, session_name, preferred_session,
-       variant
+       variant, delivery_status, delivered_at, read_at
 FROM campaign_recipients
 WHERE campaign_id = :id
   AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
@@ -359,7 +359,8 @@ LIMIT :limit
 # along the primary key: flat memory for a million rows).
 LIST_RECIPIENTS_AFTER = text("""
 SELECT position, batch_number, phone, status, attempts, gateway_message_id, error_code,
-       error_message, claimed_at, finished_at, session_name, variant
+       error_message, claimed_at, finished_at, session_name, variant, delivery_status,
+       delivered_at, read_at
 FROM campaign_recipients
 WHERE campaign_id = :id AND position > :after
   AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
@@ -1040,4 +1041,141 @@ WITH live AS (
     RETURNING t.id
 )
 SELECT scope FROM live
+""")
+
+# --- delivery receipts (campaigns.store.receipts) ---
+# Receipts are looked up under the gateway's id and its bare key (campaigns.receipts.message_key:
+# WAHA's serialized "true_<jid>_<key>" and the "<key>" NOWEB and Evolution store), through the
+# partial index ix_campaign_recipients_gateway_message_id; pending ones are kept by key.
+
+# Serialise a delivery's receipts with the record of the same messages (advisory locks keyed by
+# the message keys, taken in one order): without it a receipt could miss the ledger row of a
+# send being recorded and be parked as pending just after that record looked for pending ones,
+# and stay parked until the cleanup dropped it.
+LOCK_RECEIPT_KEYS = text("""
+SELECT pg_advisory_xact_lock(:lock_class, h)
+FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) s
+""")
+
+# Which of the given ids are in the ledger.
+RECEIPT_IDS_KNOWN = text("""
+SELECT DISTINCT gateway_message_id FROM campaign_recipients
+WHERE gateway_message_id = ANY(CAST(:ids AS text[]))
+""")
+
+# Forward only: a sent recipient takes the highest rank of its receipts (:names[rank]) when it
+# is above its own; failed ranks above all (nothing follows it). delivered_at and read_at are set
+# once, at the first receipt that implies them (a read implies delivered: read can come alone).
+APPLY_RECEIPT_PROGRESS = text("""
+WITH v AS (
+    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:ranks AS integer[]),
+                         CAST(:ats AS timestamptz[])) AS v(message_id, rank, at)
+), best AS (
+    SELECT r.campaign_id, r.position, max(v.rank) AS rank,
+           min(v.at) FILTER (WHERE v.rank >= 2) AS delivered_at,
+           min(v.at) FILTER (WHERE v.rank >= 3) AS read_at
+    FROM v JOIN campaign_recipients r ON r.gateway_message_id = v.message_id
+    WHERE r.status = 'sent'
+    GROUP BY r.campaign_id, r.position
+)
+UPDATE campaign_recipients r
+SET delivery_status = (CAST(:names AS text[]))[b.rank],
+    delivered_at = coalesce(r.delivered_at, b.delivered_at),
+    read_at = coalesce(r.read_at, b.read_at)
+FROM best b
+WHERE r.campaign_id = b.campaign_id AND r.position = b.position
+  AND b.rank > CASE WHEN r.delivery_status IS NULL THEN 0
+                    ELSE coalesce(array_position(CAST(:names AS text[]),
+                                                 CAST(r.delivery_status AS text)), 99) END
+""")
+
+# Before APPLY_RECEIPT_FAILURES: lock the campaign rows it may count in, in id order. FOR NO KEY
+# UPDATE, not the KEY SHARE of record_outcome: this transaction writes the counters itself, and
+# two deliveries failing recipients of the same campaigns must take their turns, not deadlock.
+# It conflicts with finish_batch's FOR UPDATE like the record does, so a batch is counted
+# either wholly before a late failure (which then moves its counts) or after it (and counts it).
+LOCK_RECEIPT_CAMPAIGNS = text("""
+SELECT s.id FROM campaign_batch_state s
+WHERE s.id IN (SELECT r.campaign_id FROM campaign_recipients r
+               WHERE r.gateway_message_id = ANY(CAST(:ids AS text[])))
+ORDER BY s.id
+FOR NO KEY UPDATE
+""")
+
+# A late failure (the gateway accepted the send, then gave up): a recipient still at 'sent'
+# (no delivered or read receipt: those prove the phone got it) becomes failed with the error.
+# If its batch is already counted, the batch's details and the campaign's counters move with it
+# (sent - 1, failed + 1) in the same statement; if not, finish_batch counts it as failed.
+APPLY_RECEIPT_FAILURES = text("""
+WITH v AS (
+    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:codes AS text[]),
+                         CAST(:messages AS text[])) AS v(message_id, code, message)
+), hit AS (
+    SELECT DISTINCT ON (r.campaign_id, r.position) r.campaign_id, r.position, v.code, v.message
+    FROM v JOIN campaign_recipients r ON r.gateway_message_id = v.message_id
+    WHERE r.status = 'sent' AND coalesce(r.delivery_status, :sent) = :sent
+    ORDER BY r.campaign_id, r.position
+), failed AS (
+    UPDATE campaign_recipients r
+    SET status = 'failed', delivery_status = :failed, error_code = h.code,
+        error_message = h.message, updated_at = now()
+    FROM hit h
+    WHERE r.campaign_id = h.campaign_id AND r.position = h.position AND r.status = 'sent'
+    RETURNING r.campaign_id, r.batch_number
+), counted AS (
+    SELECT f.campaign_id, f.batch_number, count(*) AS n FROM failed f
+    WHERE EXISTS (SELECT 1 FROM campaign_batch_details d
+                  WHERE d.campaign_id = f.campaign_id AND d.batch_number = f.batch_number)
+    GROUP BY f.campaign_id, f.batch_number
+), details AS (
+    UPDATE campaign_batch_details d
+    SET sent_count = d.sent_count - c.n, failed_count = d.failed_count + c.n
+    FROM counted c
+    WHERE d.campaign_id = c.campaign_id AND d.batch_number = c.batch_number
+    RETURNING d.campaign_id, c.n
+), moved AS (
+    UPDATE campaign_batch_state s
+    SET success_count = s.success_count - t.n, failed_count = s.failed_count + t.n,
+        updated_at = now()
+    FROM (SELECT campaign_id, sum(n) AS n FROM details GROUP BY campaign_id) t
+    WHERE s.id = t.campaign_id
+    RETURNING s.id
+)
+SELECT (SELECT count(*) FROM failed) AS failed, (SELECT count(*) FROM moved) AS campaigns
+""")
+
+# Receipts of ids not (yet) in the ledger, kept by message key until the send is recorded.
+PARK_RECEIPTS = text("""
+INSERT INTO campaign_receipts_pending
+    (gateway_message_id, status, error_code, error_message, occurred_at)
+SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:statuses AS text[]), CAST(:codes AS text[]),
+                     CAST(:messages AS text[]), CAST(:ats AS timestamptz[]))
+""")
+
+# The parked receipts of messages just recorded (:keys, of :ids as the ledger spells them),
+# taken out to be applied in the same transaction; only where the record took (a claim no longer
+# held wrote no id, and its receipts stay parked rather than vanish unapplied).
+TAKE_PARKED_RECEIPTS = text("""
+DELETE FROM campaign_receipts_pending p
+USING unnest(CAST(:keys AS text[]), CAST(:ids AS text[])) AS v(key, message_id)
+WHERE p.gateway_message_id = v.key
+  AND EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.gateway_message_id = v.message_id)
+RETURNING p.gateway_message_id, p.status, p.error_code, p.error_message, p.occurred_at
+""")
+
+# Parked receipts older than RECEIPT_PENDING_HOURS: their send was never recorded here (another
+# system's message on the same number, or a campaign deleted since).
+DROP_OLD_PARKED_RECEIPTS = text("""
+DELETE FROM campaign_receipts_pending WHERE received_at < now() - make_interval(secs => :seconds)
+""")
+
+# Delivered and read counts of a campaign's recipients still counted sent, per sending session
+# (a read one counts as delivered too: read_at implies it, and delivered_at is set with it).
+DELIVERY_COUNTS = text("""
+SELECT session_name, count(*) AS sent,
+       count(*) FILTER (WHERE delivered_at IS NOT NULL OR read_at IS NOT NULL) AS delivered,
+       count(*) FILTER (WHERE read_at IS NOT NULL) AS read
+FROM campaign_recipients
+WHERE campaign_id = :campaign_id AND status = 'sent'
+GROUP BY session_name
 """)

@@ -11,6 +11,7 @@ from campaigns.errors import InvalidTransition
 from campaigns.store import queries
 from campaigns.store.base import COUNTED_STATUSES, StoreBase, counts_by_status
 from campaigns.store.db import translate_errors
+from campaigns.store.receipts import apply_parked
 
 
 class SendingVerbs(StoreBase):
@@ -70,6 +71,9 @@ class SendingVerbs(StoreBase):
                     "error_message": error_message,
                 },
             ).rowcount
+            if count and message_id:
+                # a receipt can beat the record of its send: parked, it is applied now
+                apply_parked(conn, [message_id])
         return bool(count)
 
     def record_sent_many(self, sent: Sequence[tuple[ClaimedRecipient, str | None]]) -> int:
@@ -92,6 +96,8 @@ class SendingVerbs(StoreBase):
                     "message_ids": [message_id for _, message_id in sent],
                 },
             ).rowcount
+            if count:
+                apply_parked(conn, [message_id for _, message_id in sent])
         return int(count)
 
     def release_claim(
