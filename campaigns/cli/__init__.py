@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from campaigns.cli import control, demo, export, inspect, optouts, send, servers, watch
+from campaigns.cli import control, demo, export, inspect, optouts, send, servers, tokens, watch
 from campaigns.cli.app import app
 from campaigns.cli.db import db_app
 from campaigns.cli.sessions import sessions_app
@@ -18,6 +18,7 @@ from campaigns.cli.sessions import sessions_app
 app.add_typer(db_app, name="db")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(servers.services_app, name="services")
+app.add_typer(tokens.tokens_app, name="tokens")
 
 # the command modules register themselves on `app` when imported
 _COMMAND_MODULES = (control, demo, export, inspect, optouts, send, servers, watch)

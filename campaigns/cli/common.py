@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -13,10 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from campaigns import consent
-from campaigns.domain import Campaign, Lane, RecipientStatus, StatusSnapshot
+from campaigns.domain import Campaign, StatusSnapshot
 from campaigns.local import DATABASE, resolve_settings
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
+
+# the JSON views moved to campaigns.views (the HTTP API shows the same); re-exported for the
+# commands that import them from here
+from campaigns.views import campaign_data as campaign_data
+from campaigns.views import lane_data as lane_data
+from campaigns.views import share as share
+from campaigns.views import snapshot_data as snapshot_data
 
 JSON_HELP = "Print machine-readable JSON on stdout instead of text."
 
@@ -62,83 +69,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def campaign_data(campaign: Campaign) -> dict[str, Any]:
-    """A campaign for JSON output. The message text is left out (it may be personal); its
-    length says enough to recognise it."""
-    return {
-        "id": campaign.id,
-        "session": campaign.session_name,
-        # the sender pool in lane order (its first is "session")
-        "sessions": list(campaign.sessions),
-        "status": campaign.status.value,
-        "total_numbers": campaign.total_numbers,
-        "total_batches": campaign.total_batches,
-        "current_batch": campaign.current_batch,
-        "processed_numbers": campaign.processed_numbers,
-        "sent": campaign.success_count,
-        "failed": campaign.failed_count,
-        "duplicates": campaign.duplicate_count,
-        "invalid": campaign.invalid_count,
-        "unknown": campaign.unknown_count,
-        "skipped": campaign.skipped_count,
-        "batch_size": campaign.batch_size,
-        "min_interval": campaign.min_interval,
-        "max_interval": campaign.max_interval,
-        "batch_delay_min": campaign.batch_delay_min,
-        "batch_delay_max": campaign.batch_delay_max,
-        "message_length": len(campaign.message),
-        # consent and content: the basis relied on (LGPD), how many texts (the message and its
-        # variants, left out like it), the list's variables, media, the duplicate window, and
-        # the campaign a follow-up retries
-        "legal_basis": campaign.legal_basis,
-        "legal_note": campaign.legal_note,
-        "texts": 1 + len(campaign.variants),
-        "columns": list(campaign.columns),
-        "media": dict(campaign.media) if campaign.media else None,
-        "dedupe_days": campaign.dedupe_days,
-        "retry_of": campaign.retry_of,
-        "interrupt_reason": campaign.interrupt_reason,
-        # who resumes an interrupted campaign: the watcher (disconnected), the sweep at
-        # resume_at (limited), or only an operator (blocked)
-        "interrupt_kind": campaign.interrupt_kind.value if campaign.interrupt_kind else None,
-        "resume_at": campaign.resume_at,
-        # what a running campaign waits for (capacity, a window, deferred recipients): a wait
-        # interrupts nothing and ends by itself
-        "waiting_reason": campaign.waiting_reason,
-        "waiting_until": campaign.waiting_until,
-        "heartbeat_at": campaign.heartbeat_at,
-        "next_batch_at": campaign.next_batch_at,
-        "created_at": campaign.created_at,
-        "updated_at": campaign.updated_at,
-    }
-
-
-def snapshot_data(
-    snapshot: StatusSnapshot,
-    lanes: Sequence[Lane] | None = None,
-    *,
-    reasons: Mapping[RecipientStatus, Mapping[str, int]] | None = None,
-) -> dict[str, Any]:
-    """A status snapshot for JSON output: the campaign, live ledger counts and the ETA; with
-    ``lanes`` (read with their counts), each lane's state and share of the sends; with
-    ``reasons`` (:meth:`~campaigns.store.CampaignStateManager.outcome_reasons`), the skipped
-    and duplicate counts by reason."""
-    data = {
-        **campaign_data(snapshot.campaign),
-        "ledger": {status.value: snapshot.counts.get(status, 0) for status in RecipientStatus},
-        "remaining": snapshot.remaining,
-        "batches_done": snapshot.batches_done,
-        "eta_seconds": round(snapshot.eta_seconds(), 1),
-        "last_error": snapshot.last_error,
-    }
-    if lanes is not None:
-        data["lanes"] = [lane_data(lane, lanes) for lane in lanes]
-    if reasons is not None:
-        data["skipped_reasons"] = dict(reasons.get(RecipientStatus.SKIPPED, {}))
-        data["duplicate_reasons"] = dict(reasons.get(RecipientStatus.DUPLICATE, {}))
-    return data
-
-
 RECENTLY_MESSAGED = "recently_messaged"
 """The error code of a duplicate inside the campaign's duplicate window (``--dedupe-days``)."""
 
@@ -176,29 +106,6 @@ def texts_label(campaign: Campaign) -> str:
     if count > 1:
         return f"{count} (the message and {plural(count - 1, 'variant')})"
     return "1 (no caption)" if campaign.media and not campaign.message else "1"
-
-
-def lane_data(lane: Lane, lanes: Sequence[Lane]) -> dict[str, Any]:
-    """One lane for JSON output: its state, the kind of its stop, and its share of what the
-    pool has sent so far."""
-    return {
-        "session": lane.session_name,
-        "position": lane.position,
-        "state": lane.state.value,
-        "stop_kind": lane.stop_kind.value if lane.stop_kind else None,
-        "reason": lane.reason,
-        "resume_at": lane.resume_at,
-        "heartbeat_at": lane.heartbeat_at,
-        "claimed": lane.claimed,
-        "sent": lane.sent,
-        "share": round(share(lane, lanes), 4),
-    }
-
-
-def share(lane: Lane, lanes: Sequence[Lane]) -> float:
-    """The lane's part of the pool's sends, 0 to 1 (0 before anything is sent)."""
-    total = sum(other.sent for other in lanes)
-    return lane.sent / total if total else 0.0
 
 
 def settled(snapshot: StatusSnapshot) -> int:

@@ -18,13 +18,13 @@ from contextlib import ExitStack, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from campaigns.dispatch import TaskSender, queue_name
+from campaigns.dispatch import Enqueue, TaskSender, configured_enqueue, queue_name
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
-from campaigns.web.routers import health, webhooks
+from campaigns.web.routers import api, api_errors, health, webhooks
 from campaigns.webhooks import Resume, WebhookReceiver
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, webhooks.router)
+ROUTERS: tuple[APIRouter, ...] = (health.router, webhooks.router, api.router)
 
 
 def _settings(given: Settings | None) -> Settings:
@@ -42,10 +42,14 @@ def create_app(
     settings: Settings | None = None,
     resume: Resume | None = None,
     env: Mapping[str, str] | None = None,
+    enqueue: Enqueue | None = None,
 ) -> FastAPI:
     """The web service. ``store``: built from ``settings`` (else the environment) when None and
     disposed at shutdown. ``resume``: enqueues ``campaigns.resume_session`` on the settings'
-    broker when None. ``env``: where the webhook secrets are read (default ``os.environ``)."""
+    broker when None. ``env``: where the webhook secrets are read (default ``os.environ``).
+    ``enqueue``: how the operators' API queues a campaign's batches (created, resumed,
+    retried): the broker's sender when the app built one, else the configured broker on first
+    use (so an app given ``resume`` alone starts no broker client until it sends)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,7 +58,7 @@ def create_app(
             if used is None:
                 used = CampaignStateManager(settings=_settings(settings))
                 owned.callback(used.dispose)
-            answer = resume
+            answer, sends = resume, enqueue
             if answer is None:
                 # a store handed in may come with settings that name no broker: find one
                 broker = (settings or used.settings).broker_url or _settings(None).broker_url
@@ -62,7 +66,9 @@ def create_app(
                 sender = TaskSender.for_broker(broker, queue_name(), "campaigns-web")
                 owned.callback(sender.close)
                 answer = sender.resume_session
+                sends = sends or sender
             app.state.store = used
+            app.state.enqueue = sends or configured_enqueue
             app.state.receiver = WebhookReceiver.from_env(
                 used, answer, os.environ if env is None else env,
                 keywords=(settings or used.settings).optout_keywords,
@@ -71,9 +77,11 @@ def create_app(
 
     app = FastAPI(
         title="Campaign Continuity",
-        summary="Webhooks of the WhatsApp gateways; health.",
+        summary="The operators' API (/api/v1, bearer tokens from `campaigns tokens create`); "
+        "webhooks of the WhatsApp gateways; health.",
         lifespan=lifespan,
     )
     for router in ROUTERS:
         app.include_router(router)
+    api_errors.install(app)  # the API's errors as JSON; the other paths keep their answers
     return app

@@ -128,6 +128,11 @@ def test_every_command_on_a_fresh_data_folder__works_or_says_what_to_run(
         (("stuck",), 0),  # the downgraded embedded database is migrated again
         (("sessions", "add", "sales", "--gateway", "console", "--base-url", "console://x"), 0),
         (("sessions", "check", "sales"), 0),
+        (("tokens", "create", "crm", "--scope", "read"), 0),
+        (("tokens", "create", "crm", "--scope", "read"), 1),  # the name is taken
+        (("tokens", "list"), 0),
+        (("tokens", "revoke", "crm"), 0),
+        (("tokens", "revoke", "nobody"), 1),
     ]
     # then a campaign, which needs the broker (the embedded Redis, started when first used)
     with_campaign = [
