@@ -2,7 +2,7 @@
 to docs/benchmarks.md with the machine's facts.
 
 Options: ``--only NAME...`` (loading, overhead, sessions, scaling, memory, recovery, fidelity,
-cloud-rate, pool, protection, consent),
+cloud-rate, pool, protection, consent, web-api),
 ``--quick`` (tiny sizes: checks the code works, the figures mean nothing), ``--out PATH``.
 """
 
@@ -30,6 +30,7 @@ from bench import (
     recovery,
     scaling,
     sessions,
+    web_api,
 )
 from bench.harness import HEADER, Bench, Row, failed_row, machine_facts
 
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     pool.NAME: pool.run,
     protection.NAME: protection.run,
     consent.NAME: consent.run,
+    web_api.NAME: web_api.run,
 }
 
 

@@ -28,6 +28,7 @@ EXPECTED = {
     "sender protection": 3,
     "ledger export": 4,
     "opt-out check": 1,
+    "http api": 2,
 }
 
 
