@@ -23,9 +23,12 @@ recovery manager applies the settle delay, so the receiver answers at once. Opt-
 :mod:`campaigns.inbound`, are stored global (the person revokes consent for the business,
 whichever of our numbers they answered) with the session that received them, even when none of
 ours maps to the gateway's name: the person's word does not depend on our configuration.
-Events we do not act on are answered 200 and ignored (gateways retry non-2xx answers, which
-helps nobody then). A store or broker outage is answered 503 so the gateway retries: a 200 is
-only given once the opt-out is stored.
+Delivery receipts (WAHA ``message.ack``, Evolution ``messages.update``, Cloud ``statuses``;
+parsed by :mod:`campaigns.receipts`) are stored in one transaction per delivery by
+``apply_receipts``, behind the same signature checks. Events we do not act on are answered
+200 and ignored (gateways retry non-2xx answers, which helps nobody then). A store or broker
+outage is answered 503 so the gateway retries: a 200 is only given once the opt-out or the
+receipts are stored.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from campaigns import receipts
 from campaigns.domain import SenderSession
 from campaigns.errors import StoreUnavailable
 from campaigns.inbound import (
@@ -134,6 +138,11 @@ def gateway_name(session: SenderSession) -> str:
     """The name the session's gateway uses for it in its events."""
     option = _NAME_OPTIONS.get(session.gateway)
     return session.options.get(option, session.name) if option else session.name
+
+
+def _event(payload: Mapping[str, Any]) -> str:
+    """The event's name, Evolution's ``MESSAGES_UPDATE`` spelled ``messages.update``."""
+    return str(payload.get("event", "")).lower().replace("_", ".")
 
 
 def _headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -233,8 +242,17 @@ class WebhookReceiver:
         return Answer(200, params.get("hub.challenge", ""))
 
     def _dispatch(self, dialect: str, payload: Mapping[str, Any]) -> Answer:
+        found = receipts.PARSERS[dialect](payload)
         if dialect == "cloud":
-            return self._optouts(dialect, cloud_events(payload, self.keywords))
+            optouts = self._optouts(dialect, cloud_events(payload, self.keywords))
+            if not found:
+                return optouts
+            # a Cloud delivery may batch texts and statuses: both are stored before the 200
+            body = optouts.body if isinstance(optouts.body, Mapping) else {}
+            stored = {} if "ignored" in body else dict(body)
+            return Answer(200, {**stored, **self._receipts(found)})
+        if found or _event(payload) in receipts.RECEIPT_EVENTS[dialect]:
+            return Answer(200, self._receipts(found))
         if dialect == "waha":
             if payload.get("event") in WAHA_MESSAGE_EVENTS:
                 return self._optouts(dialect, waha_events(payload, self.keywords))
@@ -246,6 +264,12 @@ class WebhookReceiver:
         if event is None:
             return Answer(200, {"ignored": "not a session status or opt-out event"})
         return self._apply(event)
+
+    def _receipts(self, found: list[receipts.Receipt]) -> dict[str, int]:
+        """Store a delivery's receipts in one transaction (a store error propagates: 503)."""
+        result = self.store.apply_receipts(found)
+        return {"receipts_applied": result.applied, "receipts_unchanged": result.unchanged,
+                "receipts_pending": result.pending}  # fmt: skip
 
     def _waha_signed(self, headers: Mapping[str, str], body: bytes) -> bool:
         if self.hmac_key is None:

@@ -102,7 +102,10 @@ def apply_parked(conn: Connection, message_ids: Iterable[str | None]) -> int:
     # as the ledger now spells the id, so the match is exact whatever form was parked
     parked = [
         rc.Receipt(
-            recorded[row.gateway_message_id], row.status, row.occurred_at, row.error_code,
+            recorded[row.gateway_message_id],
+            row.status,
+            row.occurred_at,
+            row.error_code,
             row.error_message,
         )
         for row in rows

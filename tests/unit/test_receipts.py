@@ -46,16 +46,32 @@ def test_cloud__sent_delivered_read_played_in_one_delivery_and_unknown_statuses_
 
 
 def test_cloud__inbound_messages_and_other_fields_give_no_receipt() -> None:
-    body = {"entry": [{"changes": [{"field": "user_preferences", "value": {"statuses": [
-        {"id": WAMID, "status": "read"}]}}, {"field": "messages", "value": {"messages": []}}]}]}
+    body = {
+        "entry": [
+            {
+                "changes": [
+                    {
+                        "field": "user_preferences",
+                        "value": {"statuses": [{"id": WAMID, "status": "read"}]},
+                    },
+                    {"field": "messages", "value": {"messages": []}},
+                ]
+            }
+        ]
+    }
     assert rc.cloud_receipts(body) == []
     assert rc.cloud_receipts({"entry": "nonsense"}) == []
 
 
 def _waha(ack: int | None, name: str | None, ident: Any = "true_5511999990000@c.us_3EB0AB12")\
         -> dict[str, Any]:  # fmt: skip
-    payload: dict[str, Any] = {"id": ident, "from": "5511999990000@c.us",
-                               "to": "5511999990000@c.us", "participant": None, "fromMe": True}
+    payload: dict[str, Any] = {
+        "id": ident,
+        "from": "5511999990000@c.us",
+        "to": "5511999990000@c.us",
+        "participant": None,
+        "fromMe": True,
+    }
     if ack is not None:
         payload["ack"] = ack
     if name is not None:
