@@ -21,10 +21,10 @@ from fastapi import APIRouter, FastAPI
 from campaigns.dispatch import Enqueue, TaskSender, configured_enqueue, queue_name
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
-from campaigns.web.routers import api, api_errors, health, webhooks
+from campaigns.web.routers import api, api_errors, health, metrics, webhooks
 from campaigns.webhooks import Resume, WebhookReceiver
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, webhooks.router, api.router)
+ROUTERS: tuple[APIRouter, ...] = (health.router, webhooks.router, metrics.router, api.router)
 
 
 def _settings(given: Settings | None) -> Settings:
