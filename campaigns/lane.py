@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from campaigns import metrics
 from campaigns.domain import ClaimedRecipient, RecipientStatus, StopKind
 from campaigns.errors import InvalidTransition
 from campaigns.gateways.base import Gateway, OutgoingMessage, SessionHealth
@@ -238,12 +239,18 @@ class LaneRun(RunBase):
     ) -> RunResult | None:
         """Send, the gap holding on the wire: right before the send's bytes leave (after any
         pre-send call and the connect) the turn is re-taken if its grant got stale."""
-        gate = self.r.pacer.gate(
-            self.session, self.campaign.min_interval, turn, self.r.sleep, self.should_stop
+        gate = metrics.LagGate(  # times the request leaving against the granted turn
+            self.r.pacer.gate(
+                self.session, self.campaign.min_interval, turn, self.r.sleep, self.should_stop
+            ),
+            self.session,
+            turn.slot_at,
         )
         try:
             with paced_sends(gate):
-                return self.send(gateway, claim, message)
+                end = self.send(gateway, claim, message)
+            gate.observe()
+            return end
         except RequestNotSent as unsent:
             self.give_back(claim)  # not one byte left: the recipient is next in line again
             if not isinstance(unsent.cause, PacingCancelled):

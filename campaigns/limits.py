@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from campaigns import metrics
 from campaigns.capacity import WHY, SessionCapacity
 from campaigns.caps import Caps, caps_from_options
 from campaigns.domain import Campaign, ClaimedRecipient, RecipientStatus, SenderSession, StopKind
@@ -44,6 +45,9 @@ fails: a pair rate that never clears is a problem the operator must see."""
 LONG_DEFERRAL_S = 3600.0
 """A deferral at least this long moves the recipient to the campaign's retry batch, so its
 batch finishes meanwhile; a shorter one keeps it in its batch."""
+
+WINDOW_CLOSED = "outside the send window of"
+"""How the reason of a wait for a closed window begins (the metrics tell it from capacity)."""
 
 
 class Run(Protocol):
@@ -110,7 +114,7 @@ class LaneLimits:
             return None
         opens = (now + timedelta(seconds=wait * scale(day))).astimezone(_zone(self.windows[0]))
         said = "; ".join(w.describe() for w in self.windows)
-        return wait, f"outside the send window of {self.session} ({said}); opens {_at(opens)}"
+        return wait, f"{WINDOW_CLOSED} {self.session} ({said}); opens {_at(opens)}"
 
     def take(self, claims: Sequence[ClaimedRecipient]) -> tuple[int, tuple[float, str] | None]:
         """Take capacity for ``claims`` in order: how many may be sent, and when fewer than
@@ -141,6 +145,8 @@ def wait_out(run: Run, wait: float, reason: str) -> RunResult:
     of a pool whose other lanes go on (until then), else keep the campaign running and come
     back then. Nothing is interrupted either way."""
     store, c = run.r.store, run.campaign
+    # both reasons are built in this module: a closed window's starts with WINDOW_CLOSED
+    metrics.waited("window" if reason.startswith(WINDOW_CLOSED) else "capacity", wait)
     resume_at = datetime.now(UTC) + timedelta(seconds=wait)
     if run.pooled and store.park_lane(c.id, run.session, reason, resume_at, run.token):
         log.info("campaign %s: lane %s waits (%s); the other lanes go on", c.id, run.session,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from campaigns import metrics
 from campaigns.domain import Campaign, CampaignStatus, ClaimedRecipient, RecipientStatus, StopKind
 from campaigns.errors import StoreUnavailable
 from campaigns.gateway_pool import GatewayPool
@@ -180,9 +182,11 @@ class RunBase:
         self, gateway: Gateway, claim: ClaimedRecipient, message: OutgoingMessage
     ) -> RunResult | None:
         """Call the gateway once for ``claim`` and act on its outcome; a result ends the run."""
+        began = time.perf_counter()
         try:
             outcome: SendOutcome = gateway.send(message)
         except Exception as exc:
+            metrics.send_answered(self.session, gateway, "error", time.perf_counter() - began)
             # adapters classify every answer; one that raises may have sent (its bug may
             # lie after the request): unknown, like a cut-off send, and the run fails
             self.record(
@@ -195,6 +199,9 @@ class RunBase:
                 ),
             )
             raise
+        metrics.send_answered(
+            self.session, gateway, outcome.kind.value, time.perf_counter() - began
+        )
         return self.handle(claim, outcome)
 
     def handle(self, claim: ClaimedRecipient, outcome: SendOutcome) -> RunResult | None:
@@ -228,6 +235,7 @@ class RunBase:
             self.release(claim, outcome, counts_as_attempt=False)
             self.throttle_streak += 1
             wait = outcome.retry_after or self.backoff(self.throttle_streak)
+            metrics.waited("throttling", wait)
             log.warning(
                 "campaign %s on %s: throttled (%s); every worker of the session holds %.1fs",
                 self.campaign.id,
@@ -296,6 +304,7 @@ class RunBase:
         self.release(claim, outcome)
         self.transient_streak += 1
         wait = outcome.retry_after or self.backoff(self.transient_streak)
+        metrics.waited("backoff", wait)
         log.info(
             "campaign %s: transient gateway error (%s); retrying in %.1fs",
             self.campaign.id,

@@ -32,6 +32,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from campaigns import metrics
 from campaigns.domain import ClaimedRecipient, RecipientStatus
 from campaigns.gateways.base import Gateway, OutcomeKind, OutgoingMessage, SendOutcome
 from campaigns.gateways.http import redact
@@ -179,7 +180,9 @@ class RateLaneRun(LaneRun):
                 for unsent in claims[index:]:
                     self.give_back(unsent)
                 raise
-            open_sends.add(pool.submit(_send_one, gateway, claim, message, slots[index]))
+            open_sends.add(
+                pool.submit(_send_one, gateway, claim, message, slots[index], self.session)
+            )
 
     def _settle(self, open_sends: set[Future[_Answer]], timeout: float | None) -> None:
         """Record the answers that came back (waiting up to ``timeout`` for one; None: until
@@ -233,13 +236,23 @@ class RateLaneRun(LaneRun):
 
 
 def _send_one(
-    gateway: Gateway, claim: ClaimedRecipient, message: OutgoingMessage, slot: float
+    gateway: Gateway,
+    claim: ClaimedRecipient,
+    message: OutgoingMessage,
+    slot: float,
+    session: str,
 ) -> _Answer:
-    """A send thread: wait for the slot (at most the session's burst ahead), call once."""
+    """A send thread: wait for the slot (at most the session's burst ahead), call once. The
+    metrics are taken here, in the thread that made the call (they never raise)."""
     early = slot - time.monotonic()
     if early > 0:
         time.sleep(early)
+    began = time.monotonic()
+    metrics.pacing_lag(session, began - slot)
     try:
-        return _Answer(claim, gateway.send(message))
+        outcome = gateway.send(message)
     except Exception as exc:
+        metrics.send_answered(session, gateway, "error", time.monotonic() - began)
         return _Answer(claim, None, exc)
+    metrics.send_answered(session, gateway, outcome.kind.value, time.monotonic() - began)
+    return _Answer(claim, outcome)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from campaigns import inputs
+from campaigns import inputs, metrics
 from campaigns.dispatch import Enqueue, configured_enqueue
 from campaigns.domain import RESUMABLE_BY_OPERATOR, Campaign, CampaignStatus, StopKind
 from campaigns.errors import InvalidTransition
@@ -123,11 +123,14 @@ class CampaignRecoveryManager:
         recovery = self._launch(campaign, token, reason, delay)
         if recovery is None:
             raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
+        if only_from is None:  # the automatic triggers count theirs where they are told apart
+            metrics.recovered("operator")
         return recovery
 
-    def sweep(self) -> list[Recovery]:
+    def sweep(self, trigger: str = "sweep") -> list[Recovery]:
         """Take over every stalled running campaign, start every due scheduled one, and resume
-        every limited one whose limit has ended."""
+        every limited one whose limit has ended. ``trigger`` labels the recoveries in the
+        metrics (beat's sweep, or the one a worker runs at start); scheduled starts are none."""
         recovered = []
         stall = self.state.settings.stall_timeout
         for campaign in self.state.find_stalled_campaigns():
@@ -145,6 +148,7 @@ class CampaignRecoveryManager:
             )
             if result:
                 recovered.append(result)
+        scheduled = 0  # a scheduled start is no recovery
         for campaign in self.state.find_due_scheduled():
             try:
                 token = self.state.start_run(campaign.id, only_from={CampaignStatus.SCHEDULED})
@@ -153,6 +157,7 @@ class CampaignRecoveryManager:
             result = self._launch(campaign, token, "its scheduled start time came", 0.0)
             if result:
                 recovered.append(result)
+                scheduled += 1
         for campaign in self.state.find_due_limited():
             try:
                 recovered.append(
@@ -171,13 +176,17 @@ class CampaignRecoveryManager:
             lane = self._lane_back(campaign_id, session, f"the limit of {session} ended", 0.0)
             if lane:
                 recovered.append(lane)
+        metrics.recovered(trigger, len(recovered) - scheduled)
         return recovered
 
-    def resume_session(self, session: str, reason: str) -> list[Recovery]:
+    def resume_session(
+        self, session: str, reason: str, trigger: str = "webhook"
+    ) -> list[Recovery]:
         """A session is connected again: resume its disconnected campaigns after the settle
         delay, and put its disconnected lanes back in the rotation of running campaigns
         (their runs start after the settle delay too). Blocked and limited ones stay: a
-        reconnect fixes neither a timelock, a template nor a cap."""
+        reconnect fixes neither a timelock, a template nor a cap. ``trigger`` labels the
+        metrics: a gateway's webhook, or the session watcher."""
         resumed = []
         for campaign in self.check_for_interrupted_campaigns(session):
             if campaign.interrupt_kind is not StopKind.DISCONNECTED:
@@ -203,6 +212,7 @@ class CampaignRecoveryManager:
             lane = self._lane_back(campaign_id, session, reason, self.settle_delay)
             if lane:
                 resumed.append(lane)
+        metrics.recovered(trigger, len(resumed))
         return resumed
 
     def _reconnect_resumes(self, campaign: Campaign, session: str) -> bool:
@@ -250,7 +260,9 @@ class CampaignRecoveryManager:
             connected, state = is_connected(session)
             self.state.record_session_check(session, "connected" if connected else state)
             if connected:
-                resumed += self.resume_session(session, f"session {session} reconnected")
+                resumed += self.resume_session(
+                    session, f"session {session} reconnected", trigger="watcher"
+                )
         return resumed
 
     def _launch(

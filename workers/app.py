@@ -7,7 +7,13 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_init, worker_ready
+from celery.signals import (
+    after_setup_logger,
+    worker_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 app = Celery("campaigns", include=["workers.tasks"])
 app.config_from_object("celeryconfig")
@@ -62,8 +68,29 @@ def sweep_on_start(**_: Any) -> None:
     # by name: importing workers.tasks here would close the circle app -> tasks -> app
     stall = float(app.conf.get("campaigns_stall_timeout", 40.0))
     queue = app.conf.task_default_queue
-    app.send_task(SWEEP, countdown=0, queue=queue)
-    app.send_task(SWEEP, countdown=stall + 1, queue=queue)
+    start = {"trigger": "worker_start"}  # its recoveries are counted as a worker start's
+    app.send_task(SWEEP, countdown=0, queue=queue, kwargs=start)
+    app.send_task(SWEEP, countdown=stall + 1, queue=queue, kwargs=start)
+
+
+@worker_ready.connect
+def serve_metrics(**_: Any) -> None:
+    """With METRICS_PORT set, export this worker's Prometheus metrics from its main process
+    (the threads pool sends from it; with PROMETHEUS_MULTIPROC_DIR, every process writing
+    there). Never fatal: a worker that cannot export still sends."""
+    from campaigns.metrics import serve_worker_metrics
+
+    serve_worker_metrics()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def metrics_process_dead(**_: Any) -> None:
+    """A pool process (prefork) or the worker is exiting: multiprocess bookkeeping of its pid
+    (its live gauges leave the shared directory; counters stay)."""
+    from campaigns.metrics import process_dead
+
+    process_dead(os.getpid())
 
 
 @after_setup_logger.connect

@@ -135,9 +135,10 @@ def _unexpected_error(
 
 
 @app.task(name=dispatch.SWEEP)
-def sweep() -> int:
-    """Resume stalled campaigns and start due scheduled ones."""
-    return len(get_runtime().recovery.sweep())
+def sweep(trigger: str = "sweep") -> int:
+    """Resume stalled campaigns and start due scheduled ones. ``trigger``: ``sweep`` from beat,
+    ``worker_start`` from a worker that just started (the metrics tell them apart)."""
+    return len(get_runtime().recovery.sweep(trigger))
 
 
 @app.task(name=dispatch.WATCH_SESSIONS)
