@@ -52,7 +52,10 @@ SESSION_TOKEN_VARIABLES = {"SANDBOX_TOKEN"}
 """Named by a session's ``--token-env``; gateway_pool reads the variable a session names."""
 DOCKER_PROVIDED_VARIABLES = {"HOSTNAME"}
 """Set by Docker in every container (the worker's node name is celery@$HOSTNAME)."""
-ONE_SHOT_SERVICES = {"migrate"}
+ONE_SHOT_SERVICES = {"migrate", "metrics-init"}
+PER_SERVICE_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR": {"worker", "web"}}
+"""Set in the ``environment:`` of these services only, never in .env: prometheus_client enters
+multiprocess mode when the variable exists at all (even empty), in every process given it."""
 
 
 # --- the files ------------------------------------------------------------------------------
@@ -387,8 +390,29 @@ def test_every_variable_the_settings_read__is_documented_in_env_example() -> Non
 
 def test_every_variable_the_code_reads__is_documented_in_env_example() -> None:
     # beyond Settings: the queue, log switches, the sandbox key, the webhook HMAC key
-    missing = sorted(variables_read_by_code() - set(env_example()))
+    missing = sorted(variables_read_by_code() - set(env_example()) - set(PER_SERVICE_VARIABLES))
     assert missing == [], f"read by the code, missing from .env.example: {missing}"
+
+
+def test_per_service_variables__are_set_where_needed_and_documented_not_set() -> None:
+    text = ENV_EXAMPLE_PATH.read_text()
+    for name, where in PER_SERVICE_VARIABLES.items():
+        assert name in variables_read_by_code(), name
+        assert name not in env_example(), f"{name} must not be in .env (every service reads it)"
+        assert f"# {name}=" in text, f".env.example must explain {name}"
+        setting = {
+            service: (services()[service].get("environment") or {}).get(name)
+            for service in services()
+        }
+        assert {service for service, value in setting.items() if value} == where, name
+        assert len({setting[service] for service in where}) == 1, f"{name}: one directory"
+    # the multiprocess directory is one volume shared by its services, emptied before they start
+    for service in PER_SERVICE_VARIABLES["PROMETHEUS_MULTIPROC_DIR"]:
+        spec = services()[service]
+        assert "metrics-data:/metrics" in spec["volumes"], service
+        assert spec["depends_on"]["metrics-init"]["condition"] == "service_completed_successfully"
+    init = argv(services()["metrics-init"]["command"])
+    assert init[1:5] == ["-m", "campaigns.metrics", "clean", "/metrics"], init
 
 
 def test_variable_scanner__finds_the_reads_of_each_kind() -> None:
