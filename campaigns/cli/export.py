@@ -1,7 +1,8 @@
 """``campaigns export``: a campaign's ledger as CSV or JSON Lines, one row per input entry in
 input order, with the session that sent each recipient (a pool's lanes stamp their sends), the
-gateway's message id, the error of a failed one, when it was claimed and finished, and the
-message variant it was given. Streamed page by page from PostgreSQL and written row by row: a
+gateway's message id, the error of a failed one, when it was claimed and finished, the
+message variant it was given, and what the receipts said (delivery status, delivered and read
+times). Streamed page by page from PostgreSQL and written row by row: a
 1,000,000-row ledger is exported in flat memory. Numbers are masked unless ``--full-numbers``.
 
 :func:`write_rows` is the one writer of the command line's streamed exports (the ledger here,
@@ -42,6 +43,10 @@ COLUMNS = (
     # keeps working
     "claimed_at",
     "variant",
+    # what the gateway's receipts said after the send (delivered, read, played, failed)
+    "delivery_status",
+    "delivered_at",
+    "read_at",
 )
 
 
@@ -123,6 +128,9 @@ def ledger_values(
             iso(row["finished_at"]),
             iso(row["claimed_at"]),
             row["variant"],
+            row["delivery_status"],
+            iso(row["delivered_at"]),
+            iso(row["read_at"]),
         )
 
 
@@ -147,7 +155,8 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="The same as --format jsonl."),
 ) -> None:
     """Export a campaign's ledger: number, status, sending session, message id, error,
-    claim and finish times, variant. Streamed: flat memory for any size."""
+    claim and finish times, variant, delivery status and times. Streamed: flat memory for
+    any size."""
     chosen = pick_format(fmt, as_json)
     with open_store() as store:
         store.get_campaign(campaign_id)  # an unknown id says so before any file is made

@@ -35,6 +35,7 @@ from campaigns.domain import (
     StopKind,
 )
 from campaigns.masking import mask_phone
+from campaigns.receipts import DeliveryCounts, DeliveryFigures
 from campaigns.windows import SendWindow
 
 
@@ -187,8 +188,11 @@ def status(
         snapshot = store.snapshot(campaign_id)
         lanes = store.list_lanes(campaign_id, counts=True)
         reasons = store.outcome_reasons(campaign_id)
+        delivery = store.delivery_counts(campaign_id)
     if as_json:
         data = snapshot_data(snapshot, lanes, reasons=reasons)
+        # receipts: delivered (read ones too) and read, rates over sent, per sending session
+        data["delivery"] = delivery.as_dict()
         # the campaign's own window as stored (None: none) and each session's
         data["send_window"] = snapshot.campaign.send_window
         data["session_windows"] = {
@@ -205,6 +209,7 @@ def status(
         ("entries", str(c.total_numbers)),
         ("batch", f"{c.current_batch}/{c.total_batches} ({snapshot.batches_done} done)"),
         *((s.value, _count(s, counts.get(s, 0), reasons)) for s in RecipientStatus),
+        *delivery_rows(delivery, pooled=len(c.sessions) > 1),
         *content_rows(c),
         (
             "pacing",
@@ -229,6 +234,21 @@ def status(
     if stopped:
         # below the table, unwrapped: what to do next is the line an operator copies from
         console.print(Text(stopped))
+
+
+def delivery_rows(figures: DeliveryFigures, *, pooled: bool) -> list[tuple[str, str]]:
+    """``delivered``/``read`` rows from the gateways' receipts, rates over sent (a late
+    failure is failed, no longer sent), with each session's share in a pool."""
+    rows = []
+    for name, attr in (("delivered", "delivered"), ("read", "read")):
+        total: DeliveryCounts = figures.total
+        line = f"{getattr(total, attr)} ({getattr(total, attr + '_rate'):.1%} of sent)"
+        if pooled:
+            line += "; " + ", ".join(
+                f"{session} {getattr(c, attr)}/{c.sent}" for session, c in figures.sessions.items()
+            )
+        rows.append((name, line))
+    return rows
 
 
 def _count(

@@ -22,6 +22,7 @@ from campaigns.cli.common import (
     snapshot_data,
 )
 from campaigns.domain import CampaignStatus, LaneState, RecipientStatus, StatusSnapshot
+from campaigns.receipts import DeliveryFigures
 from campaigns.store import CampaignStateManager
 
 
@@ -43,11 +44,14 @@ class Follower:
         self.status: CampaignStatus | None = None
         self.changes = 0
         self.lanes: dict[str, LaneState] = {}
+        self.delivery: DeliveryFigures | None = None
+        """The delivered/read figures of the last poll (receipts keep coming after the end)."""
 
     def poll(self) -> StatusSnapshot:
         """Read the campaign; narrate a status change since the last poll, and in a pool
         each lane that left the rotation or came back while the campaign runs."""
         snapshot = self.store.snapshot(self.campaign_id)
+        self.delivery = self.store.delivery_counts(self.campaign_id)
         status = snapshot.campaign.status
         changed = status is not self.status
         if changed:
@@ -96,11 +100,15 @@ class Follower:
             self.say(f"campaign {c.id} {c.status.value}: {reason}")
 
 
-def detail(snapshot: StatusSnapshot) -> str:
-    """The text beside the bar: outcome counts, batch, ETA."""
+def detail(snapshot: StatusSnapshot, delivery: DeliveryFigures | None = None) -> str:
+    """The text beside the bar: outcome counts, delivered and read, batch, ETA."""
     c = snapshot.campaign
     counts = snapshot.counts
     parts = [f"sent {counts.get(RecipientStatus.SENT, 0)}"]
+    if delivery is not None and delivery.total.delivered:
+        total = delivery.total  # receipts: said only once there are some
+        parts.append(f"delivered {total.delivered} ({total.delivered_rate:.0%})")
+        parts.append(f"read {total.read} ({total.read_rate:.0%})")
     # only what is worth a look, to keep the line short
     for status in (RecipientStatus.FAILED, RecipientStatus.UNKNOWN):
         if counts.get(status, 0):
@@ -146,10 +154,12 @@ def follow_with_progress(
         follower = Follower(store, campaign_id, say, on_resume)
         snapshot = follower.poll()
         task = progress.add_task(
-            "", total=snapshot.campaign.total_numbers, cid=campaign_id, detail=detail(snapshot)
+            "", total=snapshot.campaign.total_numbers, cid=campaign_id,
+            detail=detail(snapshot, follower.delivery),
         )
         while True:
-            progress.update(task, completed=settled(snapshot), detail=detail(snapshot))
+            shown = detail(snapshot, follower.delivery)
+            progress.update(task, completed=settled(snapshot), detail=shown)
             if on_tick is not None:
                 on_tick(snapshot, say)
             status = snapshot.campaign.status
@@ -176,7 +186,9 @@ def _follow_json(store: CampaignStateManager, campaign_id: int, interval: float)
     while True:
         snapshot = follower.poll()
         data = snapshot_data(snapshot)
-        changed = {k: data[k] for k in ("status", "ledger", "current_batch")}
+        if follower.delivery is not None:
+            data["delivery"] = follower.delivery.as_dict()
+        changed = {k: data.get(k) for k in ("status", "ledger", "current_batch", "delivery")}
         if changed != last:
             last = changed
             emit_json_line(data)
