@@ -2,7 +2,7 @@
 to docs/benchmarks.md with the machine's facts.
 
 Options: ``--only NAME...`` (loading, overhead, sessions, scaling, memory, recovery, fidelity,
-cloud-rate, pool, protection, consent, web-api),
+cloud-rate, pool, protection, consent, web-api, receipts),
 ``--quick`` (tiny sizes: checks the code works, the figures mean nothing), ``--out PATH``.
 """
 
@@ -27,6 +27,7 @@ from bench import (
     overhead,
     pool,
     protection,
+    receipts,
     recovery,
     scaling,
     sessions,
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     protection.NAME: protection.run,
     consent.NAME: consent.run,
     web_api.NAME: web_api.run,
+    receipts.NAME: receipts.run,
 }
 
 

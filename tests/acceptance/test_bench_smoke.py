@@ -29,6 +29,7 @@ EXPECTED = {
     "ledger export": 4,
     "opt-out check": 1,
     "http api": 2,
+    "delivery receipts": 2,
 }
 
 
