@@ -34,6 +34,7 @@ NOT_RUN_HERE = {
     ("demo",): "runs a whole campaign; test_cli_demo.py runs it on a fresh machine",
     ("sandbox",): "a gateway server that uses no database or broker",
     ("webhooks",): "a server that runs until stopped: started and stopped on its own below",
+    ("web",): "the same service as webhooks (tests/integration/test_web_webhooks.py runs it)",
 }
 
 
@@ -114,6 +115,7 @@ def test_every_command_on_a_fresh_data_folder__works_or_says_what_to_run(
         (("resume", "1"), 1),
         (("recover",), 0),
         (("recover", "1"), 1),
+        (("retry", "1"), 1),
         (("sessions", "list"), 0),
         (("sessions", "check"), 1),
         (("sessions", "remove", "sales"), 1),
