@@ -197,8 +197,8 @@ def cleanup() -> int:
     removed = runtime.store.cleanup_finished(days)
     if removed:
         log.info("cleanup: removed %s completed campaigns older than %.0f days", removed, days)
-    return removed
     hours = runtime.settings.receipt_pending_hours
     dropped = runtime.store.drop_old_receipts(hours)
     if dropped:
         log.info("cleanup: dropped %s receipts parked over %.0f h (no send here)", dropped, hours)
+    return removed
