@@ -45,6 +45,7 @@ from urllib.parse import parse_qs
 from campaigns import receipts
 from campaigns.domain import SenderSession
 from campaigns.errors import StoreUnavailable
+from campaigns.groupcommit import GroupCommit
 from campaigns.inbound import (
     META_RESUME_SOURCES,
     WAHA_MESSAGE_EVENTS,
@@ -56,6 +57,7 @@ from campaigns.inbound import (
 )
 from campaigns.masking import mask_phone
 from campaigns.store import CampaignStateManager
+from campaigns.store.receipts import ReceiptResult
 
 log = logging.getLogger("campaigns.webhooks")
 
@@ -169,6 +171,9 @@ class WebhookReceiver:
         self.app_secret = app_secret or None
         self.verify_token = verify_token or None
         self.keywords = keywords if keywords is not None else keywords_from(None)
+        self._group: GroupCommit[receipts.Receipt, ReceiptResult] = GroupCommit(
+            lambda found: self.store.apply_receipts(found)
+        )
 
     @classmethod
     def from_env(
@@ -266,8 +271,13 @@ class WebhookReceiver:
         return self._apply(event)
 
     def _receipts(self, found: list[receipts.Receipt]) -> dict[str, int]:
-        """Store a delivery's receipts in one transaction (a store error propagates: 503)."""
-        result = self.store.apply_receipts(found)
+        """Store a delivery's receipts, committed before the answer: in one transaction with
+        the receipts of deliveries arriving meanwhile (:mod:`campaigns.groupcommit`); a store
+        error propagates (503, the gateway sends them again)."""
+        outcome = self._group.submit(found)
+        if outcome.shared:  # the counts are the group's: say only what this delivery held
+            return {"receipts_stored": len(found)}
+        result = outcome.result
         return {"receipts_applied": result.applied, "receipts_unchanged": result.unchanged,
                 "receipts_pending": result.pending}  # fmt: skip
 
