@@ -12,7 +12,8 @@ What is counted where it happens (the engine calls the small functions below):
   waits (``window``, ``capacity``) or holds its session (``throttling``, ``backoff``), and the
   seconds each wait announced;
 - ``campaigns_recoveries_total{trigger}``: campaigns (or lanes) put back to work, by who did;
-- ``campaigns_receipts_total{status,dialect}``: delivery receipts applied.
+- ``campaigns_receipts_total{status,dialect}``: delivery receipts stored (committed: applied
+  to the ledger, or kept for a send not recorded yet).
 
 What the store knows is read at scrape time by :class:`StoreCollector` in the web service (one
 GROUP BY per table, never a gauge kept up to date by workers that may die):
@@ -119,7 +120,8 @@ RECOVERIES = Counter(
 )
 RECEIPTS = Counter(
     "campaigns_receipts",
-    "Delivery receipts applied to the ledger, by status and gateway dialect.",
+    "Delivery receipts stored (applied to the ledger or kept for their send), by status and "
+    "gateway dialect.",
     ["status", "dialect"],
 )
 
@@ -183,7 +185,7 @@ def recovered(trigger: str, count: int = 1) -> None:
 
 
 def receipt_applied(status: str, dialect: str) -> None:
-    """A delivery receipt changed a ledger row (call it once per receipt applied)."""
+    """A delivery receipt was stored (call it once per receipt, after its commit)."""
     _safe(
         "receipt_applied",
         lambda: RECEIPTS.labels(

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from campaigns import receipts
+from campaigns import metrics, receipts
 from campaigns.domain import SenderSession
 from campaigns.errors import StoreUnavailable
 from campaigns.groupcommit import GroupCommit
@@ -255,9 +255,9 @@ class WebhookReceiver:
             # a Cloud delivery may batch texts and statuses: both are stored before the 200
             body = optouts.body if isinstance(optouts.body, Mapping) else {}
             stored = {} if "ignored" in body else dict(body)
-            return Answer(200, {**stored, **self._receipts(found)})
+            return Answer(200, {**stored, **self._receipts(dialect, found)})
         if found or _event(payload) in receipts.RECEIPT_EVENTS[dialect]:
-            return Answer(200, self._receipts(found))
+            return Answer(200, self._receipts(dialect, found))
         if dialect == "waha":
             if payload.get("event") in WAHA_MESSAGE_EVENTS:
                 return self._optouts(dialect, waha_events(payload, self.keywords))
@@ -270,11 +270,13 @@ class WebhookReceiver:
             return Answer(200, {"ignored": "not a session status or opt-out event"})
         return self._apply(event)
 
-    def _receipts(self, found: list[receipts.Receipt]) -> dict[str, int]:
+    def _receipts(self, dialect: str, found: list[receipts.Receipt]) -> dict[str, int]:
         """Store a delivery's receipts, committed before the answer: in one transaction with
         the receipts of deliveries arriving meanwhile (:mod:`campaigns.groupcommit`); a store
         error propagates (503, the gateway sends them again)."""
         outcome = self._group.submit(found)
+        for receipt in found:
+            metrics.receipt_applied(receipt.status, dialect)
         if outcome.shared:  # the counts are the group's: say only what this delivery held
             return {"receipts_stored": len(found)}
         result = outcome.result
