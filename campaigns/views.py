@@ -1,8 +1,6 @@
-"""The JSON views of campaigns, status snapshots and lanes: one shape for the command line's
-``--json`` and the HTTP API, so a script can move from one to the other unchanged.
+"""The JSON views of campaigns, status snapshots, lanes and sessions: one shape for the command
+line's ``--json`` and the HTTP API, so a script can move from one to the other unchanged.
 
-Receipts' delivered and read figures belong in :func:`snapshot_data` when they land, so both
-show them at once.
 """
 
 from __future__ import annotations
@@ -10,7 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from campaigns.domain import Campaign, Lane, RecipientStatus, StatusSnapshot
+from campaigns.caps import caps_from_options
+from campaigns.domain import Campaign, Lane, RecipientStatus, SenderSession, StatusSnapshot
+from campaigns.errors import ConfigurationError, InvalidInput
+from campaigns.profiles import profile_from_options
+from campaigns.receipts import DeliveryFigures
+from campaigns.windows import window_from_options
 
 
 def campaign_data(campaign: Campaign) -> dict[str, Any]:
@@ -69,11 +72,13 @@ def snapshot_data(
     lanes: Sequence[Lane] | None = None,
     *,
     reasons: Mapping[RecipientStatus, Mapping[str, int]] | None = None,
+    delivery: DeliveryFigures | None = None,
 ) -> dict[str, Any]:
     """A status snapshot for JSON output: the campaign, live ledger counts and the ETA; with
     ``lanes`` (read with their counts), each lane's state and share of the sends; with
     ``reasons`` (:meth:`~campaigns.store.CampaignStateManager.outcome_reasons`), the skipped
-    and duplicate counts by reason."""
+    and duplicate counts by reason; with ``delivery`` (``delivery_counts``), the receipts'
+    delivered (read ones included) and read counts and rates over sent, per sending session."""
     data = {
         **campaign_data(snapshot.campaign),
         "ledger": {status.value: snapshot.counts.get(status, 0) for status in RecipientStatus},
@@ -87,6 +92,8 @@ def snapshot_data(
     if reasons is not None:
         data["skipped_reasons"] = dict(reasons.get(RecipientStatus.SKIPPED, {}))
         data["duplicate_reasons"] = dict(reasons.get(RecipientStatus.DUPLICATE, {}))
+    if delivery is not None:
+        data["delivery"] = delivery.as_dict()
     return data
 
 
@@ -111,3 +118,45 @@ def share(lane: Lane, lanes: Sequence[Lane]) -> float:
     """The lane's part of the pool's sends, 0 to 1 (0 before anything is sent)."""
     total = sum(other.sent for other in lanes)
     return lane.sent / total if total else 0.0
+
+
+def pacing_data(session: SenderSession) -> dict[str, Any]:
+    """The session's pacing profile (its options, or its gateway kind's default)."""
+    try:
+        profile = profile_from_options(session.gateway, session.options)
+    except ConfigurationError as exc:
+        # stored before its options were checked: say so rather than fail the whole list
+        return {"kind": None, "rate": None, "in_flight": None, "description": f"invalid: {exc}"}
+    return {
+        "kind": profile.kind.value,
+        "rate": profile.rate if profile.is_rate else None,
+        "in_flight": profile.in_flight,
+        "description": profile.describe(),
+    }
+
+
+def protection_data(session: SenderSession) -> dict[str, Any]:
+    """The session's caps and send window, as a person reads them."""
+    try:
+        caps = caps_from_options(session.gateway, session.name, session.options)
+        window = window_from_options(session.options)
+    except (ConfigurationError, InvalidInput) as exc:
+        return {"caps": f"invalid: {exc}", "window": None}
+    return {"caps": caps.describe(), "window": window.describe() if window else None}
+
+
+def session_data(session: SenderSession) -> dict[str, Any]:
+    """A session for JSON output (it holds no secret: only the variable's name)."""
+    return {
+        "name": session.name,
+        "gateway": session.gateway,
+        "base_url": session.base_url,
+        "token_env": session.token_env,
+        "options": dict(session.options),
+        "pacing": pacing_data(session),
+        **protection_data(session),
+        "connection_status": session.connection_status,
+        "last_checked_at": session.last_checked_at,
+        "last_error": session.last_error,
+        "created_at": session.created_at,
+    }

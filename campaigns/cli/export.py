@@ -5,20 +5,17 @@ message variant it was given, and what the receipts said (delivery status, deliv
 times). Streamed page by page from PostgreSQL and written row by row: a
 1,000,000-row ledger is exported in flat memory. Numbers are masked unless ``--full-numbers``.
 
-:func:`write_rows` is the one writer of the command line's streamed exports (the ledger here,
-the opt-out list in :mod:`campaigns.cli.optouts`), so both formats read the same everywhere.
+The columns and the one streamed writer live in :mod:`campaigns.rows`, shared with the opt-out
+list's export (:mod:`campaigns.cli.optouts`) and the web service's, so every export reads the
+same.
 """
 
 from __future__ import annotations
 
-import csv
-import enum
-import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any
 
 import typer
 
@@ -26,36 +23,7 @@ from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import open_store
 from campaigns.domain import RecipientStatus
-from campaigns.masking import mask_phone
-
-COLUMNS = (
-    "position",
-    "batch",
-    "phone",
-    "status",
-    "session",
-    "attempts",
-    "gateway_message_id",
-    "error_code",
-    "error_message",
-    "finished_at",
-    # added after the first release: at the end, so a consumer reading columns by index
-    # keeps working
-    "claimed_at",
-    "variant",
-    # what the gateway's receipts said after the send (delivered, read, played, failed)
-    "delivery_status",
-    "delivered_at",
-    "read_at",
-)
-
-
-class ExportFormat(enum.StrEnum):
-    """What an export writes: CSV with a header line, or one JSON object per line."""
-
-    CSV = "csv"
-    JSONL = "jsonl"
-
+from campaigns.rows import COLUMNS, ExportFormat, ledger_values, write_rows
 
 FORMAT_HELP = "csv (a header line, then one row per line) or jsonl (one JSON object per line)."
 FULL_NUMBERS_HELP = (
@@ -76,30 +44,6 @@ def pick_format(chosen: ExportFormat | None, as_json: bool) -> ExportFormat:
     return chosen or ExportFormat.CSV
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def write_rows(
-    target: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: ExportFormat
-) -> int:
-    """Write ``rows`` (values in ``columns`` order: str, int or None) as ``fmt``, one at a
-    time; returns how many. None is an empty CSV field and a JSON null."""
-    count = 0
-    if fmt is ExportFormat.CSV:
-        writer = csv.writer(target)
-        writer.writerow(columns)
-        for values in rows:
-            writer.writerow(values)  # csv writes None as an empty field
-            count += 1
-        return count
-    for values in rows:
-        target.write(json.dumps(dict(zip(columns, values, strict=True)), ensure_ascii=False))
-        target.write("\n")
-        count += 1
-    return count
-
-
 def write_to(
     out: Path | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: ExportFormat
 ) -> int:
@@ -108,30 +52,6 @@ def write_to(
         return write_rows(sys.stdout, columns, rows, fmt)
     with out.open("w", newline="", encoding="utf-8") as target:
         return write_rows(target, columns, rows, fmt)
-
-
-def ledger_values(
-    rows: Iterable[Mapping[str, Any]], full_numbers: bool
-) -> Iterator[tuple[Any, ...]]:
-    """Ledger rows (``iter_recipients``) as :data:`COLUMNS` values."""
-    for row in rows:
-        yield (
-            row["position"],
-            row["batch_number"],
-            row["phone"] if full_numbers else mask_phone(row["phone"]),
-            str(row["status"]),
-            row["session_name"],
-            row["attempts"],
-            row["gateway_message_id"],
-            row["error_code"],
-            row["error_message"],
-            iso(row["finished_at"]),
-            iso(row["claimed_at"]),
-            row["variant"],
-            row["delivery_status"],
-            iso(row["delivered_at"]),
-            iso(row["read_at"]),
-        )
 
 
 @app.command()

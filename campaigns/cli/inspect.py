@@ -190,9 +190,7 @@ def status(
         reasons = store.outcome_reasons(campaign_id)
         delivery = store.delivery_counts(campaign_id)
     if as_json:
-        data = snapshot_data(snapshot, lanes, reasons=reasons)
-        # receipts: delivered (read ones too) and read, rates over sent, per sending session
-        data["delivery"] = delivery.as_dict()
+        data = snapshot_data(snapshot, lanes, reasons=reasons, delivery=delivery)
         # the campaign's own window as stored (None: none) and each session's
         data["send_window"] = snapshot.campaign.send_window
         data["session_windows"] = {

@@ -21,18 +21,12 @@ from campaigns import consent
 from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import JSON_HELP, console, emit_json, new_table, open_store, when
-from campaigns.cli.export import (
-    FORMAT_HELP,
-    FULL_NUMBERS_HELP,
-    ExportFormat,
-    iso,
-    pick_format,
-    write_to,
-)
+from campaigns.cli.export import FORMAT_HELP, FULL_NUMBERS_HELP, pick_format, write_to
 from campaigns.consent import OptOutEntry
 from campaigns.errors import CampaignError, EmptyNumberList, InvalidNumberFile, NoValidNumber
 from campaigns.masking import mask_phone
 from campaigns.numbers import normalize, read_number_file
+from campaigns.rows import ExportFormat, iso
 from campaigns.store import CampaignStateManager
 
 COLUMNS = ("phone", "scope", "source", "detail", "via_session", "created_at")

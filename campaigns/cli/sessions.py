@@ -3,19 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from campaigns.caps import caps_from_options
 from campaigns.cli.app import EXIT_ERROR
 from campaigns.cli.common import JSON_HELP, console, emit_json, new_table, open_store, when
 from campaigns.domain import SenderSession
-from campaigns.errors import ConfigurationError, InvalidInput
+from campaigns.errors import InvalidInput
 from campaigns.gateway_pool import gateway_for
 from campaigns.gateways import GATEWAY_KINDS
-from campaigns.profiles import profile_from_options
-from campaigns.windows import window_from_options
+from campaigns.views import pacing_data, protection_data, session_data
 
 
 def _gateway_kind(value: str) -> str:
@@ -29,52 +27,10 @@ def _gateway_kind(value: str) -> str:
 sessions_app = typer.Typer(help="WhatsApp sender sessions.", no_args_is_help=True)
 
 
-def pacing_data(session: SenderSession) -> dict[str, Any]:
-    """The session's pacing profile (its options, or its gateway kind's default)."""
-    try:
-        profile = profile_from_options(session.gateway, session.options)
-    except ConfigurationError as exc:
-        # stored before its options were checked: say so rather than fail the whole list
-        return {"kind": None, "rate": None, "in_flight": None, "description": f"invalid: {exc}"}
-    return {
-        "kind": profile.kind.value,
-        "rate": profile.rate if profile.is_rate else None,
-        "in_flight": profile.in_flight,
-        "description": profile.describe(),
-    }
-
-
-def protection_data(session: SenderSession) -> dict[str, Any]:
-    """The session's caps and send window, as a person reads them."""
-    try:
-        caps = caps_from_options(session.gateway, session.name, session.options)
-        window = window_from_options(session.options)
-    except (ConfigurationError, InvalidInput) as exc:
-        return {"caps": f"invalid: {exc}", "window": None}
-    return {"caps": caps.describe(), "window": window.describe() if window else None}
-
-
 def _pace_and_limits(session: SenderSession) -> str:
     """``human; 1000/day, 100/h; 08:00–20:00 Mon–Sat UTC`` for the list's pacing column."""
     said = [pacing_data(session)["description"], *protection_data(session).values()]
     return "; ".join(v for v in said if v and v != "no caps")
-
-
-def session_data(session: SenderSession) -> dict[str, Any]:
-    """A session for JSON output (it holds no secret: only the variable's name)."""
-    return {
-        "name": session.name,
-        "gateway": session.gateway,
-        "base_url": session.base_url,
-        "token_env": session.token_env,
-        "options": dict(session.options),
-        "pacing": pacing_data(session),
-        **protection_data(session),
-        "connection_status": session.connection_status,
-        "last_checked_at": session.last_checked_at,
-        "last_error": session.last_error,
-        "created_at": session.created_at,
-    }
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

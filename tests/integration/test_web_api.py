@@ -221,6 +221,8 @@ def test_list_status_and_bad_ids(api: str, operator: dict[str, str]) -> None:
     assert status["ledger"]["pending"] == 3 and status["eta_seconds"] >= 0
     assert [lane["session"] for lane in status["lanes"]] == ["sales"]
     assert "skipped_reasons" in status
+    # nothing sent yet: no receipt, no rate (the figures of `campaigns status --json`)
+    assert (status["delivery"]["sent"], status["delivery"]["delivered"]) == (0, 0)
     get = requests.get
     error_of(get(f"{api}/campaigns/999999", headers=operator, timeout=5), 404,
              "campaign_not_found")  # fmt: skip

@@ -94,10 +94,13 @@ async def list_campaigns(
 
 def status_view(store: Any, campaign_id: int) -> dict[str, Any]:
     """What ``campaigns status --json`` shows: the snapshot, lanes and skip reasons.
-    Delivered and read figures arrive through :func:`campaigns.views.snapshot_data`."""
+    With the receipts' delivered and read figures, per sending session."""
     snapshot = store.snapshot(campaign_id)
     lanes = store.list_lanes(campaign_id, counts=True)
-    return snapshot_data(snapshot, lanes, reasons=store.outcome_reasons(campaign_id))
+    return snapshot_data(
+        snapshot, lanes, reasons=store.outcome_reasons(campaign_id),
+        delivery=store.delivery_counts(campaign_id),
+    )  # fmt: skip
 
 
 @router.get(

@@ -117,6 +117,9 @@ class StatusOut(CampaignOut):
     lanes: list[dict[str, Any]] | None = None
     skipped_reasons: dict[str, int] | None = None
     duplicate_reasons: dict[str, int] | None = None
+    delivery: dict[str, Any] | None = None
+    """Receipts: delivered (read ones included) and read, with rates over sent, in all and per
+    sending session."""
 
 
 class FollowUpOut(StatusOut):

@@ -16,10 +16,10 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from campaigns.cli.export import COLUMNS, ExportFormat, ledger_values
-from campaigns.cli.sessions import session_data
 from campaigns.gateway_pool import gateway_for
+from campaigns.rows import COLUMNS, ExportFormat, ledger_values
 from campaigns.store import CampaignStateManager
+from campaigns.views import session_data
 from campaigns.web.routers.api_errors import ApiError
 
 MEDIA_TYPES = {ExportFormat.CSV: "text/csv; charset=utf-8",
