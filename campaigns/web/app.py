@@ -21,10 +21,17 @@ from fastapi import APIRouter, FastAPI
 from campaigns.dispatch import Enqueue, TaskSender, configured_enqueue, queue_name
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
+from campaigns.web import dashboard
 from campaigns.web.routers import api, api_errors, health, metrics, webhooks
 from campaigns.webhooks import Resume, WebhookReceiver
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, webhooks.router, metrics.router, api.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    webhooks.router,
+    metrics.router,
+    api.router,
+    *dashboard.ROUTERS,
+)
 
 
 def _settings(given: Settings | None) -> Settings:
@@ -78,10 +85,11 @@ def create_app(
     app = FastAPI(
         title="Campaign Continuity",
         summary="The operators' API (/api/v1, bearer tokens from `campaigns tokens create`); "
-        "webhooks of the WhatsApp gateways; health.",
+        "the dashboard (/, the same tokens); webhooks of the WhatsApp gateways; health.",
         lifespan=lifespan,
     )
     for router in ROUTERS:
         app.include_router(router)
     api_errors.install(app)  # the API's errors as JSON; the other paths keep their answers
+    dashboard.install(app)  # its static files, and its refusals as pages (login, 403)
     return app

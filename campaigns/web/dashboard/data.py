@@ -1,0 +1,232 @@
+"""What the dashboard's pages show, read from the store (blocking: run in the thread pool).
+
+Cost is the point of this module. The pages poll every few seconds, possibly from 50 browsers,
+while workers send; so:
+
+- the campaigns list reads one page of campaigns (one indexed query) and, per campaign, its
+  snapshot (the ledger's status counts: an index range over that campaign's rows) and its
+  delivered/read counts, and only for campaigns still moving; a finished campaign's counters
+  are the campaign row's own (exact once its batches are recorded);
+- every per-campaign figure goes through :class:`TtlCache`, shared by every browser of the
+  service: 50 dashboards polling every 2 s cost one snapshot per campaign per
+  :data:`LIVE_TTL`, not 25 a second. An action drops its campaign's entries, so its result
+  shows at once;
+- the recipients table is one keyset page (``recipients_after``), never the whole ledger.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from typing import Any, TypeVar
+
+from campaigns.domain import Campaign, CampaignStatus, RecipientStatus
+from campaigns.errors import CampaignError
+from campaigns.store import CampaignStateManager
+from campaigns.views import campaign_data, pacing_data, protection_data, snapshot_data
+
+LIVE_TTL = 2.0
+"""Seconds a moving campaign's figures are reused: the polls' period, so a page is at most one
+poll behind."""
+SETTLED_TTL = 30.0
+"""Seconds a finished campaign's figures are reused (only late receipts still move them)."""
+COUNTED = ("sent", "failed", "duplicate", "invalid", "unknown", "skipped")
+T = TypeVar("T")
+
+
+class TtlCache:
+    """A tiny shared cache of computed views, keyed by ``(kind, campaign id)``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, int], tuple[float, Any]] = {}
+
+    def get(self, key: tuple[str, int], ttl: float, compute: Callable[[], T]) -> T:
+        now = time.monotonic()
+        with self._lock:
+            found = self._values.get(key)
+        if found is not None and found[0] > now:
+            value: T = found[1]
+            return value
+        value = compute()  # outside the lock: a slow snapshot must not hold up other pages
+        with self._lock:
+            if len(self._values) > 10_000:  # campaigns come and go: never grow without bound
+                self._values.clear()
+            self._values[key] = (now + ttl, value)
+        return value
+
+    def drop(self, campaign_id: int) -> None:
+        with self._lock:
+            for key in [k for k in self._values if k[1] == campaign_id]:
+                del self._values[key]
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """A store row (a dataclass or a mapping) as a dict for the templates."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return dict(value)
+
+
+def current_rate(store: CampaignStateManager, campaign_id: int) -> float | None:
+    """Messages per second over the last minute, once the store offers it."""
+    verb = getattr(store, "current_rate", None)
+    if verb is None:
+        return None
+    rate = verb(campaign_id, seconds=60)
+    return None if rate is None else float(rate)
+
+
+def row_view(store: CampaignStateManager, campaign: Campaign) -> dict[str, Any]:
+    """One line of the campaigns list: status, progress, counts, rate, ETA and waiting."""
+    data = campaign_data(campaign)
+    if campaign.status.finished:
+        counts = {name: data[name] for name in COUNTED}
+        remaining, eta = 0, 0.0
+    else:
+        snapshot = store.snapshot(campaign.id)
+        counts = {
+            "sent": snapshot.counts.get(RecipientStatus.SENT, 0),
+            "failed": snapshot.counts.get(RecipientStatus.FAILED, 0),
+            "duplicate": snapshot.counts.get(RecipientStatus.DUPLICATE, 0),
+            "invalid": snapshot.counts.get(RecipientStatus.INVALID, 0),
+            "unknown": snapshot.counts.get(RecipientStatus.UNKNOWN, 0),
+            "skipped": snapshot.counts.get(RecipientStatus.SKIPPED, 0),
+        }
+        remaining, eta = snapshot.remaining, snapshot.eta_seconds()
+    delivery = store.delivery_counts(campaign.id).total
+    total = campaign.total_numbers
+    done = total - remaining if not campaign.status.finished else total
+    return {
+        **data,
+        "counts": {**counts, "delivered": delivery.delivered, "read": delivery.read},
+        "done": done,
+        "progress": done / total if total else 1.0,
+        "remaining": remaining,
+        "eta_seconds": eta,
+        "rate": current_rate(store, campaign.id) if not campaign.status.finished else None,
+        "actions": actions_for(campaign.status),
+    }
+
+
+def actions_for(status: CampaignStatus) -> list[str]:
+    """The actions that make sense from a status (the store still checks each transition)."""
+    found = []
+    if status in (CampaignStatus.RUNNING, CampaignStatus.SCHEDULED, CampaignStatus.INTERRUPTED):
+        found.append("pause")
+    if status in (CampaignStatus.PAUSED, CampaignStatus.INTERRUPTED, CampaignStatus.SCHEDULED):
+        found.append("resume")
+    if not status.finished:
+        found.append("cancel")
+    if status.finished or status is CampaignStatus.PAUSED:
+        found.append("retry")
+    return found
+
+
+def campaign_rows(
+    store: CampaignStateManager, cache: TtlCache, campaigns: list[Campaign]
+) -> list[dict[str, Any]]:
+    rows = []
+    for campaign in campaigns:
+        ttl = SETTLED_TTL if campaign.status.finished else LIVE_TTL
+        # keyed with the status: a campaign that changed status since is computed afresh
+        key = (f"row:{campaign.status.value}:{campaign.updated_at}", campaign.id)
+        rows.append(cache.get(key, ttl, lambda c=campaign: row_view(store, c)))  # type: ignore[misc]
+    return rows
+
+
+def list_page(
+    store: CampaignStateManager,
+    cache: TtlCache,
+    status: CampaignStatus | None,
+    session: str | None,
+    before: int | None,
+    size: int,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of the campaigns list, newest first, and the id the next page starts below.
+    ``list_campaigns`` has no keyset argument, so a later page reads the ids above it too
+    (campaign rows: a few per day, not a ledger)."""
+    wanted = size + 1
+    found: list[Campaign] = []
+    limit = wanted
+    while True:
+        got = store.list_campaigns(status, session, limit)
+        found = [c for c in got if before is None or c.id < before][:wanted]
+        if len(found) >= wanted or len(got) < limit:
+            break
+        limit *= 4
+    page, more = found[:size], len(found) > size
+    return campaign_rows(store, cache, page), (page[-1].id if more and page else None)
+
+
+def session_views(store: CampaignStateManager) -> list[dict[str, Any]]:
+    """Every sender session with its pacing, caps and window, the ones at risk first."""
+    overview = getattr(store, "sessions_overview", None)
+    extra: dict[str, dict[str, Any]] = {}
+    if overview is not None:
+        for item in overview():
+            plain = _plain(item)
+            extra[str(plain.get("name") or plain.get("session"))] = plain
+    views = []
+    for session in store.list_sessions():
+        view = {
+            "name": session.name, "gateway": session.gateway,
+            "connection_status": session.connection_status,
+            "last_checked_at": session.last_checked_at, "last_error": session.last_error,
+            "pacing": pacing_data(session), **protection_data(session),
+            "first_sent_at": session.first_sent_at,
+        }  # fmt: skip
+        view.update(extra.get(session.name, {}))
+        view["risk"] = risk_of(view)
+        views.append(view)
+    views.sort(key=lambda v: (-v["risk"], v["name"]))
+    return views
+
+
+def risk_of(view: dict[str, Any]) -> int:
+    """Blocked 3, limited 2, disconnected or erroring 1, healthy 0: the order of the page."""
+    state = str(view.get("state") or view.get("connection_status") or "").lower()
+    if view.get("blocked") or "blocked" in state:
+        return 3
+    if view.get("limited_until") or "limited" in state:
+        return 2
+    if state not in ("connected", "working", "open", "ok") or view.get("last_error"):
+        return 1
+    return 0
+
+
+def campaign_live(store: CampaignStateManager, cache: TtlCache, campaign_id: int) -> dict[str, Any]:
+    """The campaign page's live part: summary, lanes with pace and share, timeline, chart."""
+    campaign = store.get_campaign(campaign_id)
+    ttl = SETTLED_TTL if campaign.status.finished else LIVE_TTL
+    key = (f"live:{campaign.status.value}:{campaign.updated_at}", campaign_id)
+    return cache.get(key, ttl, lambda: _live(store, campaign_id))
+
+
+def _live(store: CampaignStateManager, campaign_id: int) -> dict[str, Any]:
+    snapshot = store.snapshot(campaign_id)
+    lanes = store.list_lanes(campaign_id, counts=True)
+    view = snapshot_data(
+        snapshot, lanes, reasons=store.outcome_reasons(campaign_id),
+        delivery=store.delivery_counts(campaign_id),
+    )  # fmt: skip
+    paces = {}
+    for lane in lanes:
+        try:
+            paces[lane.session_name] = pacing_data(store.get_session(lane.session_name))
+        except CampaignError:
+            paces[lane.session_name] = {"description": "unknown session"}
+    view["paces"] = paces
+    view["eta_seconds"] = snapshot.eta_seconds()
+    total = snapshot.campaign.total_numbers
+    view["progress"] = (total - snapshot.remaining) / total if total else 1.0
+    view["done"] = total - snapshot.remaining
+    view["rate"] = current_rate(store, campaign_id)
+    view["actions"] = actions_for(snapshot.campaign.status)
+    events = getattr(store, "events", None)
+    view["events"] = [_plain(e) for e in events(campaign_id, limit=50)] if events else None
+    activity = getattr(store, "activity", None)
+    view["activity"] = [_plain(a) for a in activity(campaign_id, minutes=120)] if activity else None
+    return view

@@ -1,0 +1,180 @@
+"""The dashboard's pages and their live partials (htmx polls one partial per page).
+
+Pages: ``/`` the campaigns, ``/campaigns/{id}`` one campaign (its live part, its recipients,
+its CSV export), ``/sessions`` the sender sessions. Each page's live part is also served alone
+(``/partials/campaigns``, ``/campaigns/{id}/live``, ``/partials/sessions``) for the polls.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from campaigns import inputs
+from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.errors import CampaignError
+from campaigns.rows import ExportFormat
+from campaigns.web.auth import OPERATOR
+from campaigns.web.dashboard import data, recipients
+from campaigns.web.dashboard.login import Forbidden, PageScope
+from campaigns.web.dashboard.render import render
+from campaigns.web.deps import StoreDep
+from campaigns.web.routers import api_rows
+from campaigns.web.routers.api_errors import status_of
+
+router = APIRouter(include_in_schema=False)
+LIST_SIZE = 20
+POLL = "every 2s"
+"""How often a page's live part is asked for: the issue's "a few seconds behind at most"."""
+
+
+def cache_of(request: Request) -> data.TtlCache:
+    cache: data.TtlCache = request.app.state.dashboard_cache
+    return cache
+
+
+def error_page(request: Request, scope: str | None, exc: CampaignError) -> Response:
+    context = {"message": str(exc), "scope": scope}
+    return render(request, "error.html", context, status_code=status_of(exc))
+
+
+def _filters(status: str | None, session: str | None) -> tuple[CampaignStatus | None, str | None]:
+    chosen = inputs.optional_member(status or None, "status", CampaignStatus)
+    return chosen, (session or "").strip() or None
+
+
+async def _list_context(
+    request: Request, store: Any, scope: str, status: str | None, session: str | None,
+    before: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    chosen, named = _filters(status, session)
+    rows, next_before = await run_in_threadpool(
+        data.list_page, store, cache_of(request), chosen, named, before, LIST_SIZE
+    )
+    query = request.url.query
+    return {
+        "scope": scope, "operator": scope == OPERATOR, "rows": rows, "next_before": next_before,
+        "status": chosen.value if chosen else "", "session": named or "", "before": before,
+        "statuses": [s.value for s in CampaignStatus], "query": query, "poll": POLL,
+    }  # fmt: skip
+
+
+@router.get("/", response_class=HTMLResponse)
+async def campaigns_page(
+    request: Request, store: StoreDep, scope: PageScope,
+    status: str | None = None, session: str | None = None, before: int | None = None,
+) -> Response:  # fmt: skip
+    try:
+        context = await _list_context(request, store, scope, status, session, before)
+        context["sessions"] = [s.name for s in await run_in_threadpool(store.list_sessions)]
+    except CampaignError as exc:
+        return error_page(request, scope, exc)
+    return render(request, "campaigns.html", context)
+
+
+@router.get("/partials/campaigns", response_class=HTMLResponse)
+async def campaigns_partial(
+    request: Request, store: StoreDep, scope: PageScope,
+    status: str | None = None, session: str | None = None, before: int | None = None,
+) -> Response:  # fmt: skip
+    try:
+        context = await _list_context(request, store, scope, status, session, before)
+    except CampaignError as exc:
+        return error_page(request, scope, exc)
+    return render(request, "_campaign_rows.html", context)
+
+
+def _full(asked: str | None, scope: str) -> bool:
+    full = asked in ("1", "true", "yes")
+    if full and scope != OPERATOR:
+        raise Forbidden("full numbers need a token with the operator scope")
+    return full
+
+
+async def _live_context(request: Request, store: Any, scope: str, campaign_id: int) -> Any:
+    live = await run_in_threadpool(data.campaign_live, store, cache_of(request), campaign_id)
+    return {"scope": scope, "operator": scope == OPERATOR, "c": live, "poll": POLL}
+
+
+@router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
+async def campaign_page(
+    request: Request, campaign_id: int, store: StoreDep, scope: PageScope,
+    status: str | None = None, q: str | None = None,
+    after: Annotated[int, Query(ge=0)] = 0, full_numbers: str | None = None,
+) -> Response:  # fmt: skip
+    full = _full(full_numbers, scope)
+    try:
+        context = await _live_context(request, store, scope, campaign_id)
+        chosen = inputs.optional_member(status or None, "status", RecipientStatus)
+    except CampaignError as exc:
+        return error_page(request, scope, exc)
+    context.update(
+        statuses=[s.value for s in RecipientStatus], status=chosen.value if chosen else "",
+        q=q or "", after=after, full=full, search_error=None, searched=None, next_after=None,
+    )  # fmt: skip
+    try:
+        query = recipients.parse_query(q)
+    except ValueError as exc:
+        query, context["search_error"] = None, str(exc)
+    if query is not None:
+        rows, read = await run_in_threadpool(
+            recipients.search, store, campaign_id, chosen, query, full
+        )
+        context.update(rows=rows, searched=read)
+    elif context["search_error"] is None:
+        rows, next_after = await run_in_threadpool(
+            recipients.page, store, campaign_id, chosen, after, full
+        )
+        context.update(rows=rows, next_after=next_after)
+    else:
+        context["rows"] = []
+    return render(request, "campaign.html", context)
+
+
+@router.get("/campaigns/{campaign_id}/live", response_class=HTMLResponse)
+async def campaign_partial(
+    request: Request, campaign_id: int, store: StoreDep, scope: PageScope
+) -> Response:
+    try:
+        context = await _live_context(request, store, scope, campaign_id)
+    except CampaignError as exc:
+        return error_page(request, scope, exc)
+    return render(request, "_campaign_live.html", context)
+
+
+@router.get("/campaigns/{campaign_id}/export.csv")
+async def export(
+    request: Request, campaign_id: int, store: StoreDep, scope: PageScope,
+    status: str | None = None, full_numbers: str | None = None,
+) -> Response:  # fmt: skip
+    """The API's streamed CSV export, behind the dashboard's cookie (a link cannot carry the
+    API's bearer header)."""
+    full = _full(full_numbers, scope)
+    try:
+        which = inputs.optional_member(status or None, "status", RecipientStatus)
+        await run_in_threadpool(store.get_campaign, campaign_id)
+    except CampaignError as exc:
+        return error_page(request, scope, exc)
+    chunks = api_rows.stream(store.iter_recipients(campaign_id, which), full, ExportFormat.CSV)
+    return StreamingResponse(
+        chunks, media_type=api_rows.MEDIA_TYPES[ExportFormat.CSV],
+        headers={"Content-Disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
+    )  # fmt: skip
+
+
+@router.get("/sessions", response_class=HTMLResponse)
+async def sessions_page(request: Request, store: StoreDep, scope: PageScope) -> Response:
+    sessions = await run_in_threadpool(data.session_views, store)
+    context = {"scope": scope, "operator": scope == OPERATOR, "sessions": sessions, "poll": POLL}
+    return render(request, "sessions.html", context)
+
+
+@router.get("/partials/sessions", response_class=HTMLResponse)
+async def sessions_partial(request: Request, store: StoreDep, scope: PageScope) -> Response:
+    sessions = await run_in_threadpool(data.session_views, store)
+    context = {"scope": scope, "operator": scope == OPERATOR, "sessions": sessions, "poll": POLL}
+    return render(request, "_sessions_rows.html", context)
