@@ -226,7 +226,14 @@ class Demo:
         stack.start_beat()
         stack.start_worker(concurrency=4)
         self.say(f"worker and beat running; their logs are in {run_dir / 'logs'}")
-        self.say(f"web service: {stack.start_web()} (webhooks, /healthz, API docs at /docs)")
+        web = stack.start_web()
+        self.say(f"web service: {web} (webhooks, /healthz, API docs at /docs)")
+        # a newcomer watches the drop and the recovery on the dashboard: a token to sign in
+        # with, printed because this is a local demo on its own database (never do this with
+        # a shared one); operator scope, so the page's pause and resume work too
+        login = store.create_token(f"demo-{run_dir.name}-{secrets.token_hex(3)}", "operator")
+        self.say(f"dashboard: {web}/ (sign in with the token below)")
+        self.say(f"dashboard token (operator, this demo only): {login}")
         _fresh_session(store, sandbox_url)
         self.say(
             f"sessions {' and '.join(POOL)} added: waha at {sandbox_url}, token from "

@@ -176,6 +176,13 @@ def test_demo__sigint_mid_run_stops_every_child_and_exits_130(
         # the web service the demo printed answers while the demo runs
         [web] = re.findall(r"web service: (http://127\.0\.0\.1:\d+)", out.read_text())
         assert requests.get(f"{web}/healthz", timeout=5).status_code == 200
+        # and so does its dashboard, with the token it printed for a newcomer to sign in
+        printed = out.read_text()
+        assert f"dashboard: {web}/ (sign in with the token below)" in printed
+        [token] = re.findall(r"dashboard token \(operator, this demo only\): (cc_\S+)", printed)
+        with requests.Session() as browser:
+            page = browser.post(f"{web}/login", data={"token": token}, timeout=5)
+            assert page.status_code == 200 and 'data-testid="campaign-row"' in page.text
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=60)
     finally:

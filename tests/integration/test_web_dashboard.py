@@ -7,6 +7,7 @@ the browser tests drive the same pages in Chromium."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
@@ -267,3 +268,19 @@ def test_static_files__vendored_libraries_are_served(base: str) -> None:
     for path in ("/static/vendor/htmx.min.js", "/static/vendor/chart.umd.min.js",
                  "/static/app.css", "/static/app.js"):  # fmt: skip
         assert requests.get(f"{base}{path}", timeout=5).status_code == 200, path
+
+
+def test_campaign_page__timeline_newest_first_and_chart_data(
+    base: str, store: CampaignStateManager, operator: requests.Session
+) -> None:
+    if not hasattr(store, "events"):
+        pytest.skip("the store's timeline verbs are not there yet")
+    cid = create(base, store, 5)
+    operator.post(f"{base}/campaigns/{cid}/pause", headers={"HX-Request": "true"}, timeout=5)
+    page = Page(operator.get(f"{base}/campaigns/{cid}", timeout=5).text)
+    kinds = [e["data-kind"] for e in page.all("event")]
+    assert kinds[0] == "paused" and kinds[-1] == "created", kinds
+    chart = json.loads(page.one("activity-data")["text"])
+    assert len(chart) == 120 and set(chart[0]) == {"label", "sent", "failed", "delivered", "read"}
+    rows = Page(operator.get(f"{base}/", timeout=5).text)
+    assert rows.one(f"campaign-{cid}")["data-status"] == "paused"

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from campaigns.domain import Campaign, CampaignStatus, RecipientStatus
@@ -32,6 +33,7 @@ LIVE_TTL = 2.0
 poll behind."""
 SETTLED_TTL = 30.0
 """Seconds a finished campaign's figures are reused (only late receipts still move them)."""
+CHART_MINUTES = 120
 COUNTED = ("sent", "failed", "duplicate", "invalid", "unknown", "skipped")
 T = TypeVar("T")
 
@@ -42,6 +44,7 @@ class TtlCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[tuple[str, int], tuple[float, Any]] = {}
+        self.timeline = TimelineTail()
 
     def get(self, key: tuple[str, int], ttl: float, compute: Callable[[], T]) -> T:
         now = time.monotonic()
@@ -161,40 +164,83 @@ def list_page(
     return campaign_rows(store, cache, page), (page[-1].id if more and page else None)
 
 
+RISK_LABELS = {4: "blocked", 3: "limited", 2: "disconnected", 1: "near a cap", 0: "healthy"}
+
+
 def session_views(store: CampaignStateManager) -> list[dict[str, Any]]:
-    """Every sender session with its pacing, caps and window, the ones at risk first."""
+    """Every sender session with its pacing, caps and window, the ones at risk first: the
+    store's overview (caps used and left today, warm-up day, limited until, blocked) once it
+    offers one, else what the sessions themselves say."""
     overview = getattr(store, "sessions_overview", None)
-    extra: dict[str, dict[str, Any]] = {}
     if overview is not None:
-        for item in overview():
-            plain = _plain(item)
-            extra[str(plain.get("name") or plain.get("session"))] = plain
+        views = []
+        for item in overview():  # already ordered, most at risk first
+            view = _plain(item)
+            view.update(left_day=item.left_day, left_hour=item.left_hour, risk=4 - int(item.risk))
+            views.append(view)
+        return views
     views = []
     for session in store.list_sessions():
         view = {
             "name": session.name, "gateway": session.gateway,
             "connection_status": session.connection_status,
             "last_checked_at": session.last_checked_at, "last_error": session.last_error,
-            "pacing": pacing_data(session), **protection_data(session),
-            "first_sent_at": session.first_sent_at,
+            "pacing": pacing_data(session)["description"], **protection_data(session),
         }  # fmt: skip
-        view.update(extra.get(session.name, {}))
-        view["risk"] = risk_of(view)
+        view["risk"] = 2 if session.connection_status not in ("connected", "working") else 0
         views.append(view)
     views.sort(key=lambda v: (-v["risk"], v["name"]))
     return views
 
 
-def risk_of(view: dict[str, Any]) -> int:
-    """Blocked 3, limited 2, disconnected or erroring 1, healthy 0: the order of the page."""
-    state = str(view.get("state") or view.get("connection_status") or "").lower()
-    if view.get("blocked") or "blocked" in state:
-        return 3
-    if view.get("limited_until") or "limited" in state:
-        return 2
-    if state not in ("connected", "working", "open", "ok") or view.get("last_error"):
-        return 1
-    return 0
+class TimelineTail:
+    """The newest events of each campaign's timeline, read incrementally: the store pages
+    events oldest first after an id, so each poll asks only for those after the last one seen
+    (one indexed query), and a long campaign's thousands of batch events are read once."""
+
+    KEEP = 50
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tails: dict[int, tuple[int, list[Any]]] = {}
+
+    def newest(self, store: CampaignStateManager, campaign_id: int) -> list[Any] | None:
+        verb = getattr(store, "events", None)
+        if verb is None:
+            return None
+        with self._lock:
+            last, kept = self._tails.get(campaign_id, (0, []))
+        while True:
+            page = verb(campaign_id, after_id=last, limit=1000)
+            if not page:
+                break
+            kept = (kept + list(page))[-self.KEEP :]
+            last = page[-1].id
+            if len(page) < 1000:
+                break
+        with self._lock:
+            self._tails[campaign_id] = (last, kept)
+        return list(reversed(kept))
+
+
+def chart_points(store: CampaignStateManager, campaign_id: int) -> list[dict[str, Any]] | None:
+    """Per minute of the last two hours (zeros where nothing happened), for the chart."""
+    verb = getattr(store, "activity", None)
+    if verb is None:
+        return None
+    found = {row.minute.astimezone(UTC).replace(second=0, microsecond=0): row
+             for row in verb(campaign_id, minutes=CHART_MINUTES)}  # fmt: skip
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    points = []
+    for back in range(CHART_MINUTES - 1, -1, -1):
+        minute = now - timedelta(minutes=back)
+        row = found.get(minute)
+        points.append({
+            "label": minute.strftime("%H:%M"),
+            "sent": row.sent if row else 0, "failed": row.failed if row else 0,
+            "delivered": row.delivered if row else 0, "read": row.read if row else 0,
+        })  # fmt: skip
+    return points
 
 
 def campaign_live(store: CampaignStateManager, cache: TtlCache, campaign_id: int) -> dict[str, Any]:
@@ -202,10 +248,10 @@ def campaign_live(store: CampaignStateManager, cache: TtlCache, campaign_id: int
     campaign = store.get_campaign(campaign_id)
     ttl = SETTLED_TTL if campaign.status.finished else LIVE_TTL
     key = (f"live:{campaign.status.value}:{campaign.updated_at}", campaign_id)
-    return cache.get(key, ttl, lambda: _live(store, campaign_id))
+    return cache.get(key, ttl, lambda: _live(store, cache.timeline, campaign_id))
 
 
-def _live(store: CampaignStateManager, campaign_id: int) -> dict[str, Any]:
+def _live(store: CampaignStateManager, tail: TimelineTail, campaign_id: int) -> dict[str, Any]:
     snapshot = store.snapshot(campaign_id)
     lanes = store.list_lanes(campaign_id, counts=True)
     view = snapshot_data(
@@ -225,8 +271,6 @@ def _live(store: CampaignStateManager, campaign_id: int) -> dict[str, Any]:
     view["done"] = total - snapshot.remaining
     view["rate"] = current_rate(store, campaign_id)
     view["actions"] = actions_for(snapshot.campaign.status)
-    events = getattr(store, "events", None)
-    view["events"] = [_plain(e) for e in events(campaign_id, limit=50)] if events else None
-    activity = getattr(store, "activity", None)
-    view["activity"] = [_plain(a) for a in activity(campaign_id, minutes=120)] if activity else None
+    view["events"] = tail.newest(store, campaign_id)
+    view["chart"] = chart_points(store, campaign_id)
     return view
