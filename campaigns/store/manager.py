@@ -41,6 +41,7 @@ from campaigns.store.recovery import RecoveryVerbs
 from campaigns.store.sending import SendingVerbs
 from campaigns.store.sessions import SessionVerbs
 from campaigns.store.status import StatusVerbs
+from campaigns.store.timeline import TimelineVerbs
 from campaigns.store.tokens import TokenVerbs
 from campaigns.windows import SendWindow, window_from_options
 
@@ -55,6 +56,7 @@ class CampaignStateManager(
     SendingVerbs,
     StatusVerbs,
     ProtectionVerbs,
+    TimelineVerbs,
     SessionVerbs,
     RecoveryVerbs,
     LaneVerbs,

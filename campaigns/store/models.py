@@ -259,6 +259,14 @@ class CampaignRecipient(Base):
             "gateway_message_id",
             postgresql_where=text("gateway_message_id IS NOT NULL"),
         ),
+        # the dashboard's last minutes of a campaign (activity, current rate) without a scan
+        # of its whole ledger: a row's latest moment (sent, delivered or read)
+        Index(
+            "ix_campaign_recipients_activity",
+            "campaign_id",
+            text("greatest(finished_at, delivered_at, read_at)"),
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
     )
 
 
@@ -357,4 +365,29 @@ class CampaignLane(Base):
         ),
         # the session watcher: down lanes of a session; remove_session: lanes of a session
         Index("ix_campaign_lanes_session_state", "session_name", "state"),
+    )
+
+
+class CampaignEventRow(Base):
+    """The campaign's timeline: one row per state change, written by the store in the
+    transaction of the change (so it never disagrees with the state). Kinds and their columns:
+    :mod:`campaigns.timeline`."""
+
+    __tablename__ = "campaign_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign_batch_state.id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    kind: Mapped[str] = mapped_column(String(24))
+    trigger: Mapped[str | None] = mapped_column(String(24))
+    detail: Mapped[str | None] = mapped_column(Text)
+    batch_number: Mapped[int | None] = mapped_column(Integer)
+    position: Mapped[int | None] = mapped_column(Integer)
+    session_name: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (
+        # a campaign's events in order, and the page after a given id (live updates)
+        Index("ix_campaign_events_campaign_id_id", "campaign_id", "id"),
     )

@@ -1179,3 +1179,132 @@ FROM campaign_recipients
 WHERE campaign_id = :campaign_id AND status = 'sent'
 GROUP BY session_name
 """)
+
+# --- the campaign timeline and the dashboard's figures (campaigns/store/timeline.py) ---
+# Events are written by the store in the transaction of the change they record, one INSERT
+# each, never per message: a campaign's creation, batches, stops, resumes, lanes and waits.
+
+# One event.
+INSERT_EVENT = text("""
+INSERT INTO campaign_events (campaign_id, kind, trigger, detail, batch_number, position,
+                             session_name)
+VALUES (:campaign_id, :kind, :trigger, :detail, :batch_number, :position, :session)
+""")
+
+# A recovery, with the batch and first pending recipient it resumes from, read in the same
+# transaction as the token swap (one probe of ix_campaign_recipients_open: what the next claim
+# takes first).
+INSERT_RECOVERED_EVENT = text("""
+INSERT INTO campaign_events (campaign_id, kind, trigger, detail, batch_number, position)
+SELECT :campaign_id, :kind, :trigger, :detail, first.batch_number, first.position
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (
+    SELECT batch_number, position FROM campaign_recipients
+    WHERE campaign_id = :campaign_id AND status = 'pending'
+    ORDER BY batch_number, position LIMIT 1
+) first ON true
+""")
+
+# Lanes put back in the rotation, one event each (:campaign_ids and :sessions side by side).
+INSERT_LANE_UP_EVENTS = text("""
+INSERT INTO campaign_events (campaign_id, kind, trigger, detail, session_name)
+SELECT v.campaign_id, 'lane_up', :trigger, :detail, v.session_name
+FROM unnest(CAST(:campaign_ids AS integer[]), CAST(:sessions AS varchar[]))
+     AS v(campaign_id, session_name)
+""")
+
+# A wait, unless the campaign's latest event already says the same wait (its reason with the
+# figures left out: the same wait polled again names a later "until"); any event in between
+# (a batch done, a lane down) lets the next wait be told again. One probe of the (campaign, id)
+# index, so a campaign polling its capacity writes one event per wait, not one per poll.
+INSERT_WAITING_EVENT = text("""
+INSERT INTO campaign_events (campaign_id, kind, detail, session_name)
+SELECT :campaign_id, 'waiting', :detail, :session
+WHERE NOT EXISTS (
+    SELECT 1 FROM (
+        SELECT kind, detail, session_name FROM campaign_events
+        WHERE campaign_id = :campaign_id ORDER BY id DESC LIMIT 1
+    ) last
+    WHERE last.kind = 'waiting'
+      AND last.session_name IS NOT DISTINCT FROM CAST(:session AS varchar)
+      AND regexp_replace(last.detail, '[0-9]', '', 'g')
+          = regexp_replace(CAST(:detail AS text), '[0-9]', '', 'g')
+)
+""")
+
+# A campaign's events after an id, oldest first.
+LIST_EVENTS = text("""
+SELECT * FROM campaign_events
+WHERE campaign_id = :campaign_id AND id > :after_id
+ORDER BY id LIMIT :limit
+""")
+
+# A campaign's messages per minute over the last :minutes: sent and failed by finished_at,
+# delivered and read by their receipts' times. Rows are found through
+# ix_campaign_recipients_activity (their latest moment is in the span), so the cost follows the
+# span's activity, not the campaign's size; each row then counts once per moment in the span.
+ACTIVITY = text("""
+WITH since AS (
+    SELECT date_trunc('minute', now()) - make_interval(mins => :minutes - 1) AS t
+)
+SELECT m.minute,
+       count(*) FILTER (WHERE m.what = 'sent') AS sent,
+       count(*) FILTER (WHERE m.what = 'failed') AS failed,
+       count(*) FILTER (WHERE m.what = 'delivered') AS delivered,
+       count(*) FILTER (WHERE m.what = 'read') AS read
+FROM since, campaign_recipients r
+CROSS JOIN LATERAL (VALUES
+    (date_trunc('minute', r.finished_at),
+     CASE r.status WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed' END),
+    (date_trunc('minute', r.delivered_at), 'delivered'),
+    (date_trunc('minute', r.read_at), 'read')
+) AS m(minute, what)
+WHERE r.campaign_id = :campaign_id AND r.finished_at IS NOT NULL
+  AND greatest(r.finished_at, r.delivered_at, r.read_at) >= since.t
+  AND m.minute >= since.t AND m.what IS NOT NULL
+GROUP BY m.minute ORDER BY m.minute
+""")
+
+# Gateway calls of a campaign recorded in the last :seconds (sent, failed or unknown).
+RECENT_SENDS = text("""
+SELECT count(*) FROM campaign_recipients
+WHERE campaign_id = :campaign_id AND finished_at IS NOT NULL
+  AND greatest(finished_at, delivered_at, read_at) >= now() - make_interval(secs => :seconds)
+  AND finished_at >= now() - make_interval(secs => :seconds)
+  AND status IN ('sent', 'failed', 'unknown')
+""")
+
+# Sends of each of :sessions in the rolling day and hour (:day seconds), with the day's unique
+# recipients (a Cloud API portfolio's limit counts those), through
+# ix_campaign_recipients_sent_by_session: one range per session.
+SESSION_SENDS = text("""
+SELECT session_name,
+       count(*) AS day,
+       count(*) FILTER (WHERE finished_at > now() - make_interval(secs => :day / 24)) AS hour,
+       count(DISTINCT phone) AS unique_day
+FROM campaign_recipients
+WHERE status = 'sent' AND session_name = ANY(CAST(:sessions AS varchar[]))
+  AND finished_at > now() - make_interval(secs => :day)
+GROUP BY session_name
+""")
+
+# The stops in force per session: down lanes of unfinished campaigns, and interrupted campaigns
+# as a whole (their first session), by kind, with the latest end of a limited one and a reason;
+# and how many unfinished campaigns have the session in their pool.
+SESSION_STOPS = text("""
+SELECT l.session_name, l.stop_kind::text AS kind, max(l.resume_at) AS until,
+       min(l.reason) AS reason, 0 AS campaigns
+FROM campaign_lanes l JOIN campaign_batch_state s ON s.id = l.campaign_id
+WHERE l.state = 'down' AND s.status IN ('running', 'interrupted')
+GROUP BY l.session_name, l.stop_kind
+UNION ALL
+SELECT s.session_name, s.interrupt_kind::text, max(s.resume_at), min(s.interrupt_reason), 0
+FROM campaign_batch_state s
+WHERE s.status = 'interrupted' AND s.interrupt_kind IS NOT NULL
+GROUP BY s.session_name, s.interrupt_kind
+UNION ALL
+SELECT l.session_name, NULL, NULL, NULL, count(*)
+FROM campaign_lanes l JOIN campaign_batch_state s ON s.id = l.campaign_id
+WHERE s.status NOT IN ('completed', 'failed', 'cancelled')
+GROUP BY l.session_name
+""")
