@@ -80,6 +80,7 @@ class CampaignRecoveryManager:
         delay: float = 0.0,
         only_from: frozenset[CampaignStatus] | None = None,
         if_kind: StopKind | None = None,
+        trigger: str | None = None,
     ) -> Recovery:
         """The one resume path: put an interrupted, paused or scheduled campaign back to
         running (or restart a running one's chain) from the first batch with work, under a new
@@ -87,7 +88,9 @@ class CampaignRecoveryManager:
         (``only_from`` None) takes every resumable status and restarts the chain of a running
         campaign; automatic triggers pass a narrower ``only_from`` and the kind
         of stop they resume (``if_kind``); the guard is in the UPDATE, so a pause, or a stop
-        that became blocked, landing meanwhile is never undone.
+        that became blocked, landing meanwhile is never undone. ``trigger`` (sweep, watcher,
+        webhook, worker_start; the operator's by default) labels the recovery in the
+        timeline, whose event the store writes with the token swap.
         :class:`InvalidTransition` when it is finished or has nothing left to send."""
         campaign_id = inputs.campaign_id(campaign_id)
         session = inputs.optional_name(session, "session")
@@ -115,11 +118,12 @@ class CampaignRecoveryManager:
         elif if_kind is StopKind.DISCONNECTED and session is not None:
             self.state.activate_lanes(campaign_id, session=session, kind=StopKind.DISCONNECTED)
         if only_from is None and campaign.status is CampaignStatus.RUNNING:
-            token = self.state.restart_run(campaign_id)
+            token = self.state.restart_run(campaign_id, reason=reason)
         else:
             token = self.state.start_run(
-                campaign_id, only_from=only_from or RESUMABLE_BY_OPERATOR, if_kind=if_kind
-            )
+                campaign_id, only_from=only_from or RESUMABLE_BY_OPERATOR, if_kind=if_kind,
+                trigger=trigger or "operator", reason=reason,
+            )  # fmt: skip
         recovery = self._launch(campaign, token, reason, delay)
         if recovery is None:
             raise InvalidTransition(f"campaign {campaign_id} has nothing left to send")
@@ -134,18 +138,15 @@ class CampaignRecoveryManager:
         recovered = []
         stall = self.state.settings.stall_timeout
         for campaign in self.state.find_stalled_campaigns():
-            token = self.state.take_over_stalled(campaign)
+            why = (
+                "its chain stopped (no heartbeat and no next batch for "
+                f"{stall:.0f}s: worker crash, restart or lost broker message)"
+            )
+            token = self.state.take_over_stalled(campaign, trigger=trigger, reason=why)
             if token is None:
                 continue  # another sweep, or the campaign's own chain, got there first
             unknown = self.state.settle_cut_off_claims(campaign.id, older_than=stall)
-            result = self._launch(
-                campaign,
-                token,
-                "its chain stopped (no heartbeat and no next batch for "
-                f"{stall:.0f}s: worker crash, restart or lost broker message)",
-                0.0,
-                tuple(unknown),
-            )
+            result = self._launch(campaign, token, why, 0.0, tuple(unknown))
             if result:
                 recovered.append(result)
         scheduled = 0  # a scheduled start is no recovery
@@ -166,12 +167,13 @@ class CampaignRecoveryManager:
                         reason=f"its limit ended ({campaign.interrupt_reason})",
                         only_from=frozenset({CampaignStatus.INTERRUPTED}),
                         if_kind=StopKind.LIMITED,
+                        trigger=trigger,
                     )
                 )
             except InvalidTransition:
                 continue  # resumed, paused or cancelled meanwhile, or nothing left to send
         for campaign_id, session in self.state.activate_running_lanes(
-            kind=StopKind.LIMITED, due_only=True
+            kind=StopKind.LIMITED, due_only=True, trigger=trigger
         ):
             lane = self._lane_back(campaign_id, session, f"the limit of {session} ended", 0.0)
             if lane:
@@ -201,13 +203,14 @@ class CampaignRecoveryManager:
                     delay=self.settle_delay,
                     only_from=frozenset({CampaignStatus.INTERRUPTED}),
                     if_kind=StopKind.DISCONNECTED,
+                    trigger=trigger,
                 )
             except InvalidTransition:
                 continue  # resumed by another watcher, or paused or cancelled, meanwhile
             if result:
                 resumed.append(result)
         for campaign_id, _ in self.state.activate_running_lanes(
-            session=session, kind=StopKind.DISCONNECTED
+            session=session, kind=StopKind.DISCONNECTED, trigger=trigger
         ):
             lane = self._lane_back(campaign_id, session, reason, self.settle_delay)
             if lane:

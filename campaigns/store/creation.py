@@ -26,10 +26,12 @@ from campaigns.numbers import Entry
 from campaigns.settings import Pacing
 from campaigns.store import queries
 from campaigns.store.db import translate_errors
+from campaigns.store.events import write_event
 from campaigns.store.lanes import LaneVerbs
 from campaigns.store.loading import LoadCounter, copy_entries
 from campaigns.store.models import CampaignBatchState
 from campaigns.store.sessions import SessionVerbs
+from campaigns.timeline import EventKind
 from campaigns.windows import SendWindow
 
 log = logging.getLogger("campaigns.store")
@@ -153,6 +155,10 @@ class CreationVerbs(SessionVerbs, LaneVerbs):
                 {"total": counter.total, "batches": total_batches, "id": campaign_id},
             )
             conn.execute(queries.SET_COLUMNS, {"id": campaign_id, "columns": list(columns)})
+            write_event(conn, campaign_id, EventKind.CREATED, detail=(
+                f"{counter.total} numbers ({counter.valid} valid) in {total_batches} batches "
+                f"on {', '.join(pool)}" + (f", starts {start_at.isoformat()}" if start_at else "")
+            ))  # fmt: skip
         log.info(
             "campaign %s created on session %s: %s numbers (%s valid, %s messaged recently) "
             "in %s batches; legal basis %s",
@@ -226,6 +232,10 @@ class CreationVerbs(SessionVerbs, LaneVerbs):
             ).rowcount
             batches = (total + original.batch_size - 1) // original.batch_size
             conn.execute(queries.SET_TOTALS, {"total": total, "batches": batches, "id": new_id})
+            write_event(conn, new_id, EventKind.CREATED, detail=(
+                f"retries {total} recipients of campaign {original.id} in {batches} batches "
+                f"on {', '.join(original.sessions)}"
+            ))  # fmt: skip
         log.info(
             "campaign %s retries %s recipients of campaign %s (%s opted out, %s already "
             "retried, left out)",

@@ -64,6 +64,8 @@ from campaigns.errors import InvalidInput, UnknownSession
 from campaigns.store import queries
 from campaigns.store.base import StoreBase
 from campaigns.store.db import translate_errors
+from campaigns.store.events import stop_text, write_event, write_lanes_up
+from campaigns.timeline import EventKind
 
 
 def pool_stop_of(lanes: Sequence[Lane]) -> PoolStop | None:
@@ -269,6 +271,7 @@ class LaneVerbs(StoreBase):
         with translate_errors(), self.engine.begin() as conn:
             if not self._lock_campaign(conn, campaign_id, run_token):
                 return None
+            resume_at = resume_at if kind is StopKind.LIMITED else None
             conn.execute(
                 queries.SET_LANE_DOWN,
                 {
@@ -276,9 +279,11 @@ class LaneVerbs(StoreBase):
                     "session": session,
                     "kind": kind.value,
                     "reason": reason,
-                    "resume_at": resume_at if kind is StopKind.LIMITED else None,
+                    "resume_at": resume_at,
                 },
             )
+            write_event(conn, campaign_id, EventKind.LANE_DOWN, session=session,
+                        detail=stop_text(kind, reason, resume_at))  # fmt: skip
             return self._interrupt_if_down(conn, campaign_id, run_token)
 
     def interrupt_if_all_lanes_down(
@@ -314,10 +319,13 @@ class LaneVerbs(StoreBase):
         }
         with translate_errors(), self.engine.begin() as conn:
             self._lock_campaign(conn, campaign_id, None)
-            return [r.session_name for r in conn.execute(queries.ACTIVATE_LANES, params)]
+            up = [r.session_name for r in conn.execute(queries.ACTIVATE_LANES, params)]
+            write_lanes_up(conn, [(campaign_id, s) for s in up], None, None)
+            return up
 
     def activate_running_lanes(
-        self, *, session: str | None = None, kind: StopKind | None = None, due_only: bool = False
+        self, *, session: str | None = None, kind: StopKind | None = None, due_only: bool = False,
+        trigger: str | None = None,
     ) -> list[tuple[int, str]]:
         """The same across *running* campaigns (a session reconnected, a lane's limit ended):
         (campaign id, session) of each lane put back. A campaign interrupted meanwhile is
@@ -329,7 +337,9 @@ class LaneVerbs(StoreBase):
         }
         with translate_errors(), self.engine.begin() as conn:
             rows = conn.execute(queries.ACTIVATE_RUNNING_LANES, params).all()
-        return sorted((r.campaign_id, r.session_name) for r in rows)
+            up = sorted((r.campaign_id, r.session_name) for r in rows)
+            write_lanes_up(conn, up, trigger, None)  # ``trigger``: who brought them back
+        return up
 
     # --- inside a transaction ---
 
@@ -360,7 +370,11 @@ class LaneVerbs(StoreBase):
         # StatusVerbs.transition's statement, in this transaction: only a running campaign
         # is interrupted (a pause or cancel that came first stays)
         moved = conn.execute(queries.TRANSITION, _interruption(campaign_id, stop, run_token))
-        return stop if moved.first() is not None else None
+        if moved.first() is None:
+            return None
+        write_event(conn, campaign_id, EventKind.INTERRUPTED,
+                    detail=stop_text(stop.kind, stop.reason, stop.resume_at))  # fmt: skip
+        return stop
 
 
 def _interruption(campaign_id: int, stop: PoolStop, run_token: str | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from campaigns.eta import LanePlan
 from campaigns.profiles import profile_from_options
 from campaigns.store import queries
 from campaigns.store.db import translate_errors
+from campaigns.store.events import write_waiting
 from campaigns.store.sessions import SessionVerbs
 from campaigns.windows import SendWindow
 
@@ -169,6 +170,8 @@ class ProtectionVerbs(SessionVerbs):
                     "wait": float(wait),
                 },
             ).rowcount
+            if count:
+                write_waiting(conn, campaign_id, reason)  # once per wait, not per poll
         return bool(count)
 
     def park_lane(
@@ -199,6 +202,8 @@ class ProtectionVerbs(SessionVerbs):
                     "resume_at": resume_at,
                 },
             )
+            # a parked lane waits (it comes back by itself): the timeline says so once
+            write_waiting(conn, campaign_id, reason, session)
         return True
 
     def clear_waiting(self, campaign_id: int) -> None:

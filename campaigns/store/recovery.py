@@ -20,6 +20,7 @@ from campaigns.errors import (
 from campaigns.store import queries
 from campaigns.store.base import COUNTED_STATUSES, StoreBase, counts_by_status
 from campaigns.store.db import translate_errors
+from campaigns.store.events import write_recovered
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,17 @@ class RecoveryVerbs(StoreBase):
         return [r[0] for r in rows]
 
     def take_over_stalled(
-        self, campaign: Campaign, stall_timeout: float | None = None
+        self,
+        campaign: Campaign,
+        stall_timeout: float | None = None,
+        *,
+        trigger: str = "sweep",
+        reason: str | None = None,
     ) -> str | None:
         """Swap the run token of a stalled running campaign, if it is still stalled and
-        nobody took it over since ``campaign`` was read. Returns the new token or None."""
+        nobody took it over since ``campaign`` was read. Returns the new token or None. The
+        timeline records the recovery with ``trigger`` (the beat's sweep or a worker's start)
+        and ``reason``, in the same transaction."""
         token = str(uuid.uuid4())
         stall = self.settings.stall_timeout if stall_timeout is None else stall_timeout
         with translate_errors(), self.engine.begin() as conn:
@@ -138,6 +146,8 @@ class RecoveryVerbs(StoreBase):
                     "stall": stall,
                 },
             ).first()
+            if row is not None:
+                write_recovered(conn, campaign.id, trigger, reason)
         return token if row is not None else None
 
     def settle_cut_off_claims(

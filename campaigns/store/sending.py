@@ -11,7 +11,9 @@ from campaigns.errors import InvalidTransition
 from campaigns.store import queries
 from campaigns.store.base import COUNTED_STATUSES, StoreBase, counts_by_status
 from campaigns.store.db import translate_errors
+from campaigns.store.events import batch_text, write_event
 from campaigns.store.receipts import apply_parked
+from campaigns.timeline import EventKind
 
 
 class SendingVerbs(StoreBase):
@@ -242,6 +244,12 @@ class SendingVerbs(StoreBase):
                         "delay": float(delay),
                     },
                 )
+                # the timeline, with the change it records (only the finish that counted it)
+                text = batch_text(tally, state.total_batches, batch_number)
+                write_event(conn, campaign_id, EventKind.BATCH_DONE, detail=text,
+                            batch_number=batch_number)  # fmt: skip
+                if completed:
+                    write_event(conn, campaign_id, EventKind.COMPLETED)
             if lease is not None:
                 conn.execute(
                     queries.RELEASE_RUN_LEASE, {"campaign_id": campaign_id, "lease": lease}

@@ -13,6 +13,7 @@ from campaigns.errors import InvalidInput, InvalidTransition
 from campaigns.store import queries
 from campaigns.store.base import StoreBase
 from campaigns.store.db import translate_errors
+from campaigns.store.events import write_recovered, write_transition
 
 
 class StatusVerbs(StoreBase):
@@ -30,17 +31,27 @@ class StatusVerbs(StoreBase):
         kind: StopKind | None = None,
         resume_at: datetime | None = None,
         if_kind: StopKind | None = None,
+        trigger: str | None = None,
+        detail: str | None = None,
     ) -> bool:
         """Move a campaign to ``target`` if the transition table allows it from its status
         (and, with ``run_token``, if the caller holds the fence; with ``only_from``, if its
         status is one of those; with ``if_kind``, if its stop is of that kind). False when the
         guard did not match. The guard is in the UPDATE itself, so a pause committed after the
-        caller read the campaign still wins, and so does a stop that became blocked."""
+        caller read the campaign still wins, and so does a stop that became blocked. The
+        change's timeline event is written in the same transaction (``trigger``: who resumes,
+        for a move to running; ``detail``: its text, ``reason`` by default)."""
         allowed = sources_of(target)
         if only_from is not None:
             allowed = allowed & frozenset(only_from)
         sources = sorted(s.value for s in allowed)
         with translate_errors(), self.engine.begin() as conn:
+            previous = None
+            if target is CampaignStatus.RUNNING:
+                # the event tells a resume from a recovery or a start by the status left: read
+                # under the row lock the UPDATE takes anyway (the campaign row first, as always)
+                locked = conn.execute(queries.LOCK_CAMPAIGN, {"campaign_id": campaign_id}).first()
+                previous = CampaignStatus(locked.status) if locked is not None else None
             row = conn.execute(
                 queries.TRANSITION,
                 {
@@ -59,6 +70,11 @@ class StatusVerbs(StoreBase):
                     "if_kind": if_kind.value if if_kind else None,
                 },
             ).first()
+            if row is not None:
+                write_transition(
+                    conn, campaign_id, target, previous, reason=detail or reason, kind=kind,
+                    resume_at=resume_at, trigger=trigger,
+                )  # fmt: skip
         return row is not None
 
     def _transition_or_raise(
@@ -109,17 +125,19 @@ class StatusVerbs(StoreBase):
         *,
         only_from: Iterable[CampaignStatus] = RESUMABLE_BY_OPERATOR,
         if_kind: StopKind | None = None,
+        trigger: str | None = None,
+        reason: str | None = None,
     ) -> str:
         """Put a campaign back to running under a new run token, which fences off any task of
         an earlier chain. Returns the token. ``only_from`` narrows the statuses it may come
         from: the session watcher starts only interrupted campaigns, the scheduled sweep only
         scheduled ones, so neither can undo an operator's pause or cancel that lands between
-        its read and this write. :class:`InvalidTransition` when the guard did not match."""
+        its read and this write. ``trigger`` and ``reason`` go into the timeline's event (a
+        recovery's trigger: the operator's by default). :class:`InvalidTransition` when the
+        guard did not match."""
         token = str(uuid.uuid4())
         allowed = frozenset(only_from)
-        if not self.transition(
-            campaign_id, CampaignStatus.RUNNING, new_token=token, only_from=allowed, if_kind=if_kind
-        ):
+        if not self._start(campaign_id, token, allowed, if_kind, trigger, reason):
             current = self.get_campaign(campaign_id).status
             names = ", ".join(sorted(s.value for s in allowed & RESUMABLE_BY_OPERATOR))
             raise InvalidTransition(
@@ -128,15 +146,34 @@ class StatusVerbs(StoreBase):
             )
         return token
 
-    def restart_run(self, campaign_id: int) -> str:
+    def _start(
+        self,
+        campaign_id: int,
+        token: str,
+        allowed: frozenset[CampaignStatus],
+        if_kind: StopKind | None,
+        trigger: str | None,
+        reason: str | None,
+    ) -> bool:
+        # the resume's reason is the event's text only: as ``reason`` the statement would keep
+        # it as the campaign's interruption reason, which a move to running clears
+        return self.transition(
+            campaign_id, CampaignStatus.RUNNING, new_token=token, only_from=allowed,
+            if_kind=if_kind, trigger=trigger, detail=reason,
+        )  # fmt: skip
+
+    def restart_run(self, campaign_id: int, *, reason: str | None = None) -> str:
         """Give a running campaign a new run token whatever its heartbeat (operator resume):
-        the old chain stops before its next message. Returns the token."""
+        the old chain stops before its next message. Returns the token. The timeline records
+        it as the operator's recovery, with ``reason``."""
         token = str(uuid.uuid4())
         with translate_errors(), self.engine.begin() as conn:
             row = conn.execute(
                 queries.RESTART_RUN,
                 {"id": campaign_id, "token": token},
             ).first()
+            if row is not None:
+                write_recovered(conn, campaign_id, "operator", reason)
         if row is None:
             raise InvalidTransition(f"campaign {campaign_id} is not running")
         return token
