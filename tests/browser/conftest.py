@@ -179,6 +179,11 @@ def _no_browser_left(profile: Path, driver_pid: int) -> None:
 def screenshot(driver: Any, name: str) -> Path:
     """A full-page PNG of the current page in docs/dashboard/NAME.png (overwritten), cut at
     MAX_SHOT_HEIGHT and scaled down until it is under MAX_SHOT_BYTES."""
+    # a click scrolls a wide table's region sideways: show every page from its left edge
+    driver.execute_script(
+        "window.scrollTo(0, 0);"
+        "document.querySelectorAll('.scroll').forEach(e => { e.scrollLeft = 0; });"
+    )
     metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
     size = metrics.get("cssContentSize") or metrics["contentSize"]
     width = max(WINDOW[0], int(size["width"]))
@@ -231,3 +236,21 @@ def wait_for(driver: Any, condition: Callable[[Any], Any], what: str, timeout: f
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
         condition, f"timed out after {timeout:.0f}s waiting for {what}"
     )
+
+
+def login(driver: Any, base: str, token: str, then: str = "/") -> None:
+    """Sign in through the login page (the token typed into its form); waits for the page
+    it leads to."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/login?next={then}")
+    field = driver.find_element(By.ID, "token")
+    field.send_keys(token)
+    driver.find_element(By.ID, "login-submit").click()
+    wait_for(driver, lambda d: d.find_elements(By.ID, "scope"), "the page after the login")
+
+
+def by_testid(driver: Any, testid: str, within: Any = None) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return (within or driver).find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
