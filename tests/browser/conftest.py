@@ -231,11 +231,13 @@ def read_token(e2e_store: CampaignStateManager) -> str:
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], what: str, timeout: float = WAIT) -> Any:
     """Selenium's WebDriverWait with a message naming what was awaited."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        condition, f"timed out after {timeout:.0f}s waiting for {what}"
-    )
+    # a poll or a navigation can replace what the condition was reading: ask again
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored)
+    return wait.until(condition, f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def login(driver: Any, base: str, token: str, then: str = "/") -> None:
