@@ -83,6 +83,7 @@ def test_an_interruption_and_its_recovery__appear_in_the_timeline_with_reason_an
     # newest first: the recovery is listed above the interruption
     kinds = [e["kind"] for e in _events(browser)]
     assert kinds.index("recovered") < kinds.index("interrupted")
+    screenshot(browser, "campaign")  # the drop and the recovery at the top of the timeline
     wait_until(
         lambda: e2e_store.get_campaign(cid).status is CampaignStatus.COMPLETED, 60,
         "the campaign to complete",
@@ -93,7 +94,6 @@ def test_an_interruption_and_its_recovery__appear_in_the_timeline_with_reason_an
     lanes = browser.find_elements("css selector", '[data-testid="lane"]')
     assert [lane.get_attribute("data-session") for lane in lanes] == [session]
     assert by_testid(browser, "lane-sent", lanes[0]).text == "60"
-    screenshot(browser, "campaign")
 
     browser.get(f"{web}/sessions")
     row = wait_for(
