@@ -7,8 +7,9 @@
 - ``ix_campaign_recipients_activity``: a campaign's ledger rows by their latest moment
   (``greatest(finished_at, delivered_at, read_at)``), partial on finished rows. The dashboard's
   per-minute chart and current rate read the last minutes of a campaign through it instead of
-  scanning the whole campaign (a 1,000,000-row campaign: see the report of issue 14). Partial,
-  so a bulk load of pending rows adds nothing to it.
+  scanning the whole campaign (on a 1,000,000-row campaign: ms instead of 100+ ms). Partial,
+  so a bulk load of pending rows adds nothing to it; with statistics of its expression, which
+  ANALYZE does not keep for a partial index, so that the planner knows the span is small.
 
 Revision ID: 0009_campaign_events
 Revises: 0008_receipts_tokens
@@ -57,9 +58,14 @@ def upgrade() -> None:
         ["campaign_id", sa.text(ACTIVITY)],
         postgresql_where=sa.text("finished_at IS NOT NULL"),
     )
+    # ANALYZE keeps no statistics of a partial index's expression: without these the planner
+    # guesses a third of the campaign for "the last minutes" and scans it all instead
+    op.execute(f"CREATE STATISTICS st_campaign_recipients_activity ON ({ACTIVITY}) "
+               "FROM campaign_recipients")  # fmt: skip
 
 
 def downgrade() -> None:
+    op.execute("DROP STATISTICS IF EXISTS st_campaign_recipients_activity")
     op.drop_index("ix_campaign_recipients_activity", table_name="campaign_recipients")
     op.drop_index("ix_campaign_events_campaign_id_id", table_name="campaign_events")
     op.drop_table("campaign_events")

@@ -1243,16 +1243,16 @@ ORDER BY id LIMIT :limit
 # delivered and read by their receipts' times. Rows are found through
 # ix_campaign_recipients_activity (their latest moment is in the span), so the cost follows the
 # span's activity, not the campaign's size; each row then counts once per moment in the span.
+# The span's start (:since, the first minute) is a value, not now() arithmetic: the planner
+# then reads the index's statistics (with now() it assumed a third of the campaign and scanned
+# it all: 160 ms on 1,000,000 rows, against a few ms through the index).
 ACTIVITY = text("""
-WITH since AS (
-    SELECT date_trunc('minute', now()) - make_interval(mins => :minutes - 1) AS t
-)
 SELECT m.minute,
        count(*) FILTER (WHERE m.what = 'sent') AS sent,
        count(*) FILTER (WHERE m.what = 'failed') AS failed,
        count(*) FILTER (WHERE m.what = 'delivered') AS delivered,
        count(*) FILTER (WHERE m.what = 'read') AS read
-FROM since, campaign_recipients r
+FROM campaign_recipients r
 CROSS JOIN LATERAL (VALUES
     (date_trunc('minute', r.finished_at),
      CASE r.status WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed' END),
@@ -1260,8 +1260,8 @@ CROSS JOIN LATERAL (VALUES
     (date_trunc('minute', r.read_at), 'read')
 ) AS m(minute, what)
 WHERE r.campaign_id = :campaign_id AND r.finished_at IS NOT NULL
-  AND greatest(r.finished_at, r.delivered_at, r.read_at) >= since.t
-  AND m.minute >= since.t AND m.what IS NOT NULL
+  AND greatest(r.finished_at, r.delivered_at, r.read_at) >= CAST(:since AS timestamptz)
+  AND m.minute >= CAST(:since AS timestamptz) AND m.what IS NOT NULL
 GROUP BY m.minute ORDER BY m.minute
 """)
 

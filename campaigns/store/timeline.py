@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from campaigns import inputs
@@ -55,9 +55,11 @@ class TimelineVerbs(SessionVerbs):
         receipts said. Minutes without any are left out (the chart fills them with zeros)."""
         campaign_id = inputs.campaign_id(campaign_id)
         minutes = inputs.positive_int(minutes, "minutes", maximum=MAX_MINUTES)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        since = now - timedelta(minutes=minutes - 1)
         with translate_errors(), self.engine.connect() as conn:
             rows = conn.execute(
-                queries.ACTIVITY, {"campaign_id": campaign_id, "minutes": minutes}
+                queries.ACTIVITY, {"campaign_id": campaign_id, "since": since}
             ).all()
         return [
             MinuteActivity(r.minute, int(r.sent), int(r.failed), int(r.delivered), int(r.read))
