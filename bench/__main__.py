@@ -2,7 +2,7 @@
 to docs/benchmarks.md with the machine's facts.
 
 Options: ``--only NAME...`` (loading, overhead, sessions, scaling, memory, recovery, fidelity,
-cloud-rate, pool, protection, consent, web-api, receipts),
+cloud-rate, pool, protection, consent, web-api, receipts, dashboard),
 ``--quick`` (tiny sizes: checks the code works, the figures mean nothing), ``--out PATH``.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from bench import (
     cloud_rate,
     consent,
+    dashboard,
     fidelity,
     loading,
     memory,
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     consent.NAME: consent.run,
     web_api.NAME: web_api.run,
     receipts.NAME: receipts.run,
+    dashboard.NAME: dashboard.run,
 }
 
 
