@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
 from campaigns.web.dashboard import actions, login, pages
-from campaigns.web.dashboard.data import TtlCache
+from campaigns.web.dashboard.cache import TtlCache
 from campaigns.web.dashboard.render import STATIC
 
 ROUTERS: tuple[APIRouter, ...] = (login.router, pages.router, actions.router)

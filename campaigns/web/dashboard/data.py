@@ -7,26 +7,24 @@ while workers send; so:
   snapshot (the ledger's status counts: an index range over that campaign's rows) and its
   delivered/read counts, and only for campaigns still moving; a finished campaign's counters
   are the campaign row's own (exact once its batches are recorded);
-- every per-campaign figure goes through :class:`TtlCache`, shared by every browser of the
-  service: 50 dashboards polling every 2 s cost one snapshot per campaign per
-  :data:`LIVE_TTL`, not 25 a second. An action drops its campaign's entries, so its result
-  shows at once;
+- every per-campaign figure goes through :class:`~campaigns.web.dashboard.cache.TtlCache`,
+  shared by every browser of the service: 50 dashboards polling every 2 s cost one
+  computation per campaign and view per :data:`LIVE_TTL`, not 25 a second (cache.py says
+  how). An action drops its campaign's entries, so its result shows at once;
 - the recipients table is one keyset page (``recipients_after``), never the whole ledger.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from campaigns.domain import Campaign, CampaignStatus, RecipientStatus
 from campaigns.errors import CampaignError
 from campaigns.store import CampaignStateManager
 from campaigns.views import campaign_data, pacing_data, protection_data, snapshot_data
+from campaigns.web.dashboard.cache import TimelineTail, TtlCache
 
 LIVE_TTL = 2.0
 """Seconds a moving campaign's figures are reused: the polls' period, so a page is at most one
@@ -35,35 +33,6 @@ SETTLED_TTL = 30.0
 """Seconds a finished campaign's figures are reused (only late receipts still move them)."""
 CHART_MINUTES = 120
 COUNTED = ("sent", "failed", "duplicate", "invalid", "unknown", "skipped")
-T = TypeVar("T")
-
-
-class TtlCache:
-    """A tiny shared cache of computed views, keyed by ``(kind, campaign id)``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[tuple[str, int], tuple[float, Any]] = {}
-        self.timeline = TimelineTail()
-
-    def get(self, key: tuple[str, int], ttl: float, compute: Callable[[], T]) -> T:
-        now = time.monotonic()
-        with self._lock:
-            found = self._values.get(key)
-        if found is not None and found[0] > now:
-            value: T = found[1]
-            return value
-        value = compute()  # outside the lock: a slow snapshot must not hold up other pages
-        with self._lock:
-            if len(self._values) > 10_000:  # campaigns come and go: never grow without bound
-                self._values.clear()
-            self._values[key] = (now + ttl, value)
-        return value
-
-    def drop(self, campaign_id: int) -> None:
-        with self._lock:
-            for key in [k for k in self._values if k[1] == campaign_id]:
-                del self._values[key]
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -135,8 +104,9 @@ def campaign_rows(
     for campaign in campaigns:
         ttl = SETTLED_TTL if campaign.status.finished else LIVE_TTL
         # keyed with the status: a campaign that changed status since is computed afresh
-        key = (f"row:{campaign.status.value}:{campaign.updated_at}", campaign.id)
-        rows.append(cache.get(key, ttl, lambda c=campaign: row_view(store, c)))  # type: ignore[misc]
+        version = (campaign.status.value, campaign.updated_at)
+        rows.append(cache.get(("row", campaign.id), version, ttl,
+                              lambda c=campaign: row_view(store, c)))  # type: ignore[misc]  # fmt: skip
     return rows
 
 
@@ -193,36 +163,6 @@ def session_views(store: CampaignStateManager) -> list[dict[str, Any]]:
     return views
 
 
-class TimelineTail:
-    """The newest events of each campaign's timeline, read incrementally: the store pages
-    events oldest first after an id, so each poll asks only for those after the last one seen
-    (one indexed query), and a long campaign's thousands of batch events are read once."""
-
-    KEEP = 50
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tails: dict[int, tuple[int, list[Any]]] = {}
-
-    def newest(self, store: CampaignStateManager, campaign_id: int) -> list[Any] | None:
-        verb = getattr(store, "events", None)
-        if verb is None:
-            return None
-        with self._lock:
-            last, kept = self._tails.get(campaign_id, (0, []))
-        while True:
-            page = verb(campaign_id, after_id=last, limit=1000)
-            if not page:
-                break
-            kept = (kept + list(page))[-self.KEEP :]
-            last = page[-1].id
-            if len(page) < 1000:
-                break
-        with self._lock:
-            self._tails[campaign_id] = (last, kept)
-        return list(reversed(kept))
-
-
 def chart_points(store: CampaignStateManager, campaign_id: int) -> list[dict[str, Any]] | None:
     """Per minute of the last two hours (zeros where nothing happened), for the chart."""
     verb = getattr(store, "activity", None)
@@ -247,8 +187,9 @@ def campaign_live(store: CampaignStateManager, cache: TtlCache, campaign_id: int
     """The campaign page's live part: summary, lanes with pace and share, timeline, chart."""
     campaign = store.get_campaign(campaign_id)
     ttl = SETTLED_TTL if campaign.status.finished else LIVE_TTL
-    key = (f"live:{campaign.status.value}:{campaign.updated_at}", campaign_id)
-    return cache.get(key, ttl, lambda: _live(store, cache.timeline, campaign_id))
+    version = (campaign.status.value, campaign.updated_at)
+    return cache.get(("live", campaign_id), version, ttl,
+                     lambda: _live(store, cache.timeline, campaign_id))  # fmt: skip
 
 
 def _live(store: CampaignStateManager, tail: TimelineTail, campaign_id: int) -> dict[str, Any]:

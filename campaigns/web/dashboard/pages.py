@@ -20,6 +20,7 @@ from campaigns.errors import CampaignError
 from campaigns.rows import ExportFormat
 from campaigns.web.auth import OPERATOR
 from campaigns.web.dashboard import data, recipients
+from campaigns.web.dashboard.cache import TtlCache
 from campaigns.web.dashboard.login import Forbidden, PageScope
 from campaigns.web.dashboard.render import render
 from campaigns.web.deps import StoreDep
@@ -32,8 +33,8 @@ POLL = "every 2s"
 """How often a page's live part is asked for: the issue's "a few seconds behind at most"."""
 
 
-def cache_of(request: Request) -> data.TtlCache:
-    cache: data.TtlCache = request.app.state.dashboard_cache
+def cache_of(request: Request) -> TtlCache:
+    cache: TtlCache = request.app.state.dashboard_cache
     return cache
 
 

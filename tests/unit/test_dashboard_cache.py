@@ -1,0 +1,102 @@
+"""The dashboard's shared view cache: however many dashboards poll at once, a campaign's view
+is computed by one caller at a time, and a view of another status is never served."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from campaigns.web.dashboard.cache import TtlCache
+
+CALLERS = 20
+
+
+def _slow(counter: list[int], value: str, seconds: float = 0.2) -> Callable[[], str]:
+    lock = threading.Lock()
+
+    def compute() -> str:
+        with lock:
+            counter.append(1)
+        time.sleep(seconds)  # a ledger scan under load: long enough for every caller to arrive
+        return value
+
+    return compute
+
+
+def _all_at_once(call: Callable[[], str]) -> list[str]:
+    """``call`` from :data:`CALLERS` threads released together; their answers."""
+    answers: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(CALLERS)
+
+    def one() -> None:
+        start.wait()
+        answer = call()
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=one) for _ in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answers) == CALLERS
+    return answers
+
+
+def test_first_view__computed_once_however_many_ask_at_once() -> None:
+    cache, computed = TtlCache(), list[int]()
+    answers = _all_at_once(
+        lambda: cache.get(("live", 1), ("running", 1), 2.0, _slow(computed, "fresh"))
+    )
+    assert computed == [1]
+    assert answers == ["fresh"] * CALLERS
+
+
+def test_expired_view__refreshed_once_while_the_others_get_the_last_one() -> None:
+    cache, computed = TtlCache(), list[int]()
+    cache.get(("live", 1), ("running", 1), 0.0, lambda: "old")  # expired at once
+    # a batch finished since (updated_at moved): same status, a newer version
+    answers = _all_at_once(
+        lambda: cache.get(("live", 1), ("running", 2), 2.0, _slow(computed, "new"))
+    )
+    assert computed == [1]
+    assert answers.count("new") == 1
+    assert answers.count("old") == CALLERS - 1
+    assert cache.get(("live", 1), ("running", 2), 2.0, lambda: "never") == "new"
+
+
+def test_view_of_another_status__never_served() -> None:
+    cache, computed = TtlCache(), list[int]()
+    cache.get(("live", 1), ("running", 1), 60.0, lambda: "running view")
+    # paused since: everyone waits for the paused view, computed once
+    answers = _all_at_once(
+        lambda: cache.get(("live", 1), ("paused", 2), 60.0, _slow(computed, "paused view"))
+    )
+    assert computed == [1]
+    assert answers == ["paused view"] * CALLERS
+
+
+def test_drop__forgets_a_campaigns_views_only() -> None:
+    cache = TtlCache()
+    cache.get(("live", 1), ("running", 1), 60.0, lambda: "one")
+    cache.get(("row", 1), ("running", 1), 60.0, lambda: "one row")
+    cache.get(("live", 2), ("running", 1), 60.0, lambda: "two")
+    cache.drop(1)
+    assert len(cache) == 1
+    assert cache.get(("live", 1), ("running", 1), 60.0, lambda: "again") == "again"
+    assert cache.get(("live", 2), ("running", 1), 60.0, lambda: "never") == "two"
+
+
+def test_a_failed_computation__lets_the_next_caller_try() -> None:
+    cache = TtlCache()
+
+    def boom() -> str:
+        raise RuntimeError("database away")
+
+    with pytest.raises(RuntimeError):
+        cache.get(("live", 1), ("running", 1), 2.0, boom)
+    assert cache.get(("live", 1), ("running", 1), 2.0, lambda: "back") == "back"
