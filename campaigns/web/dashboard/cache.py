@@ -12,7 +12,11 @@ while the entry was being recomputed recomputed it too: measured with 50 dashboa
 - while a view of the same *kind* of state exists (same campaign status), they get that one,
   at most one refresh behind, and only the first caller after expiry computes;
 - a view computed for another status (paused since, completed since) is never served: the
-  callers wait for the fresh one, so an action's result never shows the old buttons.
+  callers wait for the fresh one, so an action's result never shows the old buttons;
+- a view is kept for its time-to-live or :data:`COST_SHARE` times what it took to compute,
+  whichever is longer, so its cost stays bounded on the largest campaigns;
+- views the pages share (a campaign's snapshot, its delivery counts) are cached once, under
+  their own key, and used by both the campaigns list and the campaign page.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from campaigns.store import CampaignStateManager
 T = TypeVar("T")
 MAX_KEYS = 10_000
 """Campaigns come and go: the cache is emptied rather than grown without bound."""
+COST_SHARE = 10
+"""A view is kept at least ``COST_SHARE`` times as long as it took to compute: on a campaign
+whose view takes 0.5 s to compute, 5 s instead of the 2 s poll period."""
 
 
 class TtlCache:
@@ -67,12 +74,17 @@ class TtlCache:
             if found is not None and found[1] == version and found[0] > time.monotonic():
                 ready: T = found[2]
                 return ready
+            started = time.monotonic()
             value = compute()
+            took = time.monotonic() - started
             with self._lock:
                 if len(self._values) > MAX_KEYS:
                     self._values.clear()
                     self._flights.clear()  # a flight running now merely runs once more
-                self._values[key] = (time.monotonic() + ttl, version, value)
+                # a view that took long (a huge ledger, a loaded database) is kept longer, so
+                # that recomputing it never takes more than 1/COST_SHARE of a connection's time
+                self._values[key] = (time.monotonic() + max(ttl, took * COST_SHARE), version,
+                                     value)  # fmt: skip
             return value
         finally:
             flight.release()

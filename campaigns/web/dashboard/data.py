@@ -16,15 +16,16 @@ while workers send; so:
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from campaigns.domain import Campaign, CampaignStatus, RecipientStatus
+from campaigns.domain import Campaign, CampaignStatus, RecipientStatus, StatusSnapshot
 from campaigns.errors import CampaignError
+from campaigns.receipts import DeliveryFigures
 from campaigns.store import CampaignStateManager
 from campaigns.views import campaign_data, pacing_data, protection_data, snapshot_data
-from campaigns.web.dashboard.cache import TimelineTail, TtlCache
+from campaigns.web.dashboard.cache import TtlCache
 
 LIVE_TTL = 2.0
 """Seconds a moving campaign's figures are reused: the polls' period, so a page is at most one
@@ -35,6 +36,16 @@ CHART_MINUTES = 120
 COUNTED = ("sent", "failed", "duplicate", "invalid", "unknown", "skipped")
 
 
+@dataclass(frozen=True)
+class Figures:
+    """The ledger figures both pages show: the snapshot (None for a finished campaign: its
+    list row reads the campaign's counters), delivered/read counts, the current rate."""
+
+    snapshot: StatusSnapshot | None
+    delivery: DeliveryFigures
+    rate: float | None
+
+
 def _plain(value: Any) -> dict[str, Any]:
     """A store row (a dataclass or a mapping) as a dict for the templates."""
     if is_dataclass(value) and not isinstance(value, type):
@@ -43,34 +54,44 @@ def _plain(value: Any) -> dict[str, Any]:
 
 
 def current_rate(store: CampaignStateManager, campaign_id: int) -> float | None:
-    """Messages per second over the last minute, once the store offers it."""
-    verb = getattr(store, "current_rate", None)
-    if verb is None:
-        return None
-    rate = verb(campaign_id, seconds=60)
+    """Messages per second over the last minute."""
+    rate = store.current_rate(campaign_id, seconds=60)
     return None if rate is None else float(rate)
 
 
-def row_view(store: CampaignStateManager, campaign: Campaign) -> dict[str, Any]:
+def _ttl(campaign: Campaign) -> float:
+    return SETTLED_TTL if campaign.status.finished else LIVE_TTL
+
+
+def figures(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> Figures:
+    """A campaign's ledger figures, computed once for both pages that show them."""
+
+    def compute() -> Figures:
+        moving = not campaign.status.finished
+        return Figures(
+            snapshot=store.snapshot(campaign.id) if moving else None,
+            delivery=store.delivery_counts(campaign.id),
+            rate=current_rate(store, campaign.id) if moving else None,
+        )
+
+    version = (campaign.status.value, campaign.updated_at)
+    return cache.get(("figures", campaign.id), version, _ttl(campaign), compute)
+
+
+def row_view(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> dict[str, Any]:
     """One line of the campaigns list: status, progress, counts, rate, ETA and waiting."""
     data = campaign_data(campaign)
-    if campaign.status.finished:
+    shared = figures(store, cache, campaign)
+    snapshot = shared.snapshot
+    if snapshot is None:  # finished: the campaign row's counters are exact
         counts = {name: data[name] for name in COUNTED}
         remaining, eta = 0, 0.0
     else:
-        snapshot = store.snapshot(campaign.id)
-        counts = {
-            "sent": snapshot.counts.get(RecipientStatus.SENT, 0),
-            "failed": snapshot.counts.get(RecipientStatus.FAILED, 0),
-            "duplicate": snapshot.counts.get(RecipientStatus.DUPLICATE, 0),
-            "invalid": snapshot.counts.get(RecipientStatus.INVALID, 0),
-            "unknown": snapshot.counts.get(RecipientStatus.UNKNOWN, 0),
-            "skipped": snapshot.counts.get(RecipientStatus.SKIPPED, 0),
-        }
+        counts = {name: snapshot.counts.get(RecipientStatus(name), 0) for name in COUNTED}
         remaining, eta = snapshot.remaining, snapshot.eta_seconds()
-    delivery = store.delivery_counts(campaign.id).total
+    delivery = shared.delivery.total
     total = campaign.total_numbers
-    done = total - remaining if not campaign.status.finished else total
+    done = total - remaining
     return {
         **data,
         "counts": {**counts, "delivered": delivery.delivered, "read": delivery.read},
@@ -78,7 +99,7 @@ def row_view(store: CampaignStateManager, campaign: Campaign) -> dict[str, Any]:
         "progress": done / total if total else 1.0,
         "remaining": remaining,
         "eta_seconds": eta,
-        "rate": current_rate(store, campaign.id) if not campaign.status.finished else None,
+        "rate": shared.rate,
         "actions": actions_for(campaign.status),
     }
 
@@ -102,11 +123,10 @@ def campaign_rows(
 ) -> list[dict[str, Any]]:
     rows = []
     for campaign in campaigns:
-        ttl = SETTLED_TTL if campaign.status.finished else LIVE_TTL
-        # keyed with the status: a campaign that changed status since is computed afresh
+        # versioned with the status: a campaign that changed status since is computed afresh
         version = (campaign.status.value, campaign.updated_at)
-        rows.append(cache.get(("row", campaign.id), version, ttl,
-                              lambda c=campaign: row_view(store, c)))  # type: ignore[misc]  # fmt: skip
+        rows.append(cache.get(("row", campaign.id), version, _ttl(campaign),
+                              lambda c=campaign: row_view(store, cache, c)))  # type: ignore[misc]  # fmt: skip
     return rows
 
 
@@ -186,19 +206,19 @@ def chart_points(store: CampaignStateManager, campaign_id: int) -> list[dict[str
 def campaign_live(store: CampaignStateManager, cache: TtlCache, campaign_id: int) -> dict[str, Any]:
     """The campaign page's live part: summary, lanes with pace and share, timeline, chart."""
     campaign = store.get_campaign(campaign_id)
-    ttl = SETTLED_TTL if campaign.status.finished else LIVE_TTL
     version = (campaign.status.value, campaign.updated_at)
-    return cache.get(("live", campaign_id), version, ttl,
-                     lambda: _live(store, cache.timeline, campaign_id))  # fmt: skip
+    return cache.get(("live", campaign_id), version, _ttl(campaign),
+                     lambda: _live(store, cache, campaign))  # fmt: skip
 
 
-def _live(store: CampaignStateManager, tail: TimelineTail, campaign_id: int) -> dict[str, Any]:
-    snapshot = store.snapshot(campaign_id)
-    lanes = store.list_lanes(campaign_id, counts=True)
+def _live(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> dict[str, Any]:
+    shared = figures(store, cache, campaign)
+    # a finished campaign's list row needs no snapshot; its page does (reasons, lanes, batches)
+    snapshot = shared.snapshot or store.snapshot(campaign.id)
+    lanes = store.list_lanes(campaign.id, counts=True)
     view = snapshot_data(
-        snapshot, lanes, reasons=store.outcome_reasons(campaign_id),
-        delivery=store.delivery_counts(campaign_id),
-    )  # fmt: skip
+        snapshot, lanes, reasons=store.outcome_reasons(campaign.id), delivery=shared.delivery
+    )
     paces = {}
     for lane in lanes:
         try:
@@ -210,8 +230,8 @@ def _live(store: CampaignStateManager, tail: TimelineTail, campaign_id: int) -> 
     total = snapshot.campaign.total_numbers
     view["progress"] = (total - snapshot.remaining) / total if total else 1.0
     view["done"] = total - snapshot.remaining
-    view["rate"] = current_rate(store, campaign_id)
+    view["rate"] = shared.rate if shared.snapshot is not None else current_rate(store, campaign.id)
     view["actions"] = actions_for(snapshot.campaign.status)
-    view["events"] = tail.newest(store, campaign_id)
-    view["chart"] = chart_points(store, campaign_id)
+    view["events"] = cache.timeline.newest(store, campaign.id)
+    view["chart"] = chart_points(store, campaign.id)
     return view
