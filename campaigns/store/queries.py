@@ -375,6 +375,25 @@ ORDER BY position
 LIMIT :limit
 """)
 
+# A campaign's rows by their number, through the reversed-number index: a full number (exact)
+# or its last digits (a prefix of the reversed number); the pattern is a literal when the
+# statement reaches PostgreSQL, so the planner reads it as an index range. Ordered by position
+# over the matches only (a subquery the planner cannot turn into a walk along the primary key).
+RECIPIENTS_BY_NUMBER = text("""
+SELECT m.* FROM (
+    SELECT position, batch_number, phone, status, attempts, gateway_message_id, error_code,
+           error_message, claimed_at, finished_at, session_name, variant, delivery_status,
+           delivered_at, read_at
+    FROM campaign_recipients
+    WHERE campaign_id = :id AND phone IS NOT NULL AND reverse(phone) LIKE :pattern
+      AND (CAST(:exact AS varchar) IS NULL OR phone = :exact)
+      AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
+    OFFSET 0
+) m
+ORDER BY m.position
+LIMIT :limit
+""")
+
 # Interrupted campaigns, optionally of one session (of their pool) and of one stop kind, oldest
 # first.
 FIND_INTERRUPTED = text("""

@@ -240,7 +240,7 @@ def test_campaign_page__search_by_number_and_status_filter(
     wanted = numbers(30)[17]
     exact = Page(operator.get(f"{base}/campaigns/{cid}", params={"q": wanted}, timeout=5).text)
     assert [r["data-position"] for r in exact.all("recipient")] == ["18"]
-    assert "30 rows read" in exact.one("search-summary")["text"]
+    assert exact.one("search-summary")["text"].startswith("1 match(es)")
     suffix = Page(operator.get(f"{base}/campaigns/{cid}", params={"q": wanted[-4:]}).text)
     assert [r["data-position"] for r in suffix.all("recipient")] == ["18"]
     bad = Page(operator.get(f"{base}/campaigns/{cid}", params={"q": "12"}, timeout=5).text)

@@ -122,10 +122,8 @@ async def campaign_page(
     except ValueError as exc:
         query, context["search_error"] = None, str(exc)
     if query is not None:
-        rows, read = await run_in_threadpool(
-            recipients.search, store, campaign_id, chosen, query, full
-        )
-        context.update(rows=rows, searched=read)
+        rows = await run_in_threadpool(recipients.search, store, campaign_id, chosen, query, full)
+        context.update(rows=rows, searched=recipients.SEARCH_LIMIT)
     elif context["search_error"] is None:
         rows, next_after = await run_in_threadpool(
             recipients.page, store, campaign_id, chosen, after, full
