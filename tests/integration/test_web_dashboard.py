@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from campaigns.domain import RecipientStatus
 from campaigns.state import CampaignStateManager
 from campaigns.web.app import create_app
 from campaigns.web.server import running
@@ -284,3 +285,31 @@ def test_campaign_page__timeline_newest_first_and_chart_data(
     assert len(chart) == 120 and set(chart[0]) == {"label", "sent", "failed", "delivered", "read"}
     rows = Page(operator.get(f"{base}/", timeout=5).text)
     assert rows.one(f"campaign-{cid}")["data-status"] == "paused"
+
+
+def test_recipients_table__polled_while_the_campaign_moves_then_still(
+    base: str, store: CampaignStateManager, reader: requests.Session
+) -> None:
+    cid = create(base, store, 60)
+    page = Page(reader.get(f"{base}/campaigns/{cid}", params={"status": "pending"}).text)
+    rows = page.one("recipient-rows")
+    assert rows["data-live"] == "yes" and rows["hx-trigger"] == "every 5s"
+    polled = rows["hx-get"]
+    assert polled.startswith(f"/campaigns/{cid}/recipients?status=pending&")
+
+    # a send recorded meanwhile shows in the next poll of the same filter and page
+    claim = store.claim_recipient(cid, 1, store.get_campaign(cid).run_token or "")
+    assert claim is not None and store.record_outcome(claim, RecipientStatus.SENT)
+    again = Page(reader.get(f"{base}{polled}", timeout=5).text)
+    assert [r["data-position"] for r in again.all("recipient")][:2] == ["2", "3"]
+    assert again.one("recipient-rows")["hx-get"] == polled
+    searched = Page(reader.get(f"{base}/campaigns/{cid}/recipients",
+                               params={"q": numbers(60)[0]}, timeout=5).text)  # fmt: skip
+    assert [r["data-status"] for r in searched.all("recipient")] == ["sent"]
+
+    store.cancel(cid)
+    still = Page(reader.get(f"{base}{polled}", timeout=5).text)
+    assert still.one("recipient-rows")["data-live"] == "no"
+    assert "hx-trigger" not in still.one("recipient-rows")
+    missing = reader.get(f"{base}/campaigns/999999/recipients", timeout=5)
+    assert missing.status_code == 404

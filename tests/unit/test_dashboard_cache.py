@@ -1,15 +1,21 @@
 """The dashboard's shared view cache: however many dashboards poll at once, a campaign's view
-is computed by one caller at a time, and a view of another status is never served."""
+is computed by one caller at a time, and a view of another status is never served; and the
+timeline's tail, which keeps a night's interruption and recovery however many batches follow."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from campaigns.web.dashboard.cache import TtlCache
+from campaigns.store import CampaignStateManager
+from campaigns.timeline import CampaignEvent, EventKind
+from campaigns.web.dashboard.cache import TimelineTail, TtlCache
 
 CALLERS = 20
 
@@ -100,3 +106,43 @@ def test_a_failed_computation__lets_the_next_caller_try() -> None:
     with pytest.raises(RuntimeError):
         cache.get(("live", 1), ("running", 1), 2.0, boom)
     assert cache.get(("live", 1), ("running", 1), 2.0, lambda: "back") == "back"
+
+
+class _Events:
+    """A store's ``events`` verb over a fixed list (oldest first by id), counting its calls."""
+
+    def __init__(self, events: list[CampaignEvent]) -> None:
+        self.events, self.calls = events, 0
+
+    def add(self, kind: EventKind, **fields: Any) -> None:
+        self.events.append(CampaignEvent(id=len(self.events) + 1, campaign_id=1,
+                                         at=datetime.now(UTC), kind=kind, **fields))  # fmt: skip
+
+    def __call__(self, campaign_id: int, *, after_id: int, limit: int) -> list[CampaignEvent]:
+        self.calls += 1
+        return [e for e in self.events if e.id > after_id][:limit]
+
+
+def test_timeline__a_nights_interruption_stays_after_hundreds_of_batches() -> None:
+    events = _Events([])
+    events.add(EventKind.CREATED)
+    for batch in range(1, 101):
+        events.add(EventKind.BATCH_DONE, batch_number=batch)
+    events.add(EventKind.INTERRUPTED, detail="disconnected: session dropped")
+    events.add(EventKind.RECOVERED, trigger="watcher", batch_number=101, position=200_001)
+    for batch in range(101, 1301):
+        events.add(EventKind.BATCH_DONE, batch_number=batch)
+    store = cast(CampaignStateManager, SimpleNamespace(events=events))
+    tail = TimelineTail()
+
+    shown = tail.newest(store, 1)
+
+    kinds = [e.kind for e in shown]
+    assert kinds[-3:] == [EventKind.RECOVERED, EventKind.INTERRUPTED, EventKind.CREATED]
+    batches = [e.batch_number for e in shown if e.kind == EventKind.BATCH_DONE]
+    assert batches == list(range(1300, 1300 - TimelineTail.KEEP_BATCHES, -1))
+    # a later poll reads only what is new: one empty page, then one event
+    calls = events.calls
+    assert tail.newest(store, 1) == shown and events.calls == calls + 1
+    events.add(EventKind.COMPLETED)
+    assert tail.newest(store, 1)[0].kind == EventKind.COMPLETED

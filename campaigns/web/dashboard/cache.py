@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from campaigns.store import CampaignStateManager
+from campaigns.timeline import EventKind
 
 T = TypeVar("T")
 MAX_KEYS = 10_000
@@ -101,30 +102,37 @@ class TtlCache:
 
 
 class TimelineTail:
-    """The newest events of each campaign's timeline, read incrementally: the store pages
-    events oldest first after an id, so each poll asks only for those after the last one seen
-    (one indexed query), and a long campaign's thousands of batch events are read once."""
+    """A campaign's timeline for its page, read incrementally: the store pages events oldest
+    first after an id, so each poll asks only for those after the last one seen (one indexed
+    query), and a long campaign's thousands of batch events are read once.
 
-    KEEP = 50
+    What is kept: every event that is not a batch done (creation, interruptions with their
+    reason, recoveries with their trigger and position, pauses, lanes down and up, waits), up
+    to :attr:`KEEP_NOTABLE`, and the newest :attr:`KEEP_BATCHES` batches done. Keeping only the
+    newest events of any kind pushed a night's interruption and recovery out of the page after
+    fifty batches, which is what an operator looks for in the morning."""
+
+    KEEP_NOTABLE = 500
+    KEEP_BATCHES = 20
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tails: dict[int, tuple[int, list[Any]]] = {}
+        self._tails: dict[int, tuple[int, list[Any], list[Any]]] = {}
 
-    def newest(self, store: CampaignStateManager, campaign_id: int) -> list[Any] | None:
-        verb = getattr(store, "events", None)
-        if verb is None:
-            return None
+    def newest(self, store: CampaignStateManager, campaign_id: int) -> list[Any]:
+        """The kept events, newest first."""
         with self._lock:
-            last, kept = self._tails.get(campaign_id, (0, []))
+            last, notable, batches = self._tails.get(campaign_id, (0, [], []))
         while True:
-            page = verb(campaign_id, after_id=last, limit=1000)
+            page = store.events(campaign_id, after_id=last, limit=1000)
             if not page:
                 break
-            kept = (kept + list(page))[-self.KEEP :]
+            notable = (notable + [e for e in page if e.kind != EventKind.BATCH_DONE])
+            batches = (batches + [e for e in page if e.kind == EventKind.BATCH_DONE])
+            notable, batches = notable[-self.KEEP_NOTABLE :], batches[-self.KEEP_BATCHES :]
             last = page[-1].id
             if len(page) < 1000:
                 break
         with self._lock:
-            self._tails[campaign_id] = (last, kept)
-        return list(reversed(kept))
+            self._tails[campaign_id] = (last, notable, batches)
+        return sorted([*notable, *batches], key=lambda e: e.id, reverse=True)

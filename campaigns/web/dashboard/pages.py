@@ -18,6 +18,7 @@ from campaigns import inputs
 from campaigns.domain import CampaignStatus, RecipientStatus
 from campaigns.errors import CampaignError
 from campaigns.rows import ExportFormat
+from campaigns.views import campaign_data
 from campaigns.web.auth import OPERATOR
 from campaigns.web.dashboard import data, recipients
 from campaigns.web.dashboard.cache import TtlCache
@@ -30,6 +31,9 @@ from campaigns.web.routers.api_errors import status_of
 router = APIRouter(include_in_schema=False)
 LIST_SIZE = 20
 POLL = "every 2s"
+RECIPIENTS_POLL = "every 5s"
+"""The recipients table changes row by row as sends are recorded: polled while the campaign
+moves, less often than the figures (one keyset page per poll, never cached)."""
 """How often a page's live part is asked for: the issue's "a few seconds behind at most"."""
 
 
@@ -113,25 +117,53 @@ async def campaign_page(
         chosen = inputs.optional_member(status or None, "status", RecipientStatus)
     except CampaignError as exc:
         return error_page(request, scope, exc)
-    context.update(
-        statuses=[s.value for s in RecipientStatus], status=chosen.value if chosen else "",
-        q=q or "", after=after, full=full, search_error=None, searched=None, next_after=None,
-    )  # fmt: skip
+    context.update(await _recipients_context(store, campaign_id, chosen, q, after, full))
+    return render(request, "campaign.html", context)
+
+
+@router.get("/campaigns/{campaign_id}/recipients", response_class=HTMLResponse)
+async def recipients_partial(
+    request: Request, campaign_id: int, store: StoreDep, scope: PageScope,
+    status: str | None = None, q: str | None = None,
+    after: Annotated[int, Query(ge=0)] = 0, full_numbers: str | None = None,
+) -> Response:  # fmt: skip
+    """The recipients table's rows, polled while the campaign moves (one keyset page or one
+    index range: the same query as the page's)."""
+    full = _full(full_numbers, scope)
+    try:
+        campaign = await run_in_threadpool(store.get_campaign, campaign_id)
+        chosen = inputs.optional_member(status or None, "status", RecipientStatus)
+    except CampaignError as exc:
+        return error_page(request, scope, exc)
+    context = {"scope": scope, "operator": scope == OPERATOR, "c": campaign_data(campaign),
+               "recipients_poll": RECIPIENTS_POLL}  # fmt: skip
+    context.update(await _recipients_context(store, campaign_id, chosen, q, after, full))
+    return render(request, "_recipient_rows.html", context)
+
+
+async def _recipients_context(
+    store: Any, campaign_id: int, chosen: RecipientStatus | None, q: str | None, after: int,
+    full: bool,
+) -> dict[str, Any]:  # fmt: skip
+    context: dict[str, Any] = {
+        "statuses": [s.value for s in RecipientStatus], "status": chosen.value if chosen else "",
+        "q": q or "", "after": after, "full": full, "search_error": None, "searched": None,
+        "next_after": None, "rows": [], "recipients_poll": RECIPIENTS_POLL,
+    }  # fmt: skip
     try:
         query = recipients.parse_query(q)
     except ValueError as exc:
-        query, context["search_error"] = None, str(exc)
+        context["search_error"] = str(exc)
+        return context
     if query is not None:
         rows = await run_in_threadpool(recipients.search, store, campaign_id, chosen, query, full)
         context.update(rows=rows, searched=recipients.SEARCH_LIMIT)
-    elif context["search_error"] is None:
+    else:
         rows, next_after = await run_in_threadpool(
             recipients.page, store, campaign_id, chosen, after, full
         )
         context.update(rows=rows, next_after=next_after)
-    else:
-        context["rows"] = []
-    return render(request, "campaign.html", context)
+    return context
 
 
 @router.get("/campaigns/{campaign_id}/live", response_class=HTMLResponse)
