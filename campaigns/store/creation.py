@@ -21,7 +21,7 @@ from sqlalchemy import Connection, func, insert
 
 from campaigns import consent, content, inputs, media
 from campaigns.domain import Campaign, CampaignStatus, RecipientStatus
-from campaigns.errors import EmptyNumberList, InvalidArgument, NoValidNumber
+from campaigns.errors import CampaignError, EmptyNumberList, InvalidArgument, NoValidNumber
 from campaigns.numbers import Entry
 from campaigns.settings import Pacing
 from campaigns.store import queries
@@ -39,6 +39,9 @@ log = logging.getLogger("campaigns.store")
 MAX_VARIANTS = 50
 MAX_DEDUPE_DAYS = 3650.0
 RETRYABLE = (RecipientStatus.FAILED, RecipientStatus.UNKNOWN)
+ANALYZE_AFTER = 10_000
+"""A campaign of this many recipients or more refreshes the ledger's planner statistics once
+it is created."""
 
 
 class CreationVerbs(SessionVerbs, LaneVerbs):
@@ -159,6 +162,7 @@ class CreationVerbs(SessionVerbs, LaneVerbs):
                 f"{counter.total} numbers ({counter.valid} valid) in {total_batches} batches "
                 f"on {', '.join(pool)}" + (f", starts {start_at.isoformat()}" if start_at else "")
             ))  # fmt: skip
+        self._analyze_if_large(counter.total)
         log.info(
             "campaign %s created on session %s: %s numbers (%s valid, %s messaged recently) "
             "in %s batches; legal basis %s",
@@ -236,12 +240,25 @@ class CreationVerbs(SessionVerbs, LaneVerbs):
                 f"retries {total} recipients of campaign {original.id} in {batches} batches "
                 f"on {', '.join(original.sessions)}"
             ))  # fmt: skip
+        self._analyze_if_large(total)
         log.info(
             "campaign %s retries %s recipients of campaign %s (%s opted out, %s already "
             "retried, left out)",
             new_id, total, original.id, counts["opted_out"], counts["already_retried"],
         )  # fmt: skip
         return self.get_campaign(new_id), counts
+
+    def _analyze_if_large(self, added: int) -> None:
+        """Refresh the ledger's planner statistics after a load of :data:`ANALYZE_AFTER` rows
+        or more (queries.ANALYZE_RECIPIENTS says why), after the commit: a concurrent creation
+        is not held up by it, and a failure here leaves the campaign as created."""
+        if added < ANALYZE_AFTER:
+            return
+        try:
+            with translate_errors(), self.engine.begin() as conn:
+                conn.execute(queries.ANALYZE_RECIPIENTS)
+        except CampaignError as exc:  # statistics are an optimisation: the campaign stands
+            log.warning("statistics of the ledger not refreshed after a load: %s", exc)
 
     def _legal_basis(self, value: object) -> str:
         if value is None:

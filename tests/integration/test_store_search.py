@@ -115,3 +115,23 @@ def test_search__reads_its_matches_not_the_campaign(
     # the two numbers ending in 4567 and the index entries leading to them; the whole
     # campaign (20,000 rows) read along its key before the index
     assert _rows_visited(plan[0]["Plan"]) < 20
+
+
+def test_a_large_new_campaign__is_paged_along_its_key_at_once(
+    store: CampaignStateManager, session: str, sql: Engine
+) -> None:
+    with sql.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # statistics from before the campaign, as on a deployment whose ledger autovacuum
+        # analysed before this list arrived
+        conn.execute(text("ANALYZE campaign_recipients"))
+    size = 60_000
+    campaign = store.create_campaign((f"+5511{900000000 + i}" for i in range(size)), "Hi",
+                                     session, pacing=PACING)  # fmt: skip
+    with sql.connect() as conn:
+        plan = conn.execute(
+            text("EXPLAIN (ANALYZE, FORMAT JSON) " + queries.LIST_RECIPIENTS_AFTER.text),
+            {"id": campaign.id, "after": 0, "status": None, "limit": 51},
+        ).scalar_one()
+    # the page's 51 rows along the primary key; with the old statistics, a bitmap of the
+    # whole campaign (60,000 rows) and a sort, on every poll of the recipients table
+    assert _rows_visited(plan[0]["Plan"]) < 200

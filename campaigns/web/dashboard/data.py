@@ -16,11 +16,11 @@ while workers send; so:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from campaigns.domain import Campaign, CampaignStatus, RecipientStatus, StatusSnapshot
+from campaigns.domain import Campaign, CampaignStatus, Lane, RecipientStatus, StatusSnapshot
 from campaigns.errors import CampaignError
 from campaigns.receipts import DeliveryFigures
 from campaigns.store import CampaignStateManager
@@ -30,6 +30,11 @@ from campaigns.web.dashboard.cache import TtlCache
 LIVE_TTL = 2.0
 """Seconds a moving campaign's figures are reused: the polls' period, so a page is at most one
 poll behind."""
+SLOW_TTL = 10.0
+"""Seconds a moving campaign's slower-moving figures are reused: the per-minute chart,
+delivered/read counts (receipts trail the sends by seconds anyway), the lanes' counts and the
+outcome reasons. Each reads the campaign's whole ledger; refreshing them every poll was most of
+what 50 open dashboards cost a sending campaign (bench/dashboard.py)."""
 SETTLED_TTL = 30.0
 """Seconds a finished campaign's figures are reused (only late receipts still move them)."""
 CHART_MINUTES = 120
@@ -38,12 +43,22 @@ COUNTED = ("sent", "failed", "duplicate", "invalid", "unknown", "skipped")
 
 @dataclass(frozen=True)
 class Figures:
-    """The ledger figures both pages show: the snapshot (None for a finished campaign: its
-    list row reads the campaign's counters), delivered/read counts, the current rate."""
+    """The ledger figures both pages show, refreshed every poll: the snapshot (None for a
+    finished campaign: its list row reads the campaign's counters) and the current rate."""
 
     snapshot: StatusSnapshot | None
-    delivery: DeliveryFigures
     rate: float | None
+
+
+@dataclass(frozen=True)
+class SlowFigures:
+    """The figures refreshed every :data:`SLOW_TTL`: delivered/read counts, the lanes with
+    their counts, the outcome reasons, the chart's points."""
+
+    delivery: DeliveryFigures
+    lanes: list[Lane]
+    reasons: dict[RecipientStatus, dict[str, int]]
+    chart: list[dict[str, Any]]
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -70,7 +85,6 @@ def figures(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) ->
         moving = not campaign.status.finished
         return Figures(
             snapshot=store.snapshot(campaign.id) if moving else None,
-            delivery=store.delivery_counts(campaign.id),
             rate=current_rate(store, campaign.id) if moving else None,
         )
 
@@ -78,10 +92,27 @@ def figures(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) ->
     return cache.get(("figures", campaign.id), version, _ttl(campaign), compute)
 
 
+def slow_figures(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> SlowFigures:
+    """The slower-moving figures, versioned by status only: a batch done does not make them
+    stale, their time does (or a status change)."""
+
+    def compute() -> SlowFigures:
+        return SlowFigures(
+            delivery=store.delivery_counts(campaign.id),
+            lanes=store.list_lanes(campaign.id, counts=True),
+            reasons=store.outcome_reasons(campaign.id),
+            chart=chart_points(store, campaign.id),
+        )
+
+    ttl = SETTLED_TTL if campaign.status.finished else SLOW_TTL
+    return cache.get(("slow", campaign.id), (campaign.status.value,), ttl, compute)
+
+
 def row_view(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> dict[str, Any]:
     """One line of the campaigns list: status, progress, counts, rate, ETA and waiting."""
     data = campaign_data(campaign)
     shared = figures(store, cache, campaign)
+    slow = slow_figures(store, cache, campaign)
     snapshot = shared.snapshot
     if snapshot is None:  # finished: the campaign row's counters are exact
         counts = {name: data[name] for name in COUNTED}
@@ -89,7 +120,7 @@ def row_view(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -
     else:
         counts = {name: snapshot.counts.get(RecipientStatus(name), 0) for name in COUNTED}
         remaining, eta = snapshot.remaining, snapshot.eta_seconds()
-    delivery = shared.delivery.total
+    delivery = slow.delivery.total
     total = campaign.total_numbers
     done = total - remaining
     return {
@@ -183,11 +214,9 @@ def session_views(store: CampaignStateManager) -> list[dict[str, Any]]:
     return views
 
 
-def chart_points(store: CampaignStateManager, campaign_id: int) -> list[dict[str, Any]] | None:
+def chart_points(store: CampaignStateManager, campaign_id: int) -> list[dict[str, Any]]:
     """Per minute of the last two hours (zeros where nothing happened), for the chart."""
-    verb = getattr(store, "activity", None)
-    if verb is None:
-        return None
+    verb = store.activity
     found = {row.minute.astimezone(UTC).replace(second=0, microsecond=0): row
              for row in verb(campaign_id, minutes=CHART_MINUTES)}  # fmt: skip
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -213,12 +242,19 @@ def campaign_live(store: CampaignStateManager, cache: TtlCache, campaign_id: int
 
 def _live(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> dict[str, Any]:
     shared = figures(store, cache, campaign)
+    slow = slow_figures(store, cache, campaign)
     # a finished campaign's list row needs no snapshot; its page does (reasons, lanes, batches)
     snapshot = shared.snapshot or store.snapshot(campaign.id)
-    lanes = store.list_lanes(campaign.id, counts=True)
-    view = snapshot_data(
-        snapshot, lanes, reasons=store.outcome_reasons(campaign.id), delivery=shared.delivery
-    )
+    # the lanes' states fresh every poll (the lanes table: a few rows), their counts from the
+    # slower figures
+    counted = {lane.session_name: lane for lane in slow.lanes}
+    lanes = [
+        replace(lane, sent=counted[lane.session_name].sent,
+                claimed=counted[lane.session_name].claimed)
+        if lane.session_name in counted else lane
+        for lane in store.list_lanes(campaign.id)
+    ]  # fmt: skip
+    view = snapshot_data(snapshot, lanes, reasons=slow.reasons, delivery=slow.delivery)
     paces = {}
     for lane in lanes:
         try:
@@ -233,5 +269,5 @@ def _live(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> d
     view["rate"] = shared.rate if shared.snapshot is not None else current_rate(store, campaign.id)
     view["actions"] = actions_for(snapshot.campaign.status)
     view["events"] = cache.timeline.newest(store, campaign.id)
-    view["chart"] = chart_points(store, campaign.id)
+    view["chart"] = slow.chart
     return view
