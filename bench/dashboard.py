@@ -331,15 +331,18 @@ class Pollers:
             client.close()
 
     def _one(self, client: http.client.HTTPConnection, headers: dict[str, str], path: str) -> None:
-        try:
-            client.request("GET", path, headers=headers)
-            answer = client.getresponse()
-            answer.read()
-            ok = answer.status == 200
-            detail = f"{path}: {answer.status}"
-        except (OSError, http.client.HTTPException) as exc:
-            client.close()  # reconnects on the next request
-            ok, detail = False, f"{path}: {exc}"
+        for attempt in (1, 2):
+            try:
+                client.request("GET", path, headers=headers)
+                answer = client.getresponse()
+                answer.read()
+                ok, detail = answer.status == 200, f"{path}: {answer.status}"
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                # the server closes a keep-alive connection idle for 5 s (between phases): a
+                # browser opens a new one, and so does this (http.client reconnects on request)
+                client.close()
+                ok, detail = False, f"{path}: {exc} (attempt {attempt})"
         with self._lock:
             if ok:
                 self.answered += 1

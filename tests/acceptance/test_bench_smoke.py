@@ -30,7 +30,7 @@ EXPECTED = {
     "opt-out check": 1,
     "http api": 2,
     "delivery receipts": 2,
-    "dashboard": 7,
+    "dashboard": 9,
 }
 
 
