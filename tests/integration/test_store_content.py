@@ -5,12 +5,11 @@ failed recipients."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from campaigns import content
 from campaigns.domain import RecipientStatus
@@ -20,13 +19,6 @@ from campaigns.state import CampaignStateManager
 
 PACING = Pacing(batch_size=3, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 NUMBERS = [f"+5511{920000000 + i}" for i in range(6)]
-
-
-@pytest.fixture
-def sql(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url, pool_size=1)
-    yield engine
-    engine.dispose()
 
 
 def _counts(sql: Engine) -> tuple[int, int]:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from campaigns.domain import (
     CampaignStatus,
@@ -26,6 +25,7 @@ from campaigns.processor import CampaignBatchProcessor
 from campaigns.settings import Pacing, Settings
 from campaigns.state import CampaignStateManager
 from campaigns.store import queries
+from tests.plans import rows_visited
 
 POOL = ["s1", "s2", "s3"]
 NUMBERS = [f"+5511{910000000 + i}" for i in range(12)]
@@ -37,15 +37,6 @@ def pool(store: CampaignStateManager) -> list[str]:
     for name in POOL:
         store.add_session(name, "console", "console://local")
     return list(POOL)
-
-
-@pytest.fixture
-def sql(database_url: str) -> Iterator[Engine]:
-    """A plain connection for arranging what the store never does by itself (an old
-    heartbeat) and for counting rows."""
-    engine = create_engine(database_url, pool_size=1)
-    yield engine
-    engine.dispose()
 
 
 def _rows(sql: Engine, table: str) -> int:
@@ -230,12 +221,6 @@ def test_sticky__a_number_goes_back_to_the_pool_session_that_last_sent_it(
     assert {r["preferred_session"] for r in store.recipients(unsticky.id)} == {None}
 
 
-def _rows_visited(plan: dict[str, Any]) -> int:
-    """Rows every node of an EXPLAIN ANALYZE plan produced, over all its loops."""
-    own = int(plan.get("Actual Rows", 0)) * int(plan.get("Actual Loops", 1))
-    return own + sum(_rows_visited(child) for child in plan.get("Plans", []))
-
-
 def test_sticky_step__reads_the_new_list_once_whatever_the_statistics_say(
     store: CampaignStateManager, pool: list[str], sql: Engine
 ) -> None:
@@ -265,7 +250,7 @@ def test_sticky_step__reads_the_new_list_once_whatever_the_statistics_say(
 
     # a few rows per recipient (its probes into the sent index), never the list per recipient:
     # joined with itself under a one-row estimate the statement read 1500 x 1500 rows
-    assert _rows_visited(plan[0]["Plan"]) < 10 * len(numbers)
+    assert rows_visited(plan[0]["Plan"]) < 10 * len(numbers)
 
 
 @pytest.mark.parametrize("statement", ["SKIP_OPTED_OUT_FOR_LANE", "CLAIM_FOR_LANE", "CLAIM_NEXT"])
@@ -291,7 +276,7 @@ def test_claims__read_only_the_rows_they_take_whatever_the_statistics_say(
 
     # the rows to take (32 at most) and their probes, never the campaign's pending rows once
     # per row taken: joined with the claimed rows, the UPDATE walked 3,000 x 32 rows a claim
-    assert _rows_visited(plan[0]["Plan"]) < 20 * 32
+    assert rows_visited(plan[0]["Plan"]) < 20 * 32
 
 
 def test_sticky__honoured_while_the_preferred_lane_is_active_and_fresh(

@@ -5,33 +5,20 @@ search costs its matches, not the campaign's size."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from campaigns.domain import RecipientStatus
 from campaigns.errors import CampaignNotFound, InvalidArgument
 from campaigns.settings import Pacing
 from campaigns.state import CampaignStateManager
 from campaigns.store import queries
+from tests.plans import rows_visited
 
 PACING = Pacing(batch_size=500, min_interval=0, max_interval=0, batch_delay_min=0,
                 batch_delay_max=0)  # fmt: skip
-
-
-@pytest.fixture
-def sql(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url, pool_size=1)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def session(store: CampaignStateManager) -> str:
-    store.add_session("s1", "console", "console://local")
-    return "s1"
 
 
 def _positions(rows: list[dict[str, Any]]) -> list[int]:
@@ -39,12 +26,12 @@ def _positions(rows: list[dict[str, Any]]) -> list[int]:
 
 
 def test_search__full_number_or_last_digits_in_input_order(
-    store: CampaignStateManager, session: str
+    store: CampaignStateManager, console_session: str
 ) -> None:
     numbers = ["+5511912341234", "+5511900001234", "not a number", "+5511955554321",
                "+5521912341234"]  # fmt: skip
-    campaign = store.create_campaign(numbers, "Hi", session, pacing=PACING)
-    other = store.create_campaign(numbers, "Hi", session, pacing=PACING)
+    campaign = store.create_campaign(numbers, "Hi", console_session, pacing=PACING)
+    other = store.create_campaign(numbers, "Hi", console_session, pacing=PACING)
 
     assert _positions(store.recipients_by_number(campaign.id, "+5511900001234")) == [2]
     assert _positions(store.recipients_by_number(campaign.id, "1234")) == [1, 2, 5]
@@ -56,9 +43,9 @@ def test_search__full_number_or_last_digits_in_input_order(
 
 
 def test_search__status_filter(
-    store: CampaignStateManager, session: str, sql: Engine
+    store: CampaignStateManager, console_session: str, sql: Engine
 ) -> None:
-    campaign = store.create_campaign(["+5511912341234", "+5511900001234"], "Hi", session,
+    campaign = store.create_campaign(["+5511912341234", "+5511900001234"], "Hi", console_session,
                                      pacing=PACING)  # fmt: skip
     with sql.begin() as conn:
         conn.execute(
@@ -76,34 +63,29 @@ def test_search__status_filter(
     ["123", "", "  ", "12a4", "55%", "_234", "+55", "+5511 9123-41234", "1" * 16, "+" + "1" * 16],
 )
 def test_search__anything_but_a_number_or_its_last_digits_is_refused(
-    store: CampaignStateManager, session: str, number: str
+    store: CampaignStateManager, console_session: str, number: str
 ) -> None:
-    campaign = store.create_campaign(["+5511912341234"], "Hi", session, pacing=PACING)
+    campaign = store.create_campaign(["+5511912341234"], "Hi", console_session, pacing=PACING)
     with pytest.raises(InvalidArgument, match=r"number: a full number in E\.164"):
         store.recipients_by_number(campaign.id, number)
 
 
 def test_search__unknown_campaign_and_bad_limit_refused(
-    store: CampaignStateManager, session: str
+    store: CampaignStateManager, console_session: str
 ) -> None:
     with pytest.raises(CampaignNotFound):
         store.recipients_by_number(999999, "1234")
-    campaign = store.create_campaign(["+5511912341234"], "Hi", session, pacing=PACING)
+    campaign = store.create_campaign(["+5511912341234"], "Hi", console_session, pacing=PACING)
     with pytest.raises(InvalidArgument, match="limit"):
         store.recipients_by_number(campaign.id, "1234", limit=0)
 
 
-def _rows_visited(plan: dict[str, Any]) -> int:
-    own = int(plan.get("Actual Rows", 0)) * int(plan.get("Actual Loops", 1))
-    return own + sum(_rows_visited(child) for child in plan.get("Plans", []))
-
-
 def test_search__reads_its_matches_not_the_campaign(
-    store: CampaignStateManager, session: str, sql: Engine
+    store: CampaignStateManager, console_session: str, sql: Engine
 ) -> None:
     size = 20_000
     campaign = store.create_campaign((f"+5511{900000000 + i}" for i in range(size)), "Hi",
-                                     session, pacing=PACING)  # fmt: skip
+                                     console_session, pacing=PACING)  # fmt: skip
     with sql.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE campaign_recipients"))
     with sql.connect() as conn:
@@ -114,11 +96,11 @@ def test_search__reads_its_matches_not_the_campaign(
         ).scalar_one()  # fmt: skip
     # the two numbers ending in 4567 and the index entries leading to them; the whole
     # campaign (20,000 rows) read along its key before the index
-    assert _rows_visited(plan[0]["Plan"]) < 20
+    assert rows_visited(plan[0]["Plan"]) < 20
 
 
 def test_a_large_new_campaign__is_paged_along_its_key_at_once(
-    store: CampaignStateManager, session: str, sql: Engine
+    store: CampaignStateManager, console_session: str, sql: Engine
 ) -> None:
     with sql.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # statistics from before the campaign, as on a deployment whose ledger autovacuum
@@ -126,7 +108,7 @@ def test_a_large_new_campaign__is_paged_along_its_key_at_once(
         conn.execute(text("ANALYZE campaign_recipients"))
     size = 60_000
     campaign = store.create_campaign((f"+5511{900000000 + i}" for i in range(size)), "Hi",
-                                     session, pacing=PACING)  # fmt: skip
+                                     console_session, pacing=PACING)  # fmt: skip
     with sql.connect() as conn:
         plan = conn.execute(
             text("EXPLAIN (ANALYZE, FORMAT JSON) " + queries.LIST_RECIPIENTS_AFTER.text),
@@ -134,4 +116,4 @@ def test_a_large_new_campaign__is_paged_along_its_key_at_once(
         ).scalar_one()
     # the page's 51 rows along the primary key; with the old statistics, a bitmap of the
     # whole campaign (60,000 rows) and a sort, on every poll of the recipients table
-    assert _rows_visited(plan[0]["Plan"]) < 200
+    assert rows_visited(plan[0]["Plan"]) < 200

@@ -6,12 +6,11 @@ numbers at risk first). The engine is played by hand, as in test_store_content.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from campaigns.domain import RecipientStatus, StopKind
 from campaigns.errors import InvalidArgument
@@ -22,13 +21,6 @@ from campaigns.timeline import EventKind, Risk
 
 PACING = Pacing(batch_size=3, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 NUMBERS = [f"+5511{930000000 + i}" for i in range(6)]
-
-
-@pytest.fixture
-def sql(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url, pool_size=1)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
