@@ -5,14 +5,16 @@ Real PostgreSQL and Redis; the gateway is a double answering from a script."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from campaigns.capacity import SessionCapacity
 from campaigns.caps import Caps
-from campaigns.domain import CampaignStatus, RecipientStatus, send_id
+from campaigns.domain import CampaignStatus, LaneState, RecipientStatus, send_id
 from campaigns.engine import RunEnd
 from campaigns.gateways.base import OutcomeKind, OutgoingMessage, SendOutcome
 from campaigns.settings import Settings
@@ -27,6 +29,16 @@ from tests.integration.engine_doubles import (
 )
 
 __all__ = ["redis_url"]  # the module's fixture
+
+
+def _wait_until(done: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Whether ``done()`` became true within ``timeout`` seconds (polled)."""
+    end = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def drive(runner: object, store: CampaignStateManager, cid: int, runs: int = 20) -> list[RunEnd]:
@@ -82,9 +94,30 @@ def test_a_pool_session_at_its_cap_leaves_the_rotation_and_the_other_lane_sends_
     store.add_session("capped", "console", "console://local", cap_day="2")
     store.add_session("free", "console", "console://local")
     sent_by: dict[str, list[str]] = {"capped": [], "free": []}
-    gateway = ScriptedGateway()
+    capped_sends = 0
+    cid = 0
+
+    def capped_is_parked() -> bool:
+        lanes = {lane.session_name: lane for lane in store.list_lanes(cid)}
+        return lanes["capped"].state is not LaneState.ACTIVE
+
+    def in_lane_order(message: OutgoingMessage) -> SendOutcome:
+        """The free lane's sends wait for the capped one to reach its cap (its first send)
+        and then to leave the rotation (the others): without that, on a busy machine the free
+        lane can drain a batch before the capped lane asks for more, which never parks it."""
+        nonlocal capped_sends
+        if threading.current_thread().name == "lane-capped":
+            capped_sends += 1
+        elif not _wait_until(lambda: capped_sends >= 2) or (
+            len(gateway.sent) > 3 and not _wait_until(capped_is_parked)
+        ):
+            raise AssertionError("the capped lane never reached its cap or never parked")
+        return SendOutcome(OutcomeKind.SENT, message_id=f"id-{len(gateway.sent)}")
+
+    gateway = ScriptedGateway(in_lane_order)
     runner = runner_for(store, pacer_for(redis_url), gateway)
     campaign = store.create_campaign(NUMBERS * 2, "Hi", ["capped", "free"], pacing=FAST)
+    cid = campaign.id
 
     ends = drive(runner, store, campaign.id, runs=40)
 
