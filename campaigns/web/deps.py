@@ -28,3 +28,11 @@ def get_receiver(request: Request) -> WebhookReceiver:
 
 StoreDep = Annotated[CampaignStateManager, Depends(get_store)]
 ReceiverDep = Annotated[WebhookReceiver, Depends(get_receiver)]
+
+
+def views_changed(request: Request, campaign_id: int) -> None:
+    """An action changed a campaign: the dashboard's shared views of it (and the campaigns
+    list's) are dropped, so its pages show the change at their next poll, not a poll later."""
+    cache = getattr(request.app.state, "dashboard_cache", None)
+    if cache is not None:
+        cache.drop(campaign_id)

@@ -8,6 +8,7 @@ the browser tests drive the same pages in Chromium."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
@@ -18,7 +19,9 @@ import requests
 from campaigns.domain import RecipientStatus
 from campaigns.state import CampaignStateManager
 from campaigns.web.app import create_app
+from campaigns.web.dashboard.data import LIVE_TTL
 from campaigns.web.server import running
+from tests.integration.test_sandbox_helpers import eventually
 
 
 class Page(HTMLParser):
@@ -307,9 +310,39 @@ def test_recipients_table__polled_while_the_campaign_moves_then_still(
                                params={"q": numbers(60)[0]}, timeout=5).text)  # fmt: skip
     assert [r["data-status"] for r in searched.all("recipient")] == ["sent"]
 
+    # cancelled by another process (the store, as the CLI does): shown within one shared
+    # period (the rows rendered for every browser are reused for LIVE_TTL seconds)
     store.cancel(cid)
-    still = Page(reader.get(f"{base}{polled}", timeout=5).text)
-    assert still.one("recipient-rows")["data-live"] == "no"
-    assert "hx-trigger" not in still.one("recipient-rows")
+    cancelled_at = time.monotonic()
+
+    def still() -> Page | None:
+        page = Page(reader.get(f"{base}{polled}", timeout=5).text)
+        return page if page.one("recipient-rows")["data-live"] == "no" else None
+
+    shown = eventually(still, timeout=LIVE_TTL + 5, what="the cancelled campaign's rows")
+    assert time.monotonic() - cancelled_at < LIVE_TTL + 1
+    assert "hx-trigger" not in shown.one("recipient-rows")
     missing = reader.get(f"{base}/campaigns/999999/recipients", timeout=5)
     assert missing.status_code == 404
+
+
+def test_an_action_through_the_api__shows_at_the_next_poll(
+    base: str, store: CampaignStateManager, reader: requests.Session
+) -> None:
+    """The API runs in the dashboard's process: its actions drop the views the browsers share,
+    so a poll right after shows the change (not the rendering of a moment before)."""
+    cid = create(base, store, 5)
+    headers = {"Authorization": f"Bearer {MAKER[base]}", "HX-Request": "true"}
+    for path, testid in ((f"/campaigns/{cid}/live", "campaign-live"),
+                         ("/partials/campaigns", f"campaign-{cid}")):  # fmt: skip
+        assert Page(reader.get(f"{base}{path}", timeout=5).text).one(testid)
+    answer = requests.post(f"{base}/api/v1/campaigns/{cid}/pause", headers=headers, timeout=5)
+    assert answer.status_code == 200, answer.text
+    live = Page(reader.get(f"{base}/campaigns/{cid}/live", timeout=5).text)
+    assert live.one("campaign-live")["data-status"] == "paused"
+    rows = Page(reader.get(f"{base}/partials/campaigns", timeout=5).text)
+    assert rows.one(f"campaign-{cid}")["data-status"] == "paused"
+    # a campaign created through the API is in the list's next poll
+    created = create(base, store, 2)
+    rows = Page(reader.get(f"{base}/partials/campaigns", timeout=5).text)
+    assert rows.one(f"campaign-{created}")

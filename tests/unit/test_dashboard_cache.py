@@ -15,7 +15,7 @@ import pytest
 
 from campaigns.store import CampaignStateManager
 from campaigns.timeline import CampaignEvent, EventKind
-from campaigns.web.dashboard.cache import TimelineTail, TtlCache
+from campaigns.web.dashboard.cache import ANY_CAMPAIGN, TimelineTail, TtlCache
 
 CALLERS = 20
 
@@ -95,6 +95,25 @@ def test_drop__forgets_a_campaigns_views_only() -> None:
     assert len(cache) == 1
     assert cache.get(("live", 1), ("running", 1), 60.0, lambda: "again") == "again"
     assert cache.get(("live", 2), ("running", 1), 60.0, lambda: "never") == "two"
+
+
+def test_drop__also_forgets_the_views_of_several_campaigns() -> None:
+    cache = TtlCache()
+    cache.get(("list-html:read:", ANY_CAMPAIGN), (), 60.0, lambda: "the list")
+    cache.get(("live", 2), ("running", 1), 60.0, lambda: "two")
+    cache.drop(1)  # an action on campaign 1: the list shows it too
+    assert cache.recent(("list-html:read:", ANY_CAMPAIGN), 60.0) is None
+    assert cache.recent(("live", 2), 60.0) == "two"
+
+
+def test_recent__the_view_of_less_than_max_age_whatever_its_version() -> None:
+    cache = TtlCache()
+    assert cache.recent(("live", 1), 2.0) is None
+    cache.get(("live", 1), ("running", 1), 0.05, lambda: "view")
+    assert cache.recent(("live", 1), 2.0) == "view"  # expired for get, still recent
+    time.sleep(0.06)
+    assert cache.recent(("live", 1), 0.05) is None
+    assert cache.recent(("live", 1), 2.0) == "view"
 
 
 def test_a_failed_computation__lets_the_next_caller_try() -> None:

@@ -31,11 +31,11 @@ body"``)."""
 
 async def _run(request: Request, store: Any, campaign_id: int, action: str) -> str:
     if action == "pause":
-        await api.pause(campaign_id, store, OPERATOR,
+        await api.pause(campaign_id, request, store, OPERATOR,
                         ControlIn(reason="paused by operator (dashboard)"))  # fmt: skip
         return f"Campaign {campaign_id} paused: its running task stops before its next message."
     if action == "cancel":
-        await api.cancel(campaign_id, store, OPERATOR,
+        await api.cancel(campaign_id, request, store, OPERATOR,
                          ControlIn(reason="cancelled by operator (dashboard)"))  # fmt: skip
         return f"Campaign {campaign_id} cancelled."
     if action == "resume":

@@ -37,13 +37,19 @@ COST_SHARE = 10
 whose view takes 0.5 s to compute, 5 s instead of the 2 s poll period."""
 
 
+ANY_CAMPAIGN = 0
+"""The campaign id of views that show several campaigns (the list's pages): any campaign's
+action drops them too. Campaign ids start at 1."""
+
+
 class TtlCache:
     """Views keyed by ``(kind, campaign id)``, each stored with the version of the campaign it
     was computed for (``(status, updated_at)``: a batch done moves ``updated_at``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: dict[tuple[str, int], tuple[float, tuple[Hashable, ...], Any]] = {}
+        # key: (expires at, version, value, computed at), on the monotonic clock
+        self._values: dict[tuple[str, int], tuple[float, tuple[Hashable, ...], Any, float]] = {}
         self._flights: dict[tuple[str, int], threading.Lock] = {}
         self.timeline = TimelineTail()
 
@@ -84,16 +90,29 @@ class TtlCache:
                     self._flights.clear()  # a flight running now merely runs once more
                 # a view that took long (a huge ledger, a loaded database) is kept longer, so
                 # that recomputing it never takes more than 1/COST_SHARE of a connection's time
-                self._values[key] = (time.monotonic() + max(ttl, took * COST_SHARE), version,
-                                     value)  # fmt: skip
+                now = time.monotonic()
+                self._values[key] = (now + max(ttl, took * COST_SHARE), version, value, now)
             return value
         finally:
             flight.release()
 
-    def drop(self, campaign_id: int) -> None:
-        """Forget every view of a campaign (after an action: its result shows at once)."""
+    def recent(self, key: tuple[str, int], max_age: float) -> Any | None:
+        """The view stored for ``key`` if it was computed less than ``max_age`` seconds ago,
+        whatever its version; else None. A poll answered from it reads nothing from the
+        database: what another process changed since (a worker's batch, a completion) shows
+        at most ``max_age`` later, and this process's own actions drop their views."""
         with self._lock:
-            for key in [k for k in self._values if k[1] == campaign_id]:
+            found = self._values.get(key)
+        if found is None or time.monotonic() - found[3] >= max_age:
+            return None
+        return found[2]
+
+    def drop(self, campaign_id: int) -> None:
+        """Forget every view of a campaign, and the views of several campaigns (after an
+        action: its result shows at once)."""
+        with self._lock:
+            gone = [k for k in self._values if k[1] in (campaign_id, ANY_CAMPAIGN)]
+            for key in gone:
                 del self._values[key]
 
     def __len__(self) -> int:
@@ -127,8 +146,8 @@ class TimelineTail:
             page = store.events(campaign_id, after_id=last, limit=1000)
             if not page:
                 break
-            notable = (notable + [e for e in page if e.kind != EventKind.BATCH_DONE])
-            batches = (batches + [e for e in page if e.kind == EventKind.BATCH_DONE])
+            notable = notable + [e for e in page if e.kind != EventKind.BATCH_DONE]
+            batches = batches + [e for e in page if e.kind == EventKind.BATCH_DONE]
             notable, batches = notable[-self.KEEP_NOTABLE :], batches[-self.KEEP_BATCHES :]
             last = page[-1].id
             if len(page) < 1000:

@@ -74,7 +74,8 @@ def current_rate(store: CampaignStateManager, campaign_id: int) -> float | None:
     return None if rate is None else float(rate)
 
 
-def _ttl(campaign: Campaign) -> float:
+def ttl_of(campaign: Campaign) -> float:
+    """How long a campaign's views are reused: a poll while it moves."""
     return SETTLED_TTL if campaign.status.finished else LIVE_TTL
 
 
@@ -88,8 +89,7 @@ def figures(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) ->
             rate=current_rate(store, campaign.id) if moving else None,
         )
 
-    version = (campaign.status.value, campaign.updated_at)
-    return cache.get(("figures", campaign.id), version, _ttl(campaign), compute)
+    return cache.get(("figures", campaign.id), version_of(campaign), ttl_of(campaign), compute)
 
 
 def slow_figures(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> SlowFigures:
@@ -155,8 +155,7 @@ def campaign_rows(
     rows = []
     for campaign in campaigns:
         # versioned with the status: a campaign that changed status since is computed afresh
-        version = (campaign.status.value, campaign.updated_at)
-        rows.append(cache.get(("row", campaign.id), version, _ttl(campaign),
+        rows.append(cache.get(("row", campaign.id), version_of(campaign), ttl_of(campaign),
                               lambda c=campaign: row_view(store, cache, c)))  # type: ignore[misc]  # fmt: skip
     return rows
 
@@ -234,10 +233,19 @@ def chart_points(store: CampaignStateManager, campaign_id: int) -> list[dict[str
 
 def campaign_live(store: CampaignStateManager, cache: TtlCache, campaign_id: int) -> dict[str, Any]:
     """The campaign page's live part: summary, lanes with pace and share, timeline, chart."""
-    campaign = store.get_campaign(campaign_id)
-    version = (campaign.status.value, campaign.updated_at)
-    return cache.get(("live", campaign_id), version, _ttl(campaign),
+    return live_view(store, cache, store.get_campaign(campaign_id))
+
+
+def live_view(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> dict[str, Any]:
+    """:func:`campaign_live` of a campaign row just read."""
+    return cache.get(("live", campaign.id), version_of(campaign), ttl_of(campaign),
                      lambda: _live(store, cache, campaign))  # fmt: skip
+
+
+def version_of(campaign: Campaign) -> tuple[str, datetime]:
+    """What a campaign's views are computed for: its status, and ``updated_at`` (a batch
+    done, an action, a recovery moves it)."""
+    return (campaign.status.value, campaign.updated_at)
 
 
 def _live(store: CampaignStateManager, cache: TtlCache, campaign: Campaign) -> dict[str, Any]:

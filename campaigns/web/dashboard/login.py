@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from campaigns.store import CampaignStateManager
 from campaigns.web.auth import OPERATOR
 from campaigns.web.dashboard.render import render
 from campaigns.web.deps import StoreDep
@@ -47,14 +48,26 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+def requested(request: Request) -> str:
+    """The path and query asked for: where the login page sends the browser back to."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def check_scope(store: CampaignStateManager, token: str | None, where: str) -> str:
+    """The scope of ``token`` (blocking: run in the thread pool); :class:`LoginRequired`,
+    back to ``where``, without a valid one."""
+    scope = store.token_scope(token) if token else None
+    if scope is None:
+        raise LoginRequired(where)
+    return scope
+
+
 async def page_scope(request: Request, store: StoreDep) -> str:
     """The scope of the cookie's token; :class:`LoginRequired` without a valid one."""
     token = request.cookies.get(COOKIE)
-    scope = await run_in_threadpool(store.token_scope, token) if token else None
-    if scope is None:
-        query = f"?{request.url.query}" if request.url.query else ""
-        raise LoginRequired(request.url.path + query)
-    return scope
+    if not token:
+        raise LoginRequired(requested(request))
+    return await run_in_threadpool(check_scope, store, token, requested(request))
 
 
 def same_origin(request: Request) -> None:

@@ -71,3 +71,9 @@ def render(
     request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
 ) -> Response:
     return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def render_text(name: str, context: dict[str, Any]) -> str:
+    """A template rendered to text, for a partial rendered once and served to every browser
+    polling it (no template reads the request)."""
+    return TEMPLATES.get_template(name).render(context)

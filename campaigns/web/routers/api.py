@@ -27,7 +27,7 @@ from campaigns.processor import CampaignBatchProcessor
 from campaigns.store.pages import MAX_PAGE
 from campaigns.views import campaign_data, snapshot_data
 from campaigns.web.auth import OPERATOR, OperatorScope, ReadScope
-from campaigns.web.deps import StoreDep
+from campaigns.web.deps import StoreDep, views_changed
 from campaigns.web.routers import api_create, api_rows
 from campaigns.web.routers.api_errors import ERRORS, ApiError
 from campaigns.web.routers.api_models import (
@@ -71,7 +71,9 @@ def _full_numbers(asked: bool, scope: str) -> bool:
     openapi_extra={"requestBody": api_create.REQUEST_BODY},
 )  # fmt: skip
 async def create_campaign(request: Request, store: StoreDep, _: OperatorScope) -> Any:
-    return await api_create.create_campaign(request, store)
+    created = await api_create.create_campaign(request, store)
+    views_changed(request, int(created["id"]))  # the campaigns list shows it at once
+    return created
 
 
 @router.get(
@@ -120,10 +122,11 @@ def _reason(body: ControlIn | None, default: str) -> str:
     summary="Pause a campaign: its running task stops before its next message",
 )  # fmt: skip
 async def pause(
-    campaign_id: CampaignId, store: StoreDep, _: OperatorScope,
+    campaign_id: CampaignId, request: Request, store: StoreDep, _: OperatorScope,
     body: Annotated[ControlIn | None, Body()] = None,
 ) -> Any:  # fmt: skip
     await run_in_threadpool(store.pause, campaign_id, _reason(body, "paused by operator (API)"))
+    views_changed(request, campaign_id)
     return {"id": campaign_id, "status": "paused"}
 
 
@@ -132,11 +135,12 @@ async def pause(
     summary="Cancel a campaign for good",
 )  # fmt: skip
 async def cancel(
-    campaign_id: CampaignId, store: StoreDep, _: OperatorScope,
+    campaign_id: CampaignId, request: Request, store: StoreDep, _: OperatorScope,
     body: Annotated[ControlIn | None, Body()] = None,
 ) -> Any:  # fmt: skip
     reason = _reason(body, "cancelled by operator (API)")
     await run_in_threadpool(store.cancel, campaign_id, reason)
+    views_changed(request, campaign_id)
     return {"id": campaign_id, "status": "cancelled"}
 
 
@@ -154,7 +158,9 @@ async def resume(
         position = store.first_pending_position(campaign_id)
         return {"id": campaign_id, "status": "running", "batch": batch, "position": position}
 
-    return await run_in_threadpool(run)
+    answer = await run_in_threadpool(run)
+    views_changed(request, campaign_id)
+    return answer
 
 
 @router.post(
@@ -185,7 +191,9 @@ async def retry(
                          "already_retried": follow_up.already_retried},
         }  # fmt: skip
 
-    return await run_in_threadpool(run)
+    answer = await run_in_threadpool(run)
+    views_changed(request, campaign_id)  # the list shows the follow-up at once too
+    return answer
 
 
 @router.get(
