@@ -55,15 +55,18 @@ class PageVerbs(StoreBase):
         number: str,
         status: RecipientStatus | str | None = None,
         *,
+        after: int = 0,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
         """The campaign's ledger rows whose number is ``number`` (a full E.164 number,
         ``+5511999991234``) or ends with it (its last :data:`MIN_SEARCH_DIGITS` or more
-        digits), in input order, at most ``limit``: one range of the reversed-number index,
-        whatever the campaign's size. :class:`InvalidArgument` for anything else."""
+        digits), in input order after position ``after``, at most ``limit``: one range of the
+        reversed-number index, whatever the campaign's size. :class:`InvalidArgument` for
+        anything else."""
         campaign_id = self.get_campaign(campaign_id).id
         chosen = inputs.optional_member(status, "status", RecipientStatus)
         limit = inputs.positive_int(limit, "limit", maximum=MAX_PAGE)
+        after = inputs.whole_number(after, "after", minimum=0)
         given = inputs.any_text(number, "number").strip()
         exact = re.fullmatch(r"\+\d{8,15}", given) is not None
         if not exact and not re.fullmatch(rf"\d{{{MIN_SEARCH_DIGITS},15}}", given):
@@ -77,6 +80,6 @@ class PageVerbs(StoreBase):
                 # digits and "+" only: nothing in the pattern that LIKE would read as a wildcard
                 {"id": campaign_id, "pattern": given[::-1] + "%",
                  "exact": given if exact else None,
-                 "status": chosen.value if chosen else None, "limit": limit},
+                 "status": chosen.value if chosen else None, "after": after, "limit": limit},
             ).all()  # fmt: skip
         return [dict(r._mapping) for r in rows]

@@ -388,6 +388,7 @@ SELECT m.* FROM (
     WHERE campaign_id = :id AND phone IS NOT NULL AND reverse(phone) LIKE :pattern
       AND (CAST(:exact AS varchar) IS NULL OR phone = :exact)
       AND (CAST(:status AS recipient_status) IS NULL OR status = :status)
+      AND position > :after
     OFFSET 0
 ) m
 ORDER BY m.position

@@ -92,7 +92,7 @@ def test_search__reads_its_matches_not_the_campaign(
         plan = conn.execute(
             text("EXPLAIN (ANALYZE, FORMAT JSON) " + queries.RECIPIENTS_BY_NUMBER.text),
             {"id": campaign.id, "pattern": "7654%", "exact": None, "status": None,
-             "limit": 50},
+             "after": 0, "limit": 50},
         ).scalar_one()  # fmt: skip
     # the two numbers ending in 4567 and the index entries leading to them; the whole
     # campaign (20,000 rows) read along its key before the index

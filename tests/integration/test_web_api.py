@@ -316,6 +316,41 @@ def test_recipients__keyset_pages_over_thousands_masked_by_default(
              404, "campaign_not_found")  # fmt: skip
 
 
+def test_recipients__by_number_full_or_last_digits_paged(
+    api: str, operator: dict[str, str]
+) -> None:
+    ending = [f"+551198{k:03d}1234" for k in range(5)]  # five numbers ending with 1234
+    answer = requests.post(
+        f"{api}/campaigns", headers=operator, timeout=30,
+        json={"session": "sales", "message": "Oi", "numbers": [*numbers(2500), *ending]},
+    )  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    url = f"{api}/campaigns/{answer.json()['id']}/recipients"
+
+    def ask(**params: Any) -> dict[str, Any]:
+        found: dict[str, Any] = requests.get(url, headers=operator, params=params,
+                                             timeout=5).json()  # fmt: skip
+        return found
+
+    exact = ask(number=numbers(2500)[1234], full_numbers="true")
+    assert [(r["position"], r["phone"]) for r in exact["recipients"]] == [
+        (1235, numbers(2500)[1234])
+    ]
+    assert [r["position"] for r in ask(number="0234")["recipients"]] == [235]
+    # the last digits 1234: position 1235 and the five, paged two at a time, in input order
+    found, after = [], 0
+    while after is not None:
+        page = ask(number="1234", limit=2, after=after)
+        found += [r["position"] for r in page["recipients"]]
+        after = page["next_after"]
+    assert found == [1235, 2501, 2502, 2503, 2504, 2505]
+    assert "*" in ask(number="1234")["recipients"][0]["phone"]  # masked by default
+    assert ask(number="1234", status="sent") == {"recipients": [], "next_after": None}
+    for bad in ("12", "12a4", "+55 11"):
+        answer = requests.get(url, headers=operator, params={"number": bad}, timeout=5)
+        assert "number" in error_of(answer, 422, "invalid_argument")
+
+
 def test_export__streams_the_ledger_as_csv_and_jsonl(api: str, operator: dict[str, str]) -> None:
     from campaigns.cli.export import COLUMNS
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from enum import Enum
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from campaigns import inputs
 from campaigns.domain import CampaignStatus, RecipientStatus
 from campaigns.processor import CampaignBatchProcessor
-from campaigns.store.pages import MAX_PAGE
+from campaigns.store.pages import MAX_PAGE, MIN_SEARCH_DIGITS
 from campaigns.views import campaign_data, snapshot_data
 from campaigns.web.auth import OPERATOR, OperatorScope, ReadScope
 from campaigns.web.deps import StoreDep, views_changed
@@ -199,7 +200,9 @@ async def retry(
 @router.get(
     "/campaigns/{campaign_id}/recipients", response_model=RecipientsOut, tags=CAMPAIGNS,
     summary="A page of a campaign's recipients, in input order",
-    description="Keyset paging: pass the answer's `next_after` as `after` for the next page.",
+    description="Keyset paging: pass the answer's `next_after` as `after` for the next page. "
+    "With `number`, only the rows of that number (full, in E.164) or of the numbers ending "
+    f"with those digits ({MIN_SEARCH_DIGITS} or more): one index range, whatever the size.",
 )  # fmt: skip
 async def recipients(
     campaign_id: CampaignId,
@@ -209,12 +212,22 @@ async def recipients(
     after: Annotated[int, Query(description="The position the page starts after.")] = 0,
     limit: Annotated[int, Query(description=f"Rows per page, 1 to {MAX_PAGE}.")] = 100,
     full_numbers: FullNumbers = False,
+    number: Annotated[
+        str | None,
+        Query(description="A full number (+5511999991234) or its last digits.", max_length=16),
+    ] = None,
 ) -> Any:
     full = _full_numbers(full_numbers, scope)
     chosen = inputs.optional_member(status, "status", RecipientStatus)
-    rows = await run_in_threadpool(
-        store.recipients_after, campaign_id, chosen, after=after, limit=limit
-    )
+    if number is not None:
+        rows = await run_in_threadpool(
+            partial(store.recipients_by_number, after=after, limit=limit),
+            campaign_id, number, chosen,
+        )  # fmt: skip
+    else:
+        rows = await run_in_threadpool(
+            store.recipients_after, campaign_id, chosen, after=after, limit=limit
+        )
     page = api_rows.as_dicts(rows, full)
     last = page[-1]["position"] if len(page) == limit else None
     return {"recipients": page, "next_after": last}
