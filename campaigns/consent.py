@@ -27,6 +27,9 @@ META_SOURCES = (SOURCE_META, SOURCE_131050)
 """Both come from the person's preference held by Meta: Meta's "resume" lifts them, and nothing
 else (an operator's entry or a keyword stays until an operator removes it)."""
 
+GLOBAL_SCOPE = "global"
+"""The scope of an opt-out entry of no session: the list every session honours (a name no
+session may take)."""
 OPTED_OUT_CODE = "opted_out"
 """``error_code`` of a recipient skipped at its claim because its number is on the list."""
 
@@ -44,7 +47,7 @@ class OptOutEntry:
 
     @property
     def scope(self) -> str:
-        return self.session or "global"
+        return self.session or GLOBAL_SCOPE
 
 
 def legal_basis(value: object, name: str = "legal_basis") -> str:

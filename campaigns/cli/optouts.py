@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.text import Text
@@ -22,7 +22,7 @@ from campaigns.cli import options
 from campaigns.cli.app import app
 from campaigns.cli.common import JSON_HELP, console, emit_json, new_table, open_store, when
 from campaigns.cli.export import FORMAT_HELP, FULL_NUMBERS_HELP, pick_format, write_to
-from campaigns.consent import OptOutEntry
+from campaigns.consent import GLOBAL_SCOPE, OptOutEntry
 from campaigns.errors import CampaignError, EmptyNumberList, InvalidNumberFile, NoValidNumber
 from campaigns.masking import mask_phone
 from campaigns.numbers import normalize, read_number_file
@@ -32,7 +32,7 @@ from campaigns.store import CampaignStateManager
 COLUMNS = ("phone", "scope", "source", "detail", "via_session", "created_at")
 """Of ``list --json`` and ``export``. ``scope`` is ``global`` or the session's name."""
 
-GLOBAL = "global"
+GLOBAL = GLOBAL_SCOPE
 _PAGE = 5000
 _CSV_DELIMITERS = ",;\t"
 """read_number_file's: a first line holding one of them makes the file a CSV with a header."""
@@ -95,21 +95,31 @@ def list_name(session: str | None) -> str:
     return f"the opt-out list of session {session}" if session else "the global opt-out list"
 
 
-def _scope(session: str | None, only_global: bool) -> str | None:
-    """The store's scope: None (every entry), ``"global"`` or a session name."""
+class Scope(NamedTuple):
+    """Which entries: one session's, the global ones, or (neither) every entry."""
+
+    session: str | None
+    only_global: bool
+
+    @property
+    def everything(self) -> bool:
+        return self.session is None and not self.only_global
+
+
+def _scope(session: str | None, only_global: bool) -> Scope:
     if session is not None and only_global:
         raise typer.BadParameter("give --session or --global, not both", param_hint="--global")
-    return GLOBAL if only_global else session
+    return Scope(session, only_global)
 
 
-def _entries(store: CampaignStateManager, scope: str | None, page: int) -> Iterator[OptOutEntry]:
+def _entries(store: CampaignStateManager, scope: Scope, page: int) -> Iterator[OptOutEntry]:
     """The entries of ``scope`` in the order they were added. A session with no entry that
     is not a session either says so (a removed session's entries stay listed by its name)."""
-    entries = store.iter_optouts(scope, page=page)
+    entries = store.iter_optouts(scope.session, only_global=scope.only_global, page=page)
     first = next(entries, None)
     if first is None:
-        if scope not in (None, GLOBAL):
-            store.get_session(scope)  # raises UnknownSession for a name nobody knows
+        if scope.session is not None:
+            store.get_session(scope.session)  # raises UnknownSession for a name nobody knows
         return iter(())
     return itertools.chain((first,), entries)
 
@@ -267,7 +277,7 @@ def list_optouts(
         return
     if not entries:
         shown = (
-            "the opt-out list" if scope is None else list_name(None if scope == GLOBAL else scope)
+            "the opt-out list" if scope.everything else list_name(scope.session)
         )
         console.print(f"no number on {shown}", markup=False)
         return

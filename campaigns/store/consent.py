@@ -124,13 +124,15 @@ class ConsentVerbs(SessionVerbs):
             return int(conn.execute(queries.COUNT_OPTOUTS).scalar_one())
 
     def iter_optouts(
-        self, scope: str | None = None, *, page: int = _CHUNK
+        self, session: str | None = None, *, only_global: bool = False, page: int = _CHUNK
     ) -> Iterator[OptOutEntry]:
         """The list in the order entries were added, read ``page`` at a time (an export of a
-        million numbers stays in flat memory). ``scope``: None for every entry, ``"global"``
-        for the global ones, or a session name for that session's."""
-        wanted = scope if scope in (None, "global") else inputs.session_name(scope)
-        wanted = "" if wanted == "global" else wanted
+        million numbers stays in flat memory): every entry, only ``session``'s, or (with
+        ``only_global``) only the global ones. A flag rather than a scope word, so that no
+        session name can be read as the global list."""
+        if session is not None and only_global:
+            raise InvalidArgument("give a session or only_global, not both")
+        wanted = "" if only_global else None if session is None else inputs.session_name(session)
         page = inputs.positive_int(page, "page")
         after = 0
         while True:

@@ -9,6 +9,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from campaigns import inputs
+from campaigns.consent import GLOBAL_SCOPE
 from campaigns.domain import SenderSession
 from campaigns.errors import (
     InvalidInput,
@@ -39,6 +40,13 @@ class SessionVerbs(StoreBase):
         """Register a sender session. ``token_env`` is the *name* of the environment variable
         holding the gateway token; the token itself is never stored."""
         name = inputs.session_name(name, "name").strip()
+        if name.lower() == GLOBAL_SCOPE:
+            # every opt-out entry, list and export names its scope by the session, or "global"
+            # for the list all sessions share: a session of that name would read as that list
+            raise InvalidInput(
+                f"name: {name!r} is reserved (it names the opt-out list every session shares); "
+                "choose another name"
+            )
         gateway = inputs.name_text(gateway, "gateway")
         base_url = inputs.name_text(base_url, "base_url", max_length=2000)
         token_env = inputs.optional_name(token_env, "token_env", max_length=200)

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from campaigns.consent import OPTED_OUT_CODE, SOURCE_131050, SOURCE_META, SOURCE_OPERATOR
 from campaigns.domain import ClaimedRecipient, RecipientStatus
-from campaigns.errors import InvalidArgument, UnknownSession
+from campaigns.errors import InvalidArgument, InvalidInput, UnknownSession
 from campaigns.numbers import Entry, read_number_file
 from campaigns.settings import Pacing
 from campaigns.state import CampaignStateManager
@@ -44,11 +45,30 @@ def test_optouts__global_and_per_session_with_source_and_time(
         ("+5511910000002", console_session, SOURCE_OPERATOR),
     ]
     assert entries[0].detail == "asked by phone" and entries[0].created_at is not None
-    assert [e.phone for e in store.iter_optouts("global")] == ["+5511910000001"]
+    assert [e.phone for e in store.iter_optouts(only_global=True)] == ["+5511910000001"]
     assert [e.phone for e in store.iter_optouts(console_session)] == ["+5511910000002"]
     # Meta's resume lifts only Meta's entries
     assert store.remove_optout("+5511910000001") == 1
     assert store.count_optouts() == 1
+
+
+def test_optouts__a_session_named_global__is_refused_and_an_old_one_is_not_the_global_list(
+    store: CampaignStateManager, console_session: str
+) -> None:
+    for name in ("global", "Global"):
+        with pytest.raises(InvalidInput, match="reserved"):
+            store.add_session(name, "console", "console://local")
+    assert [s.name for s in store.list_sessions()] == [console_session]
+    # a session called so before the name was reserved: its list is its own
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO campaign_sessions (name, gateway, base_url, options) "
+                          "VALUES ('global', 'console', 'console://local', '{}')"))  # fmt: skip
+    store.add_optout("+5511910000001")
+    store.add_optout("+5511910000002", session="global")
+    assert [e.phone for e in store.iter_optouts("global")] == ["+5511910000002"]
+    assert [e.phone for e in store.iter_optouts(only_global=True)] == ["+5511910000001"]
+    with pytest.raises(InvalidArgument, match="not both"):
+        list(store.iter_optouts("global", only_global=True))
 
 
 def test_optouts__bad_input_is_refused_by_name(
@@ -73,7 +93,7 @@ def test_import__streams_a_file_counts_invalid_and_repeats(
     # the operator's entry of NUMBERS[0] stays; the import records its own (a second source)
     assert (result.read, result.added, result.already, result.invalid) == (5, 3, 1, 1)
     assert result.invalid_examples == (5,)
-    assert {e.phone for e in store.iter_optouts("global")} == set(NUMBERS[:3])
+    assert {e.phone for e in store.iter_optouts(only_global=True)} == set(NUMBERS[:3])
     assert [e.source for e in store.iter_optouts()] == ["operator", *["import"] * 3]
 
 
