@@ -272,6 +272,13 @@ class CampaignRecipient(Base):
             postgresql_ops={"phone_reversed": "text_pattern_ops"},
             postgresql_where=text("phone IS NOT NULL"),
         ),
+        # every status view's latest error of a campaign: one probe, not a read of its rows
+        Index(
+            "ix_campaign_recipients_last_error",
+            "campaign_id",
+            text("updated_at DESC NULLS LAST"),
+            postgresql_where=text("error_message IS NOT NULL"),
+        ),
         # the dashboard's last minutes of a campaign (activity, current rate) without a scan
         # of its whole ledger: a row's latest moment (sent, delivered or read)
         Index(
