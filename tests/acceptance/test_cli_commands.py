@@ -4,7 +4,6 @@ creates nothing. Commands that talk to workers are in test_cli_workers.py."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from campaigns.cli import app
 from campaigns.domain import CampaignStatus, RecipientStatus
 from campaigns.local.stack import LocalStack
 from campaigns.masking import mask_phone
-from campaigns.settings import Pacing, Settings
+from campaigns.settings import Pacing
 from campaigns.state import CampaignStateManager
 from campaigns.store import db
+from tests.acceptance.cli_helpers import as_json, cli_store, one_error_line
 
 PACING = Pacing(batch_size=2, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 
@@ -41,23 +41,8 @@ def cli(cli_env: dict[str, str]) -> Any:
 
 @pytest.fixture
 def store(database_url: str, cli_env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(cli_env))
-    yield manager
-    manager.dispose()
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    with cli_store(database_url, cli_env) as manager:
+        yield manager
 
 
 def campaign(store: CampaignStateManager, count: int = 4, session: str = "sales") -> int:

@@ -6,7 +6,6 @@ option and creates nothing. Sending itself (workers, the sandbox) is tested else
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,45 +17,24 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from campaigns.cli import app
-from campaigns.settings import Pacing, Settings
+from campaigns.settings import Pacing
 from campaigns.state import CampaignStateManager
+from tests.acceptance.cli_helpers import as_json, cli_store, invoker, one_error_line
 
 PACING = Pacing(batch_size=2, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 
 
 @pytest.fixture
 def cli(stack_env: dict[str, str]) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=stack_env)
-
-    return invoke
+    return invoker(stack_env)
 
 
 @pytest.fixture
 def store(database_url: str, stack_env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(stack_env))
-    manager.add_session("sales", "console", "console://local")
-    yield manager
-    manager.dispose()
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    with cli_store(database_url, stack_env, "sales") as manager:
+        yield manager
 
 
 def created(result: Result) -> int:

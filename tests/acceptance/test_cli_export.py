@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from typer.testing import CliRunner, Result
 
-from campaigns.cli import app
 from campaigns.cli.export import COLUMNS
 from campaigns.domain import RecipientStatus
 from campaigns.masking import mask_phone
-from campaigns.settings import Pacing, Settings
+from campaigns.settings import Pacing
 from campaigns.state import CampaignStateManager
+from tests.acceptance.cli_helpers import cli_store, invoker
 
 PACING = Pacing(batch_size=5, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 NUMBERS = [f"+5511{970000000 + i}" for i in range(5)]
@@ -37,20 +36,13 @@ def env(stack_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def cli(env: dict[str, str]) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=env)
-
-    return invoke
+    return invoker(env)
 
 
 @pytest.fixture
 def store(database_url: str, env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(env))
-    manager.add_session("sales", "console", "console://local")
-    yield manager
-    manager.dispose()
+    with cli_store(database_url, env, "sales") as manager:
+        yield manager
 
 
 def sent_campaign(store: CampaignStateManager) -> int:

@@ -13,9 +13,9 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from campaigns.cli import app
-from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
 from campaigns.store import db
+from tests.acceptance.cli_helpers import cli_store
 
 
 @pytest.fixture
@@ -30,10 +30,8 @@ def cli(stack_env: dict[str, str]) -> Any:
 
 @pytest.fixture
 def store(database_url: str, stack_env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(stack_env))
-    manager.add_session("sales", "console", "console://local")
-    yield manager
-    manager.dispose()
+    with cli_store(database_url, stack_env, "sales") as manager:
+        yield manager
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from campaigns.cli import app
 from campaigns.domain import RecipientStatus, StopKind
-from campaigns.settings import Pacing, Settings
+from campaigns.settings import Pacing
 from campaigns.state import CampaignStateManager
+from tests.acceptance.cli_helpers import as_json, cli_store, invoker
 
 PACING = Pacing(batch_size=8, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 NUMBERS = [f"+5511{960000000 + i}" for i in range(8)]
@@ -28,21 +28,13 @@ NUMBERS = [f"+5511{960000000 + i}" for i in range(8)]
 
 @pytest.fixture
 def cli(stack_env: dict[str, str]) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=stack_env)
-
-    return invoke
+    return invoker(stack_env)
 
 
 @pytest.fixture
 def store(database_url: str, stack_env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(stack_env))
-    for name in ("s1", "s2"):
-        manager.add_session(name, "console", "console://local")
-    yield manager
-    manager.dispose()
+    with cli_store(database_url, stack_env, "s1", "s2") as manager:
+        yield manager
 
 
 @pytest.fixture
@@ -50,11 +42,6 @@ def numbers(tmp_path: Path) -> Path:
     path = tmp_path / "numbers.txt"
     path.write_text("\n".join(NUMBERS) + "\n")
     return path
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def one_error_line(result: Result) -> str:

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from campaigns.cli import app
 from campaigns.cli.optouts import COLUMNS
 from campaigns.consent import SOURCE_KEYWORD
 from campaigns.masking import mask_phone
-from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
+from tests.acceptance.cli_helpers import as_json, cli_store, invoker, one_error_line
 
 NUMBERS = [f"+5511{980000000 + i}" for i in range(6)]
 
@@ -33,34 +31,13 @@ def env(stack_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def cli(env: dict[str, str]) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=env)
-
-    return invoke
+    return invoker(env)
 
 
 @pytest.fixture
 def store(database_url: str, env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(env))
-    manager.add_session("sales", "console", "console://local")
-    yield manager
-    manager.dispose()
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    with cli_store(database_url, env, "sales") as manager:
+        yield manager
 
 
 def listed(store: CampaignStateManager) -> list[tuple[str, str, str, str | None]]:

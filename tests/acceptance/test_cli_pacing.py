@@ -5,39 +5,25 @@ included. Runs in process against a real PostgreSQL (fresh database per test).""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from campaigns.cli import app
 from campaigns.cli.common import console
-from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
+from tests.acceptance.cli_helpers import as_json, cli_store, invoker
 
 
 @pytest.fixture
 def cli(stack_env: dict[str, str]) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=stack_env)
-
-    return invoke
+    return invoker(stack_env)
 
 
 @pytest.fixture
 def store(database_url: str, stack_env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(stack_env))
-    yield manager
-    manager.dispose()
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    with cli_store(database_url, stack_env) as manager:
+        yield manager
 
 
 CLOUD = ["--gateway", "cloud-api", "--base-url", "https://graph.facebook.com",

@@ -5,18 +5,16 @@ alone, and ``resume ID`` is what restarts it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from campaigns.cli import app
 from campaigns.domain import CampaignStatus, StopKind
-from campaigns.settings import Pacing, Settings
+from campaigns.settings import Pacing
 from campaigns.state import CampaignStateManager
+from tests.acceptance.cli_helpers import as_json, cli_store, invoker
 
 PACING = Pacing(batch_size=2, min_interval=0, max_interval=0, batch_delay_min=0, batch_delay_max=0)
 TIMELOCK = "WhatsApp refused to send (error 463: reach-out timelock)"
@@ -24,20 +22,13 @@ TIMELOCK = "WhatsApp refused to send (error 463: reach-out timelock)"
 
 @pytest.fixture
 def cli(stack_env: dict[str, str]) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=stack_env)
-
-    return invoke
+    return invoker(stack_env)
 
 
 @pytest.fixture
 def store(database_url: str, stack_env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(stack_env))
-    manager.add_session("sales", "console", "console://local")
-    yield manager
-    manager.dispose()
+    with cli_store(database_url, stack_env, "sales") as manager:
+        yield manager
 
 
 def interrupted(
@@ -48,11 +39,6 @@ def interrupted(
     )
     assert store.mark_interrupted(campaign.id, reason, kind=kind, resume_at=resume_at)
     return campaign.id
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_status__a_blocked_campaign_says_only_the_operator_resumes_it(

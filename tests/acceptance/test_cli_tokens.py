@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from campaigns.cli import app
-from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
+from tests.acceptance.cli_helpers import cli_store
 
 
 @pytest.fixture
@@ -34,9 +34,8 @@ def cli(env: dict[str, str]) -> Any:
 
 @pytest.fixture
 def store(database_url: str, env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(env))
-    yield manager
-    manager.dispose()
+    with cli_store(database_url, env) as manager:
+        yield manager
 
 
 def one_error_line(result: Result) -> str:

@@ -10,29 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from campaigns.cli import app
-from campaigns.settings import Settings
 from campaigns.state import CampaignStateManager
+from tests.acceptance.cli_helpers import cli_store, invoker
 
 
 @pytest.fixture
 def cli(stack_env: dict[str, str]) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=stack_env)
-
-    return invoke
+    return invoker(stack_env)
 
 
 @pytest.fixture
 def store(database_url: str, stack_env: dict[str, str]) -> Iterator[CampaignStateManager]:
-    manager = CampaignStateManager(database_url, settings=Settings.from_env(stack_env))
-    manager.add_session("sales", "console", "console://local", window_hours="09:00-18:00")
-    yield manager
-    manager.dispose()
+    with cli_store(database_url, stack_env, "sales", window_hours="09:00-18:00") as manager:
+        yield manager
 
 
 @pytest.fixture
