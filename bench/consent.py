@@ -27,18 +27,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.harness import ROOT, SANDBOX_TOKEN, Bench, Client, Row, fmt_s, numbers, rate
+from bench.ledgers import FAILED_EVERY, ZERO, autocommit, big_campaign
 from campaigns.domain import RecipientStatus
 from campaigns.numbers import Entry
 from campaigns.sandbox import SandboxControl, SandboxRecord
-from campaigns.settings import Pacing, Settings
-from campaigns.store import CampaignStateManager
 
 NAME = "consent"
 LEGAL = {"LEGAL_BASIS": "consent"}
@@ -47,7 +44,6 @@ LEGAL = {"LEGAL_BASIS": "consent"}
 EXPORT_SIZE, EXPORT_QUICK = 1_000_000, 20_000
 TARGET_EXPORT_S = 20.0
 TARGET_EXPORT_MB = 150.0
-FAILED_EVERY = 50
 
 OPTOUTS, OPTOUTS_QUICK = 1_000_000, 20_000
 MATCHED = 6
@@ -56,27 +52,11 @@ CHECK_TOTAL, CHECK_QUICK = 10_000, 300
 FAST_RATE = 1000
 IN_FLIGHT = 32
 TARGET_CHECK = 0.95
-ZERO = Pacing(batch_size=2000, min_interval=0, max_interval=0, batch_delay_min=0,
-              batch_delay_max=0)  # fmt: skip
 
 _EXPORTED = (
     "position, batch_number, phone, status, session_name, attempts, gateway_message_id, "
     "error_code, error_message, finished_at, claimed_at, variant"
 )
-_FILL_LEDGER = text(f"""
-UPDATE campaign_recipients
-SET status = CAST(CASE WHEN position % {FAILED_EVERY} = 0 THEN 'failed' ELSE 'sent' END
-                  AS recipient_status),
-    session_name = :session, attempts = 1,
-    gateway_message_id = 'wamid.bench' || position,
-    error_code = CASE WHEN position % {FAILED_EVERY} = 0 THEN '131026' END,
-    error_message = CASE WHEN position % {FAILED_EVERY} = 0
-                         THEN 'Message undeliverable' END,
-    claimed_at = now() - interval '1 day' + position * interval '50 ms',
-    finished_at = now() - interval '1 day' + position * interval '50 ms' + interval '300 ms',
-    variant = (ARRAY['a', 'b', 'c'])[position % 3 + 1]
-WHERE campaign_id = :id
-""")
 _BARE_COPY = """
 import sys
 import psycopg2
@@ -98,7 +78,7 @@ def _export_rows(bench: Bench) -> list[Row]:
     size = EXPORT_QUICK if bench.quick else EXPORT_SIZE
     database_url = bench.database(f"{NAME}_export")
     env = bench.env(database_url, **LEGAL)
-    campaign_id, loaded, filled = _big_ledger(env, size)
+    campaign_id, loaded, filled = big_campaign(env, size, "export-bench")
     child_env = {**os.environ, **env}
     out = bench.work_dir / "export"
     out.mkdir(exist_ok=True)
@@ -165,31 +145,6 @@ def _export_rows(bench: Bench) -> list[Row]:
     return rows
 
 
-def _big_ledger(env: dict[str, str], size: int) -> tuple[int, float, float]:
-    """A campaign of ``size`` numbers, its ledger filled as sent; its id and the seconds of
-    the load and of the fill."""
-    store = CampaignStateManager(
-        env["DATABASE_URL"], settings=Settings.from_env({**env, "DB_POOL_SIZE": "2"})
-    )
-    try:
-        session = "export-bench"
-        store.add_session(session, "console", "console://bench")
-        started = time.monotonic()
-        campaign = store.create_campaign(
-            (f"+5511{900000000 + i}" for i in range(size)), "Hi", session, pacing=ZERO,
-            start_at=datetime.now(UTC) + timedelta(days=1),
-        )  # fmt: skip
-        loaded = time.monotonic() - started
-        started = time.monotonic()
-        with store.engine.begin() as conn:
-            conn.execute(_FILL_LEDGER, {"id": campaign.id, "session": session})
-        filled = time.monotonic() - started
-    finally:
-        store.dispose()
-    _autocommit(env["DATABASE_URL"], "VACUUM ANALYZE campaign_recipients")
-    return campaign.id, loaded, filled
-
-
 def _measure(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
     """Seconds from start to exit and peak RSS (MB) of one command, that process alone: its
     VmHWM, the high-water mark of its own memory, read until it exits. (``ru_maxrss`` from
@@ -228,15 +183,6 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in handle)
 
 
-def _autocommit(database_url: str, sql: str) -> None:
-    engine = create_engine(database_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(sql))
-    finally:
-        engine.dispose()
-
-
 # ---------------------------------------------------------------------------------- check
 
 
@@ -271,7 +217,7 @@ def _check_row(bench: Bench) -> Row:
             for label in ("listed", "listed2"):
                 rates[label] = _send(client, sandbox_url, bench, label, lists[label],
                                      matched[label])  # fmt: skip
-            _autocommit(database_url, "TRUNCATE campaign_optouts")
+            autocommit(database_url, "TRUNCATE campaign_optouts")
             rates["empty2"] = _send(client, sandbox_url, bench, "empty2", lists["empty2"], [])
         finally:
             client.close()

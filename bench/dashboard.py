@@ -25,31 +25,22 @@ arrival time (the first second of each phase left out), each side the sum over i
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from html import unescape
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import text
 
-from bench.consent import _autocommit
-from bench.harness import ROOT, SANDBOX_TOKEN, Bench, Row, percentile
+from bench.harness import SANDBOX_TOKEN, Bench, Row, percentile
+from bench.ledgers import FAILED_EVERY, ZERO, big_campaign, web_service
 from campaigns.dispatch import TaskSender
-from campaigns.local.processes import free_port
 from campaigns.local.stack import wait_until
 from campaigns.sandbox import SandboxControl, SandboxRecord
-from campaigns.settings import Pacing, Settings
+from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
 
 NAME = "dashboard"
@@ -57,7 +48,6 @@ LABEL = "dashboard"
 SIZE, SIZE_QUICK = 1_000_000, 5_000
 REQUESTS, REQUESTS_QUICK = 300, 10
 SENT_SHARE = 0.6
-FAILED_EVERY = 50
 TARGET_P99_MS = 500.0
 """A page answered within half a second even at its slowest: well under the 2 s poll."""
 
@@ -70,22 +60,7 @@ SETTLE_S = 1.0
 FAST_RATE = 1000
 IN_FLIGHT = 32
 TARGET_RATIO = 0.95
-ZERO = Pacing(batch_size=2000, min_interval=0, max_interval=0, batch_delay_min=0,
-              batch_delay_max=0)  # fmt: skip
 
-_FILL_LEDGER = text(f"""
-UPDATE campaign_recipients
-SET status = CAST(CASE WHEN position % {FAILED_EVERY} = 0 THEN 'failed' ELSE 'sent' END
-                  AS recipient_status),
-    session_name = :session, attempts = 1,
-    gateway_message_id = 'wamid.bench' || position,
-    error_code = CASE WHEN position % {FAILED_EVERY} = 0 THEN '131026' END,
-    error_message = CASE WHEN position % {FAILED_EVERY} = 0
-                         THEN 'Message undeliverable' END,
-    claimed_at = now() - interval '1 day' + position * interval '50 ms',
-    finished_at = now() - interval '1 day' + position * interval '50 ms' + interval '300 ms'
-WHERE campaign_id = :id AND position <= :upto
-""")
 _POLLED = re.compile(r"<[^>]*\bhx-trigger=\"([^\"]*every\s+[0-9.]+m?s[^\"]*)\"[^>]*>", re.S)
 _HX_GET = re.compile(r"\bhx-get=\"([^\"]+)\"")
 _EVERY = re.compile(r"every\s+([0-9.]+)(m?s)")
@@ -96,43 +71,6 @@ def run(bench: Bench) -> list[Row]:
 
 
 # --------------------------------------------------------------------------------- service
-
-
-@contextlib.contextmanager
-def _service(bench: Bench, env: dict[str, str], label: str) -> Iterator[str]:
-    """A ``campaigns web`` process on ``env``'s database; its base URL once /healthz is 200.
-    Stopped with SIGTERM (then killed) on exit."""
-    port = free_port()
-    log = bench.work_dir / f"{label}.log"
-    with log.open("wb") as errors:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "campaigns.cli", "web", "--port", str(port)], cwd=ROOT,
-            env={**os.environ, **env, "CAMPAIGNS_LOG_LEVEL": "WARNING"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(base, service), 120, "the web service to answer /healthz")
-        if service.poll() is not None:
-            raise RuntimeError(f"the web service exited: {log.read_text()[-2000:]}")
-        yield base
-    finally:
-        if service.poll() is None:
-            service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
-
-
-def _answers(base: str, service: subprocess.Popen[bytes]) -> bool:
-    if service.poll() is not None:
-        return True  # exited: the caller says why
-    try:
-        return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _logged_in(base: str, token: str) -> requests.Session:
@@ -168,10 +106,15 @@ def _page_rows(bench: Bench) -> list[Row]:
     count = REQUESTS_QUICK if bench.quick else REQUESTS
     database_url = bench.database(f"{NAME}_pages")
     env = bench.env(database_url)
-    campaign_id, token, loaded = _big_campaign(env, size)
+    campaign_id, loaded, _ = big_campaign(env, size, "dashboard-bench", sent_share=SENT_SHARE)
+    store = CampaignStateManager(database_url, settings=Settings.from_env(env))
+    try:
+        token = store.create_token("dashboard-bench", "read")
+    finally:
+        store.dispose()
     timings: dict[str, list[float]] = {}
     cold: dict[str, float] = {}
-    with _service(bench, env, "dashboard-pages") as base:
+    with web_service(bench, env, "dashboard-pages") as (base, _):
         client = _logged_in(base, token)
         # the recipients table is part of the campaign page: its first keyset page there, a
         # filtered page deep into the ledger with ?status=&after=
@@ -229,31 +172,6 @@ def _get(client: requests.Session, url: str) -> str:
     if answer.status_code != 200:
         raise RuntimeError(f"GET {url} answered {answer.status_code}: {answer.text[:300]}")
     return answer.text
-
-
-def _big_campaign(env: dict[str, str], size: int) -> tuple[int, str, float]:
-    """A campaign of ``size`` numbers, 60% of its ledger filled as sent; its id, a read
-    token for the dashboard and the seconds of the load."""
-    store = CampaignStateManager(
-        env["DATABASE_URL"], settings=Settings.from_env({**env, "DB_POOL_SIZE": "2"})
-    )
-    try:
-        session = "dashboard-bench"
-        store.add_session(session, "console", "console://bench")
-        started = time.monotonic()
-        campaign = store.create_campaign(
-            (f"+5511{900000000 + i}" for i in range(size)), "Hi", session, pacing=ZERO,
-            start_at=datetime.now(UTC) + timedelta(days=1),
-        )  # fmt: skip
-        loaded = time.monotonic() - started
-        with store.engine.begin() as conn:
-            conn.execute(_FILL_LEDGER, {"id": campaign.id, "session": session,
-                                        "upto": int(size * SENT_SHARE)})  # fmt: skip
-        token = store.create_token("dashboard-bench", "read")
-    finally:
-        store.dispose()
-    _autocommit(env["DATABASE_URL"], "VACUUM ANALYZE campaign_recipients")
-    return campaign.id, token, loaded
 
 
 # ------------------------------------------------------------------------- open dashboards
@@ -372,7 +290,7 @@ def _load_row(bench: Bench) -> Row:
                 in_flight=str(IN_FLIGHT), tier="unlimited",
             )  # fmt: skip
             token = store.create_token("dashboard-load", "read")
-            with _service(bench, env, "dashboard-load") as base:
+            with web_service(bench, env, "dashboard-load") as (base, _):
                 local.start_worker("w0", concurrency=IN_FLIGHT + 8)
                 enqueue = TaskSender.for_broker(env["CELERY_BROKER_URL"], env["CAMPAIGNS_QUEUE"])
                 try:

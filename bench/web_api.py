@@ -9,7 +9,6 @@ targets (bench/loading.py): the 30 s-per-1M rate, and under 300 MB."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,9 +18,9 @@ import requests
 
 from bench.consent import _high_water_kb
 from bench.harness import Bench, Row, fmt_s
+from bench.ledgers import web_service
 from bench.loading import TARGET_RSS_MB, TARGET_SECONDS, write_number_file
-from campaigns.local.processes import free_port
-from campaigns.local.stack import ROOT, wait_until
+from campaigns.local.stack import ROOT
 from campaigns.settings import Settings
 from campaigns.store import CampaignStateManager
 
@@ -93,19 +92,7 @@ def _upload(bench: Bench, numbers: Path) -> tuple[float, float, float]:
     store = _store(url)
     token = store.create_token("bench", "operator")
     store.dispose()
-    port = free_port()
-    log = bench.work_dir / "web-api.log"
-    with log.open("wb") as errors:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "campaigns.cli", "web", "--port", str(port)], cwd=ROOT,
-            env={**os.environ, **bench.env(url), "CAMPAIGNS_LOG_LEVEL": "WARNING"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(base, service), 120, "the web service to answer /healthz")
-        if service.poll() is not None:
-            raise RuntimeError(f"the web service exited: {log.read_text()[-2000:]}")
+    with web_service(bench, bench.env(url), "web-api") as (base, service):
         ready_mb = _high_water_kb(service.pid) / 1024
         with numbers.open("rb") as handle:
             started = time.perf_counter()
@@ -118,21 +105,4 @@ def _upload(bench: Bench, numbers: Path) -> tuple[float, float, float]:
         peak_mb = _high_water_kb(service.pid) / 1024
         if answer.status_code != 201:
             raise RuntimeError(f"upload answered {answer.status_code}: {answer.text[:500]}")
-    finally:
-        if service.poll() is None:
-            service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
     return seconds, peak_mb, ready_mb
-
-
-def _answers(base: str, service: subprocess.Popen[bytes]) -> bool:
-    if service.poll() is not None:
-        return True  # exited: the caller says why
-    try:
-        return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
