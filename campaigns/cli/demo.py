@@ -32,17 +32,23 @@ from campaigns.cli.common import emit_json
 from campaigns.cli.demo_story import POOL, SESSION, DemoRun, print_summary, story, summarize
 from campaigns.cli.watch import follow_with_progress
 from campaigns.dispatch import TaskSender
-from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.domain import CampaignStatus, RecipientStatus, StatusSnapshot
 from campaigns.errors import CampaignError, InvalidTransition
 from campaigns.local import resolve_settings
 from campaigns.local.stack import LocalStack
 from campaigns.processor import CampaignBatchProcessor
+from campaigns.receipts import DeliveryCounts
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.settings import Pacing, Settings
 from campaigns.store import CampaignStateManager
 from campaigns.store import db as migrations
+from campaigns.webhooks import HMAC_KEY_ENV
 
 TOKEN_ENV = "DEMO_SANDBOX_TOKEN"
+RECEIPTS = (1.0, 2.0, 0.7)
+"""The sandbox's receipts: delivered 1 s after a send, read 2 s after that, for 70% of them."""
+RECEIPTS_GRACE_S = 5.0
+"""How long past the last receipt's schedule the summary waits for it (webhook retries)."""
 DEMO_DATABASE = "campaigns_demo"
 """With the embedded PostgreSQL the demo keeps its campaigns in a database of their own, so its
 fast-paced worker never touches the operator's campaigns."""
@@ -161,7 +167,7 @@ def _settings(out: Console, data_dir: Path, run: DemoRun) -> Settings:
     return settings
 
 
-def _child_env(settings: Settings, data_dir: Path, token: str) -> dict[str, str]:
+def _child_env(settings: Settings, data_dir: Path, token: str, hmac_key: str) -> dict[str, str]:
     assert settings.database_url and settings.broker_url and settings.pacing_redis_url
     return {
         **FAST_ENV,
@@ -173,6 +179,7 @@ def _child_env(settings: Settings, data_dir: Path, token: str) -> dict[str, str]
         "CAMPAIGNS_QUEUE": f"demo-{uuid.uuid4().hex[:8]}",
         "CAMPAIGNS_LOG_LEVEL": "INFO",
         TOKEN_ENV: token,
+        HMAC_KEY_ENV: hmac_key,  # the web service checks the sandbox's signed webhooks
     }
 
 
@@ -190,6 +197,18 @@ def _fresh_session(store: CampaignStateManager, base_url: str) -> None:
         except CampaignError:
             pass  # there was none
         store.add_session(name, "waha", base_url, token_env=TOKEN_ENV)
+
+
+def _receipts_in(store: CampaignStateManager, cid: int, last: StatusSnapshot) -> DeliveryCounts:
+    """The campaign's delivered and read counts once the last sends' receipts are in (they
+    trail the sends by a few seconds: every delivered one, then the reads that follow it), or
+    what came by then."""
+    sent = last.counts.get(RecipientStatus.SENT, 0)
+    deadline = time.monotonic() + sum(RECEIPTS[:2]) + RECEIPTS_GRACE_S
+    while store.delivery_counts(cid).total.delivered < sent and time.monotonic() < deadline:
+        time.sleep(0.25)
+    time.sleep(RECEIPTS[1] + 0.5)  # the last deliveries' reads
+    return store.delivery_counts(cid).total
 
 
 class Demo:
@@ -218,7 +237,8 @@ class Demo:
         run_dir = self.data_dir / "demo" / time.strftime("%Y%m%d-%H%M%S")
         run_dir.mkdir(parents=True, exist_ok=True)
         token = secrets.token_urlsafe(16)  # lives in the children's environment only
-        env = _child_env(settings, self.data_dir, token)
+        hmac_key = secrets.token_urlsafe(24)  # likewise, and the sandbox's webhook target
+        env = _child_env(settings, self.data_dir, token, hmac_key)
         self.stack = stack = LocalStack(env=env, log_dir=run_dir / "logs")
         record = SandboxRecord(run_dir / "sandbox.sqlite")
         sandbox_url = stack.start_sandbox(record.path, api_key=token, waha_wait=0.5)
@@ -238,6 +258,17 @@ class Demo:
         self.say(
             f"sessions {' and '.join(POOL)} added: waha at {sandbox_url}, token from "
             f"${TOKEN_ENV}; the campaign goes out over both (a sender pool)"
+        )
+        with SandboxControl(sandbox_url) as control:
+            # as a WAHA server would: session events and delivery receipts, signed, to the
+            # web service (the dashboard's delivered and read figures come from them)
+            control.add_webhook(f"{web}/webhooks/waha", "waha", hmac_key=hmac_key)
+            control.receipts(True, delivered_after=RECEIPTS[0], read_after=RECEIPTS[1],
+                             read_share=RECEIPTS[2])  # fmt: skip
+        self.say(
+            f"sandbox webhooks to {web}/webhooks/waha (signed): session events, and receipts "
+            f"(delivered {RECEIPTS[0]:g} s after a send, read {RECEIPTS[1]:g} s later for "
+            f"{RECEIPTS[2]:.0%} of them)"
         )
 
         numbers_file = run_dir / "numbers.txt"
@@ -271,14 +302,16 @@ class Demo:
                 on_resume=self._resumed,
             )
         elapsed = time.monotonic() - started
-        return summarize(last, record, elapsed, self.run)
+        delivery = _receipts_in(store, cid, last)
+        return summarize(last, record, elapsed, self.run, delivery)
 
     def _resumed(self, batch: int | None, position: int | None) -> None:
         self.run.resumed_from = (batch, position)
         if self.run.interrupted and not self.run.reconnected:
-            # the watcher resumes in the same breath as it sees the session back: say it first
+            # the webhook (or the watcher) resumes in the same breath as the session is back:
+            # say it first
             self.run.reconnected = True
-            self.say(f"session {SESSION} reconnected (seen by the session watcher)")
+            self.say(f"session {SESSION} reconnected")
 
     def cleanup(self) -> list[str]:
         """Stop what this run started; returns what it did, for the last line."""

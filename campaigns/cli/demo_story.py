@@ -16,8 +16,10 @@ from rich.table import Table
 
 from campaigns.cli.common import duration
 from campaigns.domain import CampaignStatus, LaneState, RecipientStatus, StatusSnapshot
+from campaigns.receipts import DeliveryCounts
 from campaigns.sandbox import SandboxControl, SandboxRecord
 from campaigns.store import CampaignStateManager
+from campaigns.timeline import EventKind, Trigger
 
 SESSION = "demo-sandbox"
 SECOND = "demo-sandbox-2"
@@ -42,6 +44,8 @@ class DemoRun:
     interrupted: bool = False
     reconnected: bool = False
     resumed_from: tuple[int | None, int | None] | None = None
+    recovered_by: str | None = None
+    """Who resumed the interrupted campaign, in words (its timeline's recovery trigger)."""
     started_servers: list[str] = field(default_factory=list)
 
 
@@ -81,14 +85,19 @@ def story(
         if run.interrupted and not run.reconnected:
             if store.get_session(SESSION).connection_status == "connected":
                 run.reconnected = True
-                say(f"session {SESSION} reconnected (seen by the session watcher)")
+                say(f"session {SESSION} reconnected")
+        if run.resumed_from is not None and run.recovered_by is None:
+            run.recovered_by = _recovered_by(store, c.id)
+            if run.recovered_by:
+                say(f"the recovery was triggered by {run.recovered_by}")
 
     return tick
 
 
 def summarize(
-    snapshot: StatusSnapshot, record: SandboxRecord, elapsed: float, run: DemoRun
-) -> dict[str, Any]:
+    snapshot: StatusSnapshot, record: SandboxRecord, elapsed: float, run: DemoRun,
+    delivery: DeliveryCounts,
+) -> dict[str, Any]:  # fmt: skip
     """The run's outcome, from the ledger and from the sandbox's own record."""
     counts = snapshot.counts
     return {
@@ -108,8 +117,32 @@ def summarize(
         "sandbox_messages": sum(record.count(name) for name in POOL),
         "sandbox_duplicates": _pool_duplicates(record),
         "sent_per_session": {name: record.count(name) for name in POOL},
+        "delivered": delivery.delivered,
+        "read": delivery.read,
+        "recovered_by": run.recovered_by,
         "sandbox_record": str(record.path),
     }
+
+
+TRIGGERS = {
+    Trigger.WEBHOOK: "the gateway's webhook (WAHA session.status WORKING)",
+    Trigger.WATCHER: "the session watcher (it polls the gateway)",
+    Trigger.SWEEP: "the sweep (a stalled run)",
+    Trigger.WORKER_START: "a worker's start",
+    Trigger.OPERATOR: "an operator",
+}
+
+
+def _recovered_by(store: CampaignStateManager, campaign_id: int) -> str | None:
+    """The newest recovery's trigger in words, from the campaign's timeline."""
+    found = [e for e in store.events(campaign_id, limit=1000) if e.kind is EventKind.RECOVERED]
+    if not found or found[-1].trigger is None:
+        return None
+    trigger = found[-1].trigger
+    try:
+        return TRIGGERS[Trigger(trigger)]
+    except (ValueError, KeyError):
+        return trigger  # a trigger newer than this table: its own word
 
 
 def _lane_active(store: CampaignStateManager, campaign_id: int, session: str) -> bool:
@@ -142,6 +175,8 @@ def print_summary(out: Console, summary: dict[str, Any]) -> None:
         ("unknown", "unknown"),
         ("messages the sandbox accepted", "sandbox_messages"),
         ("sandbox duplicates", "sandbox_duplicates"),
+        ("delivered (receipts)", "delivered"),
+        ("read (receipts)", "read"),
     )
     for label, key in rows:
         table.add_row(label, str(summary[key]))
@@ -154,6 +189,8 @@ def print_summary(out: Console, summary: dict[str, Any]) -> None:
             "resumed after the drop from",
             f"batch {resumed['batch']}, recipient #{resumed['position']}",
         )
+    if summary["recovered_by"]:
+        table.add_row("recovered by", summary["recovered_by"])
     out.print(table)
     out.print(
         f"sandbox record (SQLite, every accepted message): {summary['sandbox_record']}",

@@ -82,6 +82,9 @@ def test_demo__completes_with_a_recovery_and_no_duplicate_in_the_sandbox_record(
     assert (summary["entries"], summary["duplicates"], summary["invalid"]) == (150, 3, 1)
     assert summary["sent"] == 146 and summary["failed"] == 0 and summary["unknown"] == 0
     assert summary["interrupted"] is True and summary["resumed_from"]["batch"] >= 1
+    # the sandbox's signed receipts reached the web service: every send delivered, ~70% read
+    assert summary["delivered"] == 146 and 0 < summary["read"] < 146
+    assert summary["recovered_by"] in story and "the recovery was triggered by" in story
     for line in (
         "sessions demo-sandbox and demo-sandbox-2 added",
         "WhatsApp session demo-sandbox-2 dropped",
