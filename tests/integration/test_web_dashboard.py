@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import event
 
 from campaigns.domain import RecipientStatus
 from campaigns.state import CampaignStateManager
@@ -324,6 +325,38 @@ def test_recipients_table__polled_while_the_campaign_moves_then_still(
     assert "hx-trigger" not in shown.one("recipient-rows")
     missing = reader.get(f"{base}/campaigns/999999/recipients", timeout=5)
     assert missing.status_code == 404
+
+
+def test_polls_within_a_period__share_one_rendering_and_check_only_the_token(
+    base: str, store: CampaignStateManager, reader: requests.Session
+) -> None:
+    """Many browsers polling the same live parts cost one token check each; the campaign's
+    view is read and rendered once a period for all of them (counted statements, not time)."""
+    cid = create(base, store, 5)
+    paths = [f"/campaigns/{cid}/live", f"/campaigns/{cid}/recipients?status=&q=&after=0",
+             "/partials/campaigns"]  # fmt: skip
+    for path in paths:  # the first poll of each renders it
+        assert reader.get(f"{base}{path}", timeout=5).status_code == 200
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        statements.append(" ".join(sql.split()))
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        started = time.monotonic()
+        for _ in range(10):
+            for path in paths:
+                assert reader.get(f"{base}{path}", timeout=5).status_code == 200
+        elapsed = time.monotonic() - started
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    if elapsed >= LIVE_TTL:
+        pytest.skip(f"30 polls took {elapsed:.1f} s on this machine: past one shared period")
+    tokens = [s for s in statements if "api_tokens" in s]
+    assert len(tokens) == 30, statements
+    others = [s for s in statements if "api_tokens" not in s and s not in ("SELECT 1", "select 1")]
+    assert others == [], others  # no campaign read, no ledger page, no list within the period
 
 
 def test_an_action_through_the_api__shows_at_the_next_poll(
