@@ -335,6 +335,7 @@ def test_polls_within_a_period__share_one_rendering_and_check_only_the_token(
     cid = create(base, store, 5)
     paths = [f"/campaigns/{cid}/live", f"/campaigns/{cid}/recipients?status=&q=&after=0",
              "/partials/campaigns"]  # fmt: skip
+    started = time.monotonic()
     for path in paths:  # the first poll of each renders it
         assert reader.get(f"{base}{path}", timeout=5).status_code == 200
     statements: list[str] = []
@@ -344,7 +345,6 @@ def test_polls_within_a_period__share_one_rendering_and_check_only_the_token(
 
     event.listen(store.engine, "before_cursor_execute", count)
     try:
-        started = time.monotonic()
         for _ in range(10):
             for path in paths:
                 assert reader.get(f"{base}{path}", timeout=5).status_code == 200
@@ -352,7 +352,7 @@ def test_polls_within_a_period__share_one_rendering_and_check_only_the_token(
     finally:
         event.remove(store.engine, "before_cursor_execute", count)
     if elapsed >= LIVE_TTL:
-        pytest.skip(f"30 polls took {elapsed:.1f} s on this machine: past one shared period")
+        pytest.skip(f"33 polls took {elapsed:.1f} s on this machine: past one shared period")
     tokens = [s for s in statements if "api_tokens" in s]
     assert len(tokens) == 30, statements
     others = [s for s in statements if "api_tokens" not in s and s not in ("SELECT 1", "select 1")]
