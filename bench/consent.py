@@ -31,8 +31,18 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from bench.harness import ROOT, SANDBOX_TOKEN, Bench, Client, Row, fmt_s, numbers, rate
-from bench.ledgers import FAILED_EVERY, ZERO, autocommit, big_campaign
+from bench.harness import (
+    ROOT,
+    SANDBOX_TOKEN,
+    Bench,
+    Client,
+    Row,
+    autocommit,
+    fmt_s,
+    numbers,
+    rate,
+)
+from bench.ledgers import FAILED_EVERY, ZERO, big_campaign
 from campaigns.domain import RecipientStatus
 from campaigns.numbers import Entry
 from campaigns.sandbox import SandboxControl, SandboxRecord

@@ -70,6 +70,16 @@ class Row:
 HEADER = ["benchmark", "figure", "value", "baseline (same run)", "ratio", "target", "met?"]
 
 
+def autocommit(database_url: str, sql: str) -> None:
+    """One statement outside a transaction (CREATE DATABASE, VACUUM, TRUNCATE)."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT", pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
 def failed_row(benchmark: str, error: BaseException) -> Row:
     """The row of a benchmark that could not finish: the table still has every benchmark."""
     return Row(benchmark, "did not finish", f"{type(error).__name__}: {error}"[:160], met=False)
@@ -135,12 +145,7 @@ class Bench:
         return url
 
     def admin(self, sql: str) -> None:
-        engine = create_engine(self.server_url, isolation_level="AUTOCOMMIT", pool_size=1)
-        try:
-            with engine.connect() as conn:
-                conn.execute(text(sql))
-        finally:
-            engine.dispose()
+        autocommit(self.server_url, sql)
 
     def database(self, label: str) -> str:
         """A fresh migrated scratch database (copied from a template migrated once)."""

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from bench.harness import ROOT, Bench
+from bench.harness import ROOT, Bench, autocommit
 from campaigns.local.processes import free_port
 from campaigns.local.stack import wait_until
 from campaigns.settings import Pacing, Settings
@@ -40,16 +40,6 @@ SET status = CAST(CASE WHEN position % {FAILED_EVERY} = 0 THEN 'failed' ELSE 'se
     variant = (ARRAY['a', 'b', 'c'])[position % 3 + 1]
 WHERE campaign_id = :id AND position <= :upto
 """)
-
-
-def autocommit(database_url: str, sql: str) -> None:
-    """One statement outside a transaction (VACUUM)."""
-    engine = create_engine(database_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(sql))
-    finally:
-        engine.dispose()
 
 
 def big_campaign(
