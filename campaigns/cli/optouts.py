@@ -32,7 +32,6 @@ from campaigns.store import CampaignStateManager
 COLUMNS = ("phone", "scope", "source", "detail", "via_session", "created_at")
 """Of ``list --json`` and ``export``. ``scope`` is ``global`` or the session's name."""
 
-GLOBAL = GLOBAL_SCOPE
 _PAGE = 5000
 _CSV_DELIMITERS = ",;\t"
 """read_number_file's: a first line holding one of them makes the file a CSV with a header."""
@@ -170,7 +169,7 @@ def add(phone: PHONE, session: SESSION = None, note: NOTE = None, as_json: AS_JS
         number = normalize(phone, store.settings.default_region) or phone
     shown = mask_phone(number)
     if as_json:
-        emit_json({"phone": shown, "scope": session or GLOBAL, "added": added})
+        emit_json({"phone": shown, "scope": session or GLOBAL_SCOPE, "added": added})
     elif added:
         console.print(f"{shown} added to {list_name(session)}", markup=False)
     else:
@@ -195,7 +194,7 @@ def remove(phone: PHONE, session: SESSION = None, as_json: AS_JSON = False) -> N
             )
     shown = mask_phone(number)
     if as_json:
-        emit_json({"phone": shown, "scope": session or GLOBAL, "removed": removed})
+        emit_json({"phone": shown, "scope": session or GLOBAL_SCOPE, "removed": removed})
     else:
         console.print(f"{shown} removed from {list_name(session)}", markup=False)
 
@@ -238,7 +237,7 @@ def import_file(
         emit_json(
             {
                 "file": str(file),
-                "scope": session or GLOBAL,
+                "scope": session or GLOBAL_SCOPE,
                 "read": result.read,
                 "added": result.added,
                 "already": result.already,

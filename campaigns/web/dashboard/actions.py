@@ -16,9 +16,8 @@ from starlette.responses import RedirectResponse, Response
 from campaigns.errors import CampaignError
 from campaigns.web.auth import OPERATOR
 from campaigns.web.dashboard.login import OperatorPageScope, safe_next
-from campaigns.web.dashboard.pages import cache_of
 from campaigns.web.dashboard.render import render
-from campaigns.web.deps import StoreDep
+from campaigns.web.deps import StoreDep, views_changed
 from campaigns.web.routers import api
 from campaigns.web.routers.api_errors import ApiError
 from campaigns.web.routers.api_models import ControlIn
@@ -57,10 +56,10 @@ async def act(
         return Response("no such action", status_code=404)
     ok = True
     try:
-        message = await _run(request, store, campaign_id, action)
+        message = await _run(request, store, campaign_id, action)  # drops the shared views
     except (CampaignError, ApiError) as exc:  # not allowed from its status, unknown campaign...
         ok, message = False, str(exc)
-    cache_of(request).drop(campaign_id)
+        views_changed(request, campaign_id)  # the page was stale: show what the campaign is
     if not request.headers.get("hx-request"):
         return RedirectResponse(safe_next(next), status_code=303)
     answer = render(request, "_flash.html", {"ok": ok, "message": message})

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from campaigns import inputs
-from campaigns.domain import CampaignStatus, RecipientStatus
+from campaigns.domain import Campaign, CampaignStatus, RecipientStatus
 from campaigns.errors import CampaignError
 from campaigns.rows import ExportFormat
 from campaigns.views import campaign_data
@@ -77,18 +77,18 @@ async def polled(request: Request, store: Any, build: Callable[[str], str]) -> R
 
 
 def shared_html(
-    cache: TtlCache, key: tuple[str, int], read: Callable[[], tuple[tuple[Any, ...], float]],
-    render_once: Callable[[], str],
+    cache: TtlCache, store: Any, key: tuple[str, int], render_once: Callable[[Campaign], str],
+    ttl: Callable[[Campaign], float] = data.ttl_of,
 ) -> str:  # fmt: skip
-    """A partial's HTML rendered once for every browser polling it: the one rendered less
-    than a poll ago as it is (no database call), else ``read()`` (the version and time to
-    live of what it shows: one campaign row) and the cached rendering for that version."""
+    """A campaign's partial rendered once for every browser polling it: the one rendered less
+    than a poll ago as it is (no database call), else the campaign row (its version) and the
+    rendering cached for that version (``render_once(campaign)`` when there is none)."""
     fresh = cache.recent(key, data.LIVE_TTL)
     if fresh is not None:
         text: str = fresh
         return text
-    version, ttl = read()
-    return cache.get(key, version, ttl, render_once)
+    campaign = store.get_campaign(key[1])
+    return cache.get(key, data.version_of(campaign), ttl(campaign), lambda: render_once(campaign))
 
 
 def _filters(status: str | None, session: str | None) -> tuple[CampaignStatus | None, str | None]:
@@ -145,9 +145,10 @@ async def campaigns_partial(
             context = _list_view(scope, query, rows, next_before, chosen, named, before)
             return render_text("_campaign_rows.html", context)
 
-        # the list's own version is its time: the campaigns in it are versioned in their rows
+        # rendered once a poll period: the campaigns in it are versioned in their rows
         key = (f"list-html:{scope}:{query}", ANY_CAMPAIGN)
-        return shared_html(cache, key, lambda: ((), data.LIVE_TTL), render_once)
+        fresh: str | None = cache.recent(key, data.LIVE_TTL)
+        return fresh if fresh is not None else cache.get(key, (), data.LIVE_TTL, render_once)
 
     return await polled(request, store, build)
 
@@ -194,20 +195,16 @@ async def recipients_partial(
     def build(scope: str) -> str:
         full = _full(full_numbers, scope)
         chosen = inputs.optional_member(status or None, "status", RecipientStatus)
-        found: list[Any] = []
 
-        def read() -> tuple[tuple[Any, ...], float]:
-            found.append(store.get_campaign(campaign_id))
-            return data.version_of(found[0]), data.LIVE_TTL
-
-        def render_once() -> str:
-            context = {"scope": scope, "operator": scope == OPERATOR, "c": campaign_data(found[0]),
+        def render_once(campaign: Campaign) -> str:
+            context = {"scope": scope, "operator": scope == OPERATOR, "c": campaign_data(campaign),
                        "recipients_poll": RECIPIENTS_POLL}  # fmt: skip
             context.update(_recipients_rows(store, campaign_id, chosen, q, after, full))
             return render_text("_recipient_rows.html", context)
 
-        return shared_html(cache, (f"recipients-html:{scope}:{query}", campaign_id), read,
-                           render_once)  # fmt: skip
+        # a poll period even for a finished campaign: its rows still take receipts
+        return shared_html(cache, store, (f"recipients-html:{scope}:{query}", campaign_id),
+                           render_once, ttl=lambda _: data.LIVE_TTL)  # fmt: skip
 
     return await polled(request, store, build)
 
@@ -247,18 +244,12 @@ async def campaign_partial(request: Request, campaign_id: int, store: StoreDep) 
     cache = cache_of(request)
 
     def build(scope: str) -> str:
-        found: list[Any] = []
-
-        def read() -> tuple[tuple[Any, ...], float]:
-            found.append(store.get_campaign(campaign_id))
-            return data.version_of(found[0]), data.ttl_of(found[0])
-
-        def render_once() -> str:
-            live = data.live_view(store, cache, found[0])
+        def render_once(campaign: Campaign) -> str:
+            live = data.live_view(store, cache, campaign)
             context = {"scope": scope, "operator": scope == OPERATOR, "c": live, "poll": POLL}
             return render_text("_campaign_live.html", context)
 
-        return shared_html(cache, (f"live-html:{scope}", campaign_id), read, render_once)
+        return shared_html(cache, store, (f"live-html:{scope}", campaign_id), render_once)
 
     return await polled(request, store, build)
 
