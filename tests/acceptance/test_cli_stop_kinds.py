@@ -62,7 +62,9 @@ def test_status_and_list__a_limited_campaign_says_until_when(
     until = datetime.now(UTC) + timedelta(hours=2)
     cid = interrupted(store, "WhatsApp capped the number (error 475)", StopKind.LIMITED, until)
     local = until.astimezone()
-    clock = local.strftime("%H:%M")
+    # the date only when it is not today: two hours ahead is tomorrow after 22:00
+    today = local.date() == datetime.now().astimezone().date()
+    clock = local.strftime("%H:%M" if today else "%Y-%m-%d %H:%M")
 
     shown = cli("status", str(cid)).stdout
     listed = cli("list").stdout
@@ -73,6 +75,16 @@ def test_status_and_list__a_limited_campaign_says_until_when(
     [row] = as_json(cli("list", "--json"))
     assert row["interrupt_kind"] == "limited"
     assert datetime.fromisoformat(row["resume_at"]) == until
+
+
+def test_status__a_limit_ending_another_day_names_the_date(
+    cli: Any, store: CampaignStateManager
+) -> None:
+    until = datetime.now(UTC) + timedelta(days=3)
+    cid = interrupted(store, "WhatsApp capped the number (error 475)", StopKind.LIMITED, until)
+    clock = until.astimezone().strftime("%Y-%m-%d %H:%M")
+
+    assert f"interrupted (limited until {clock})" in cli("status", str(cid)).stdout
 
 
 def test_list__shows_each_stop_kind_and_no_kind_for_campaigns_not_interrupted(

@@ -89,10 +89,27 @@ def test_send__waha_475_with_cycle_end_is_limited_until_then(stub: GatewayStub) 
 
     assert (outcome.kind, outcome.stop) == (OutcomeKind.SESSION_DOWN, StopKind.LIMITED)
     assert outcome.retry_after == pytest.approx(3600, abs=2)
-    clock = datetime.fromtimestamp(end, UTC).strftime("%H:%M")
+    when = datetime.fromtimestamp(end, UTC)
+    # the date only when the end is not today (UTC): an hour ahead is tomorrow after 23:00
+    shown = "%H:%M UTC" if when.date() == datetime.now(UTC).date() else "%Y-%m-%d %H:%M UTC"
     assert outcome.error_message is not None
-    assert f"until {clock}" in outcome.error_message
+    assert f"until {when.strftime(shown)}" in outcome.error_message
     assert "cappingStatus=CAPPED" in outcome.error_message
+    gateway.close()
+
+
+def test_send__waha_475_with_a_cycle_ending_another_day__names_the_date(
+    stub: GatewayStub,
+) -> None:
+    end = time.time() + 3 * 86400
+    stub.answer("POST", "/api/sendText", 500, capped(cappingStatus="CAPPED",
+                                                     cycleEndTimestamp=end))  # fmt: skip
+    gateway = WahaGateway(config(stub))
+
+    outcome = gateway.send(OutgoingMessage(NUMBER, "Hi"))
+
+    shown = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    assert outcome.error_message is not None and f"until {shown}" in outcome.error_message
     gateway.close()
 
 
